@@ -1,0 +1,271 @@
+"""pytest glue: options, the harness fixture, matrix generation from the registries, and the summary table.
+
+All conversion and comparison logic lives in ``converters/`` and ``models/``; this file only orchestrates.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converters.cache import ArtifactCache
+from converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
+from converters.registry import TargetRegistry, default_target_registry
+from converters.target import Target
+from converters.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from models.registry import Registry, default_registry
+from models.spec import ModelSpec
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CACHE = ROOT / ".harness-cache"
+
+
+class HarnessHookspecs:
+    """Hooks a user's conftest.py or plugin implements to extend the matrix without editing the harness."""
+
+    @pytest.hookspec
+    def pytest_harness_models(self, config: pytest.Config) -> list[ModelSpec]:
+        """Return extra ModelSpecs to add to the registry."""
+
+    @pytest.hookspec
+    def pytest_harness_targets(self, config: pytest.Config) -> list[Target]:
+        """Return extra Targets to add as matrix columns."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(HarnessHookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "export conformance harness")
+    group.addoption("--harness-cache", default=os.environ.get("HARNESS_CACHE", str(DEFAULT_CACHE)),
+                    help="artifact cache directory (env HARNESS_CACHE; default .harness-cache/)")
+    group.addoption("--harness-retry-failed", action="store_true",
+                    help="re-attempt conversions whose failure is cached")
+    group.addoption("--harness-thresholds", default=str(DEFAULT_THRESHOLDS),
+                    help="thresholds TOML file (default baselines/thresholds.toml)")
+    group.addoption("--harness-weights", action="append", default=[], metavar="MODEL=PATH",
+                    help="load weights for MODEL from PATH (state_dict, checkpoint dict or TorchScript); repeatable")
+    group.addoption("--harness-allow-pickle", action="store_true",
+                    help="allow full pickles in weight files (only for files you trust)")
+    group.addoption("--harness-report", default=None, metavar="PATH",
+                    help="write every cell's metrics as JSON to PATH")
+    group.addoption("--harness-hypothesis-profile", default=None,
+                    help="Hypothesis profile: dev or ci (env HARNESS_HYPOTHESIS_PROFILE; ci when CI is set)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "smoke: fast subset, one model variant per family")
+    config.addinivalue_line("markers", "slow: large or slow cells")
+    config.addinivalue_line("markers", "harness_targets(*globs): restrict a cell test to targets matching globs")
+    _parse_weights(config.getoption("--harness-weights"))  # fail fast, as a usage error
+    if not config.getoption("hypothesis_profile", None):  # Hypothesis's own --hypothesis-profile wins
+        from suites import hypothesis_profiles
+
+        hypothesis_profiles.load_profile(config.getoption("--harness-hypothesis-profile"))
+
+
+@dataclass
+class Harness:
+    """Session state shared by all cells: registries, cache, thresholds and built models."""
+
+    config: pytest.Config
+    models: Registry
+    targets: TargetRegistry
+    cache: ArtifactCache
+    thresholds: Thresholds
+    weights: dict[str, str]
+    allow_pickle: bool
+    identities: ModelIdentities = field(default_factory=ModelIdentities)
+    _built: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, spec: ModelSpec) -> Any:
+        if spec.name not in self._built:
+            self._built[spec.name] = spec.build(self.weights.get(spec.name), allow_pickle=self.allow_pickle)
+        return self._built[spec.name]
+
+    def run(self, spec: ModelSpec, target: Target) -> CellResult:
+        return run_cell(spec, target, self.model(spec), cache=self.cache, thresholds=self.thresholds,
+                        targets=self.targets, identities=self.identities)
+
+
+def _parse_weights(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise pytest.UsageError(f"--harness-weights expects MODEL=PATH, got {item!r}")
+        if not Path(path).is_file():
+            raise pytest.UsageError(f"--harness-weights {name}: file {path!r} does not exist")
+        out[name] = path
+    return out
+
+
+def get_harness(config: pytest.Config) -> Harness:
+    """Build the session's Harness once (after every initial conftest has registered its hooks)."""
+    harness = getattr(config, "_harness", None)
+    if harness is None:
+        models = default_registry()
+        for extra in config.hook.pytest_harness_models(config=config):
+            models.extend(extra or [])
+        targets = default_target_registry()
+        for extra in config.hook.pytest_harness_targets(config=config):
+            for target in extra or []:
+                targets.register(target)
+        harness = Harness(
+            config=config, models=models, targets=targets,
+            cache=ArtifactCache(config.getoption("--harness-cache"),
+                                retry_failed=config.getoption("--harness-retry-failed")),
+            thresholds=Thresholds.load(config.getoption("--harness-thresholds")),
+            weights=_parse_weights(config.getoption("--harness-weights")),
+            allow_pickle=config.getoption("--harness-allow-pickle"),
+        )
+        unknown = [name for name in harness.weights if name not in models]
+        if unknown:
+            known = ", ".join(models.names())
+            raise pytest.UsageError(f"--harness-weights: unknown model {unknown[0]!r}; known: {known}")
+        config._harness = harness  # type: ignore[attr-defined]
+    return harness
+
+
+@pytest.fixture(scope="session")
+def harness(pytestconfig: pytest.Config) -> Harness:
+    return get_harness(pytestconfig)
+
+
+class ExpectedCellFailure(Exception):
+    """Raised when a cell fails exactly as its declared limitation says (so strict xfail accepts it)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    spec: ModelSpec
+    target: Target
+
+    @property
+    def id(self) -> str:
+        return f"{self.spec.name}-{self.target.name}"
+
+    def __repr__(self) -> str:
+        return f"Cell({self.id})"
+
+
+def _cell_params(harness: Harness, globs: tuple[str, ...]) -> list[Any]:
+    params = []
+    for spec in harness.models.specs():
+        for target in harness.targets.targets():
+            if globs and not any(fnmatch.fnmatchcase(target.name, g) for g in globs):
+                continue
+            marks = [getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(spec, m)]
+            limitation = spec.limitation_for(target.name)
+            if limitation:
+                marks.append(pytest.mark.xfail(strict=limitation.strict, reason=limitation.reason,
+                                               raises=ExpectedCellFailure))
+            cell = Cell(spec, target)
+            params.append(pytest.param(cell, id=cell.id, marks=marks))
+    return params
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" not in metafunc.fixturenames and "model_spec" not in metafunc.fixturenames:
+        return
+    harness = get_harness(metafunc.config)
+    if "cell" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("harness_targets")
+        metafunc.parametrize("cell", _cell_params(harness, tuple(marker.args) if marker else ()))
+    if "model_spec" in metafunc.fixturenames:
+        metafunc.parametrize("model_spec", [
+            pytest.param(s, id=s.name, marks=[getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(s, m)])
+            for s in harness.models.specs()
+        ])
+
+
+@pytest.fixture
+def check_cell(harness: Harness, record_property: Any) -> Any:
+    """``check_cell(cell) -> CellResult``: runs it, records metrics, maps a declared limitation to xfail."""
+    return lambda cell: _check_cell(cell, harness, record_property)
+
+
+def _check_cell(cell: Cell, harness: Harness, record_property: Any) -> CellResult:
+    try:
+        result = harness.run(cell.spec, cell.target)
+    except CellFailure as failure:
+        record_property("harness", failure.result.to_dict())
+        limitation = cell.spec.limitation_for(cell.target.name)
+        if limitation and limitation.explains(failure.result.message):
+            raise ExpectedCellFailure(str(failure)) from None
+        if limitation:
+            pytest.fail(f"{failure}\n(declared limitation expected /{limitation.match}/: {limitation.reason})",
+                        pytrace=False)
+        pytest.fail(str(failure), pytrace=False)
+    record_property("harness", result.to_dict())
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+
+def _cell_rows(terminalreporter: Any) -> list[tuple[str, dict[str, Any]]]:
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if getattr(rep, "when", None) != "call":
+                continue
+            props = dict(getattr(rep, "user_properties", []) or [])
+            if "harness" not in props:
+                continue
+            if hasattr(rep, "wasxfail"):
+                outcome = "XFAIL" if rep.outcome == "skipped" else "XPASS"
+            else:
+                outcome = rep.outcome.upper()
+            rows.append((outcome, props["harness"]))
+    return sorted(rows, key=lambda r: r[1]["cell"])
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    rows = _cell_rows(terminalreporter)
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("export conformance matrix")
+    header = f"{'cell':<48} {'result':<7} {'stage':<9} {'cosine(min)':>12} {'max_abs':>9} {'top1':>5} " \
+             f"{'size_kB':>8} {'export_s':>8} {'conv':>4}"
+    tr.write_line(header)
+    for outcome, cell in rows:
+        worst, art = cell["worst"], cell["artifact"]
+        size = art.get("size_bytes")
+        tr.write_line(
+            f"{cell['cell']:<48} {outcome:<7} {(cell['stage'] or '-'):<9} {_fmt(worst['cosine'], '.9f'):>12} "
+            f"{_fmt(worst['max_abs'], '.2e'):>9} {_fmt(worst['top1'], '.2f'):>5} "
+            f"{_fmt(size / 1024 if size else None, '.0f'):>8} {_fmt(cell['seconds'].get('export'), '.2f'):>8} "
+            f"{'yes' if cell['converted'] else 'no':>4}"
+        )
+    converted = sum(1 for _, c in rows if c["converted"])
+    counts: dict[str, int] = {}
+    for outcome, _ in rows:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    tr.write_line(f"cells: {len(rows)} ({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))}); "
+                  f"conversions performed this run: {converted}; served from cache: {len(rows) - converted}")
+    report_path = config.getoption("--harness-report")
+    if report_path:
+        _write_report(Path(report_path), [dict(c, outcome=o) for o, c in rows])
+        tr.write_line(f"cell metrics written to {report_path}")
+
+
+def _write_report(path: Path, cells: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"cells": cells}, indent=1, default=str))
+    os.replace(tmp, path)

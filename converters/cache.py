@@ -1,0 +1,140 @@
+"""Content-addressed artifact cache with atomic publication, safe for parallel pytest workers.
+
+An entry is a directory ``<root>/<key[:2]>/<key>/`` holding the artifact files and ``meta.json``. It is built
+in a private temporary directory and published with one ``os.rename``, under a per-key file lock, so a
+worker never sees a half-written artifact and two workers never convert the same thing twice.
+Deterministic conversion failures are cached too (``failure.json``), so an unsupported cell is not
+re-attempted on every run; ``retry_failed=True`` ignores them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Artifact:
+    """A converted file or directory plus its metadata (target, source hash, versions, size, signature)."""
+
+    target: str
+    key: str
+    directory: Path
+    meta: dict[str, Any]
+    converted_now: bool = False
+
+    @property
+    def path(self) -> Path:
+        """The main file (or directory) of the artifact."""
+        return self.directory / self.meta["main"]
+
+
+class CachedFailure(Exception):
+    """A conversion that failed before with the same inputs; the message is the original error."""
+
+
+@dataclass
+class CacheStats:
+    conversions: int = 0
+    hits: int = 0
+    failures_replayed: int = 0
+
+
+class ArtifactCache:
+    """Content-addressed store of artifacts under ``root``."""
+
+    def __init__(self, root: str | Path, retry_failed: bool = False) -> None:
+        self.root = Path(root).resolve()
+        self.retry_failed = retry_failed
+        self.stats = CacheStats()
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def lookup(self, key: str, target: str) -> Artifact | None:
+        """The published artifact for ``key``, or None. Raises CachedFailure for a recorded failure."""
+        entry = self.entry_dir(key)
+        meta_file = entry / "meta.json"
+        if meta_file.is_file():
+            return Artifact(target=target, key=key, directory=entry, meta=json.loads(meta_file.read_text()))
+        failure = entry.with_name(key + ".failure.json")
+        if failure.is_file() and not self.retry_failed:
+            record = json.loads(failure.read_text())
+            self.stats.failures_replayed += 1
+            raise CachedFailure(record["message"])
+        return None
+
+    def get_or_create(self, key: str, target: str, produce: Callable[[Path], dict[str, Any]],
+                      cacheable_error: Callable[[BaseException], bool] = lambda exc: False) -> Artifact:
+        """Return the artifact for ``key``, running ``produce(tmpdir) -> meta`` once if it is missing."""
+        found = self.lookup(key, target)
+        if found is not None:
+            self.stats.hits += 1
+            return found
+        with self._lock(key):
+            found = self.lookup(key, target)  # another worker may have published it meanwhile
+            if found is not None:
+                self.stats.hits += 1
+                return found
+            tmp = Path(tempfile.mkdtemp(prefix=key[:16] + "-", dir=self.root / "tmp"))
+            start = time.perf_counter()
+            try:
+                self.stats.conversions += 1
+                meta = produce(tmp)
+            except BaseException as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if isinstance(exc, Exception) and cacheable_error(exc):
+                    self._record_failure(key, target, exc)
+                raise
+            meta = {**meta, "key": key, "target": target, "convert_seconds": round(time.perf_counter() - start, 3),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            meta["size_bytes"] = _tree_size(tmp / meta["main"])
+            _write_json_atomic(tmp / "meta.json", meta)
+            entry = self.entry_dir(key)
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            if entry.exists():  # a stale, unpublished leftover (no meta.json): replace it
+                shutil.rmtree(entry)
+            os.rename(tmp, entry)
+            failure = entry.with_name(key + ".failure.json")
+            failure.unlink(missing_ok=True)
+        return Artifact(target=target, key=key, directory=entry, meta=meta, converted_now=True)
+
+    def _record_failure(self, key: str, target: str, exc: BaseException) -> None:
+        path = self.entry_dir(key).with_name(key + ".failure.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(path, {"target": target, "message": str(exc), "type": type(exc).__name__})
+
+    @contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        with open(self.root / "locks" / f"{key}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

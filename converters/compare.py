@@ -1,0 +1,137 @@
+"""Parity comparison of an artifact's outputs against PyTorch, returning rich results (Polygraphy-style).
+
+A comparison never returns a bare bool: each output carries cosine, max abs/rel error, the worst element,
+top-1 agreement for classifier outputs and the smallest atol that would have passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from converters.thresholds import Tolerance
+
+
+@dataclass
+class OutputComparison:
+    """Parity of one named output at one batch size."""
+
+    name: str
+    shape: tuple[int, ...]
+    cosine: float
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    worst_index: tuple[int, ...]
+    worst_expected: float
+    worst_actual: float
+    min_passing_atol: float
+    top1_agreement: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def describe(self) -> str:
+        top1 = "" if self.top1_agreement is None else f" top1={self.top1_agreement:.3f}"
+        return (
+            f"{self.name}{list(self.shape)}: cosine={self.cosine:.9f} max_abs={self.max_abs:.3g} "
+            f"max_rel={self.max_rel:.3g}{top1} worst@{list(self.worst_index)} "
+            f"expected={self.worst_expected:.6g} got={self.worst_actual:.6g} "
+            f"(atol that would pass: {self.min_passing_atol:.3g})"
+        )
+
+
+@dataclass
+class ParityResult:
+    """All outputs of one run at one batch size, judged against one tolerance."""
+
+    batch: int
+    tolerance: Tolerance
+    outputs: list[OutputComparison]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors and all(o.passed for o in self.outputs)
+
+    def failure_lines(self) -> list[str]:
+        lines = list(self.errors)
+        for out in self.outputs:
+            lines += [f"{out.name}: {msg}" for msg in out.failures]
+        return lines
+
+    def to_dict(self) -> dict:
+        return {"batch": self.batch, "tolerance": asdict(self.tolerance), "errors": self.errors,
+                "outputs": [asdict(o) | {"passed": o.passed} for o in self.outputs]}
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a64, b64) / (na * nb))
+
+
+def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tolerance,
+                   classifier: bool = False) -> OutputComparison:
+    """Compare one output; ``classifier`` adds top-1 agreement over the last axis."""
+    exp = np.asarray(expected, dtype=np.float64)
+    act = np.asarray(actual, dtype=np.float64)
+    diff = np.abs(exp - act)
+    finite = np.isfinite(exp) & np.isfinite(act)
+    same_nonfinite = (~np.isfinite(exp)) & (exp == act)  # equal infinities count as agreement
+    diff = np.where(finite | same_nonfinite, np.nan_to_num(diff, nan=0.0), np.inf)
+    rel = diff / np.maximum(np.abs(np.nan_to_num(exp)), np.finfo(np.float32).tiny)
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
+    excess = diff - tol.rtol * np.abs(np.nan_to_num(exp))
+    comp = OutputComparison(
+        name=name,
+        shape=tuple(exp.shape),
+        cosine=cosine_similarity(np.nan_to_num(exp), np.nan_to_num(act)),
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        max_rel=float(rel.max()) if rel.size else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        worst_index=tuple(int(i) for i in worst),
+        worst_expected=float(exp[worst]) if diff.size else 0.0,
+        worst_actual=float(act[worst]) if diff.size else 0.0,
+        min_passing_atol=float(max(0.0, excess.max())) if diff.size else 0.0,
+    )
+    if classifier and exp.ndim >= 1 and exp.shape[-1] > 1:
+        comp.top1_agreement = float(np.mean(np.argmax(exp, -1) == np.argmax(act, -1)))
+    nonfinite = int((~finite & ~same_nonfinite).sum())
+    if nonfinite:
+        comp.failures.append(f"{nonfinite} non-finite value(s) where PyTorch is finite or differs")
+    if comp.cosine < tol.cosine_min:
+        comp.failures.append(f"cosine {comp.cosine:.9f} < {tol.cosine_min}")
+    if comp.min_passing_atol > tol.atol:
+        comp.failures.append(
+            f"max_abs {comp.max_abs:.3g} at {list(comp.worst_index)} exceeds atol {tol.atol:g} + "
+            f"rtol {tol.rtol:g}*|ref| (expected {comp.worst_expected:.6g}, got {comp.worst_actual:.6g}; "
+            f"atol {comp.min_passing_atol:.3g} would pass)"
+        )
+    if comp.top1_agreement is not None and comp.top1_agreement < tol.top1_min:
+        comp.failures.append(f"top-1 agreement {comp.top1_agreement:.3f} < {tol.top1_min}")
+    return comp
+
+
+def compare(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance, batch: int,
+            classifier_outputs: Sequence[str] = ()) -> ParityResult:
+    """Compare every expected output; missing outputs and shape mismatches are errors, not crashes."""
+    result = ParityResult(batch=batch, tolerance=tol, outputs=[])
+    for name, exp in expected.items():
+        if name not in actual:
+            result.errors.append(f"output {name!r} missing from artifact outputs {sorted(actual)}")
+            continue
+        act = np.asarray(actual[name])
+        if act.shape != np.shape(exp):
+            result.errors.append(f"output {name!r}: shape {list(act.shape)} != PyTorch {list(np.shape(exp))}")
+            continue
+        result.outputs.append(compare_output(name, exp, act, tol, classifier=name in classifier_outputs))
+    return result

@@ -1,0 +1,157 @@
+"""Run one conformance cell (ModelSpec x Target): export, structure, load, run, parity.
+
+No pytest here: a script can call ``run_cell`` directly. Failures raise ``CellFailure`` carrying the stage,
+a message with the metrics and thresholds, and the partial ``CellResult``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from converters.cache import Artifact, ArtifactCache, CachedFailure
+from converters.compare import ParityResult, compare
+from converters.registry import TargetRegistry
+from converters.target import StageError, Target
+from converters.thresholds import Thresholds
+from converters.torchscript import error_head
+from models.spec import ModelSpec, model_code_hash, run_torch
+from models.weights import state_dict_hash
+
+PARITY_BATCHES = (1, 3)
+"""Batch sizes run for a dynamic-batch model; neither equals the export batch (2)."""
+
+
+@dataclass
+class CellResult:
+    """Everything measured for one cell, whether it passed or not."""
+
+    model: str
+    target: str
+    status: str = "pending"
+    stage: str | None = None
+    message: str = ""
+    converted: bool = False
+    artifact: dict[str, Any] = field(default_factory=dict)
+    structure: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+    parity: list[ParityResult] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model}-{self.target}"
+
+    def worst(self) -> dict[str, float | None]:
+        """Worst cosine / max abs / top-1 over all outputs and batch sizes (for the summary table)."""
+        outs = [o for p in self.parity for o in p.outputs]
+        if not outs:
+            return {"cosine": None, "max_abs": None, "top1": None}
+        top1 = [o.top1_agreement for o in outs if o.top1_agreement is not None]
+        return {"cosine": min(o.cosine for o in outs), "max_abs": max(o.max_abs for o in outs),
+                "top1": min(top1) if top1 else None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell_id, "model": self.model, "target": self.target, "status": self.status,
+            "stage": self.stage, "message": self.message, "converted": self.converted,
+            "artifact": {k: self.artifact.get(k) for k in ("key", "size_bytes", "convert_seconds", "exporter",
+                                                           "opset_requested", "opset_produced", "main")},
+            "runtime": self.runtime, "seconds": self.seconds, "worst": self.worst(),
+            "parity": [p.to_dict() for p in self.parity],
+        }
+
+
+class CellFailure(AssertionError):
+    """A cell failed; ``stage`` says where, ``result`` holds what was measured up to then."""
+
+    def __init__(self, result: CellResult) -> None:
+        super().__init__(f"[{result.stage}] {result.cell_id}: {result.message}")
+        self.result = result
+
+
+class ModelIdentities:
+    """Identity of each built model: its weights hash plus its code hash, computed once per model object."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[nn.Module, str]] = {}
+
+    def of(self, model: nn.Module) -> str:
+        hit = self._known.get(id(model))
+        if hit is None or hit[0] is not model:
+            hit = (model, f"weights:{state_dict_hash(model)}|code:{model_code_hash(model)}")
+            self._known[id(model)] = hit
+        return hit[1]
+
+
+def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: ArtifactCache,
+                    targets: TargetRegistry, identities: ModelIdentities) -> Artifact:
+    """Export through the cache, exporting the target's dependencies first."""
+    deps = {name: export_artifact(targets.get(name), spec, model, cache, targets, identities)
+            for name in target.depends_on}
+    key = target.cache_key(spec, identities.of(model), deps)
+    return cache.get_or_create(key, target.name, lambda workdir: target.convert(spec, model, workdir, deps),
+                               cacheable_error=target.is_deterministic_failure)
+
+
+def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: ArtifactCache, thresholds: Thresholds,
+             targets: TargetRegistry, identities: ModelIdentities | None = None, seed: int = 0,
+             batches: Sequence[int] = PARITY_BATCHES) -> CellResult:
+    """Run every stage of one cell; returns the result or raises CellFailure at the first failing stage."""
+    result = CellResult(model=spec.name, target=target.name)
+    identities = identities or ModelIdentities()
+    stage = "export"
+    try:
+        t0 = time.perf_counter()
+        artifact = export_artifact(target, spec, model, cache, targets, identities)
+        result.converted, result.artifact = artifact.converted_now, artifact.meta
+        result.seconds["export"] = round(time.perf_counter() - t0, 3)
+
+        stage = "structure"
+        result.structure = target.check_structure(artifact, spec)
+
+        stage = "load"
+        t0 = time.perf_counter()
+        runner = target.load(artifact, spec)
+        result.runtime = dict(runner.info)
+        result.seconds["load"] = round(time.perf_counter() - t0, 3)
+
+        tol = thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
+        classifier = [o.name for o in spec.outputs if o.is_classifier]
+        for batch in batches if spec.dynamic_batch else (1,):
+            inputs = spec.example_inputs(batch, seed=seed)
+            expected = run_torch(spec, model, inputs)
+            stage = "run"
+            t0 = time.perf_counter()
+            actual = runner(inputs)
+            result.seconds[f"run_b{batch}"] = round(time.perf_counter() - t0, 4)
+            stage = "parity"
+            parity = compare(expected, {k: np.asarray(v) for k, v in actual.items()}, tol, batch, classifier)
+            result.parity.append(parity)
+            if not parity.passed:
+                lines = parity.failure_lines() + [o.describe() for o in parity.outputs]
+                raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines))
+    except _Fail as exc:
+        raise _failure(result, stage, str(exc)) from None
+    except CachedFailure as exc:
+        raise _failure(result, stage, f"{exc} (cached failure; --harness-retry-failed re-converts)") from None
+    except StageError as exc:
+        raise _failure(result, exc.stage, str(exc)) from exc
+    except Exception as exc:
+        raise _failure(result, stage, error_head(exc, lines=6)) from exc
+    result.status = "passed"
+    return result
+
+
+class _Fail(Exception):
+    pass
+
+
+def _failure(result: CellResult, stage: str, message: str) -> CellFailure:
+    result.status, result.stage, result.message = "failed", stage, message
+    return CellFailure(result)

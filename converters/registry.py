@@ -1,0 +1,61 @@
+"""The target registry: built-in targets plus those installed packages declare as entry points."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable
+
+from converters.onnx_export import OnnxExportTarget
+from converters.target import Target
+from converters.torchscript import TorchScriptTarget
+
+ENTRY_POINT_GROUP = "export_harness.targets"
+
+
+def builtin_targets() -> list[Target]:
+    """The conformance targets of the default stack, in matrix column order."""
+    return [
+        TorchScriptTarget("trace"),
+        TorchScriptTarget("script"),
+        OnnxExportTarget("torchscript", opset=17),
+        OnnxExportTarget("dynamo", opset=18),
+    ]
+
+
+class TargetRegistry:
+    """Ordered name -> Target map; names must be unique."""
+
+    def __init__(self, targets: Iterable[Target] = ()) -> None:
+        self._targets: dict[str, Target] = {}
+        for target in targets:
+            self.register(target)
+
+    def register(self, target: Target) -> Target:
+        if not isinstance(target, Target):
+            raise TypeError(f"register() expects a Target, got {type(target).__name__}")
+        if target.name in self._targets:
+            raise ValueError(f"target {target.name!r} is already registered")
+        self._targets[target.name] = target
+        return target
+
+    def get(self, name: str) -> Target:
+        try:
+            return self._targets[name]
+        except KeyError:
+            raise KeyError(f"unknown target {name!r}; registered: {', '.join(self._targets)}") from None
+
+    def targets(self) -> list[Target]:
+        return list(self._targets.values())
+
+    def names(self) -> list[str]:
+        return list(self._targets)
+
+
+def default_target_registry(include_entry_points: bool = True) -> TargetRegistry:
+    reg = TargetRegistry(builtin_targets())
+    if include_entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            provided = ep.load()
+            for target in provided() if callable(provided) else provided:
+                reg.register(target)
+    return reg

@@ -1,0 +1,81 @@
+"""The model registry: the bundled zoo plus user specs from entry points or explicit registration."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Iterable
+
+from models.spec import ModelSpec
+
+BUILTIN_FAMILIES = (
+    "models.bst",
+    "models.tiny_ladeda",
+    "models.sign_language",
+    "models.alphazero_chess",
+    "models.gcode",
+)
+ENTRY_POINT_GROUP = "export_harness.models"
+"""Installed packages may register models: the entry point names a callable returning ModelSpecs."""
+
+
+class Registry:
+    """Ordered name -> ModelSpec map; duplicate names are an error, not a silent override."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+
+    def register(self, spec: ModelSpec) -> ModelSpec:
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"register() expects a ModelSpec, got {type(spec).__name__}")
+        if spec.name in self._specs and self._specs[spec.name] is not spec:
+            raise ValueError(f"model {spec.name!r} is already registered (family {self._specs[spec.name].family})")
+        self._specs[spec.name] = spec
+        return spec
+
+    def extend(self, specs: Iterable[ModelSpec]) -> None:
+        for spec in specs:
+            self.register(spec)
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise KeyError(f"unknown model {name!r}; registered: {', '.join(self._specs)}") from None
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def specs(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def builtin_specs() -> list[ModelSpec]:
+    """Every variant of the bundled zoo, in family order."""
+    out: list[ModelSpec] = []
+    for module_name in BUILTIN_FAMILIES:
+        out.extend(importlib.import_module(module_name).specs())
+    return out
+
+
+def entry_point_specs() -> list[ModelSpec]:
+    out: list[ModelSpec] = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        provided = ep.load()
+        out.extend(provided() if callable(provided) else provided)
+    return out
+
+
+def default_registry(include_entry_points: bool = True) -> Registry:
+    """The bundled zoo, plus whatever installed packages declare under ``export_harness.models``."""
+    reg = Registry()
+    reg.extend(builtin_specs())
+    if include_entry_points:
+        reg.extend(entry_point_specs())
+    return reg

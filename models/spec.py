@@ -1,0 +1,184 @@
+"""ModelSpec: one model variant, its I/O contract, data generators and known limitations.
+
+Importable without pytest; a user's script can build a model and its inputs from a spec.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+BATCH = "B"
+"""Symbol used in shapes for the (dynamic) batch dimension."""
+
+Generator = Callable[[np.random.Generator, int], np.ndarray]
+"""(rng, batch) -> array with the input's full shape and dtype."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named model input: shape with symbolic batch, dtype, layout and a realistic value generator."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+    layout: str
+    generator: Generator
+    value_range: tuple[float, float] | None = None
+    description: str = ""
+
+    def concrete_shape(self, batch: int) -> tuple[int, ...]:
+        return tuple(batch if d == BATCH else int(d) for d in self.shape)
+
+    @property
+    def batch_axis(self) -> int | None:
+        return self.shape.index(BATCH) if BATCH in self.shape else None
+
+    def generate(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        arr = np.asarray(self.generator(rng, batch))
+        want = self.concrete_shape(batch)
+        if arr.shape != want or arr.dtype != np.dtype(self.dtype):
+            raise ValueError(
+                f"input {self.name!r}: generator returned {arr.dtype}{list(arr.shape)}, "
+                f"expected {self.dtype}{list(want)}"
+            )
+        return arr
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One named model output. ``kind`` drives which parity metrics apply (top-1 for logits)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    kind: str = "tensor"  # logits | log_probs | logit | embedding | map | value | tensor
+    description: str = ""
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind in ("logits", "log_probs") and isinstance(self.shape[-1], int) and self.shape[-1] > 1
+
+
+@dataclass(frozen=True)
+class Limitation:
+    """A declared, known-unsupported cell: ``target`` is a glob over target names (``onnx:*``)."""
+
+    target: str
+    reason: str
+    match: str = ""
+    """Regex the cell's failure message must contain; a different failure is reported as a real failure."""
+    strict: bool = True
+
+    def matches(self, target_name: str) -> bool:
+        return fnmatch.fnmatchcase(target_name, self.target)
+
+    def explains(self, failure_message: str) -> bool:
+        return not self.match or re.search(self.match, failure_message) is not None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model variant of the zoo.
+
+    ``factory`` builds the faithful module with deterministic (seeded) init; ``build`` adds eval mode
+    and optional weights. ``reference_params`` is the learnable-parameter count the reference gives.
+    """
+
+    name: str
+    family: str
+    factory: Callable[[], nn.Module]
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    reference_params: int | None = None
+    description: str = ""
+    seed: int = 0
+    smoke: bool = False
+    slow: bool = False
+    limitations: tuple[Limitation, ...] = ()
+    tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per-tier threshold overrides, e.g. ``{"fp32": {"atol": 1e-4}}``; each needs a reason in ``notes``."""
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return all(i.batch_axis is not None for i in self.inputs)
+
+    def build(self, weights: str | Path | None = None, *, allow_pickle: bool = False) -> nn.Module:
+        """Build the model in eval mode: seeded init, then ``weights`` (state_dict, checkpoint or TorchScript)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = self.factory()
+        if weights is not None:
+            from models.weights import load_weights
+
+            load_weights(model, weights, allow_pickle=allow_pickle)
+        return model.eval()
+
+    def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+        """Realistic named inputs (numpy, PyTorch layout and dtype) for ``batch`` samples."""
+        rng = np.random.default_rng([seed, batch, _stable_hash(self.name)])
+        return {spec.name: spec.generate(rng, batch) for spec in self.inputs}
+
+    def limitation_for(self, target_name: str) -> Limitation | None:
+        return next((lim for lim in self.limitations if lim.matches(target_name)), None)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Learnable parameters, each shared tensor counted once (BN running stats are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_code_hash(model: nn.Module) -> str:
+    """sha256 of the source files defining the model's own (non-torch) module classes."""
+    import hashlib
+    import inspect
+    import sys
+
+    digest = hashlib.sha256()
+    modules = sorted({type(m).__module__ for m in model.modules()} - {None})
+    for name in modules:
+        if name.split(".")[0] in ("torch", "builtins"):
+            continue
+        module = sys.modules.get(name)
+        try:
+            digest.update(inspect.getsource(module).encode() if module else name.encode())
+        except (OSError, TypeError):
+            digest.update(name.encode())
+    return digest.hexdigest()
+
+
+def to_torch(inputs: dict[str, np.ndarray], names: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in names)
+
+
+def run_torch(spec: ModelSpec, model: nn.Module, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the PyTorch reference on named numpy inputs; returns named numpy outputs."""
+    with torch.inference_mode():
+        out = model(*to_torch(inputs, spec.input_names))
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    if len(outs) != len(spec.outputs):
+        raise ValueError(f"{spec.name}: model returned {len(outs)} outputs, spec declares {len(spec.outputs)}")
+    return {o.name: t.detach().cpu().numpy() for o, t in zip(spec.outputs, outs, strict=True)}
+
+
+def _stable_hash(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())

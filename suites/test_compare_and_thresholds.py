@@ -1,0 +1,104 @@
+"""Self-tests of the parity comparator and the thresholds file: they must be able to fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.compare import compare, compare_output
+from converters.thresholds import DEFAULT_THRESHOLDS, ThresholdError, Thresholds, Tolerance
+
+TOL = Tolerance(cosine_min=0.999999, atol=1e-4, rtol=1e-4, top1_min=1.0)
+
+
+def test_identical_outputs_pass() -> None:
+    x = np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32)
+    out = compare_output("y", x, x.copy(), TOL, classifier=True)
+    assert out.passed and out.cosine == pytest.approx(1.0) and out.max_abs == 0 and out.top1_agreement == 1.0
+
+
+def test_one_element_off_is_located_with_passing_atol() -> None:
+    x = np.linspace(-1, 1, 60, dtype=np.float32).reshape(3, 20)
+    y = x.copy()
+    y[2, 7] += 0.01
+    out = compare_output("y", x, y, TOL)
+    assert not out.passed
+    assert out.worst_index == (2, 7)
+    assert out.max_abs == pytest.approx(0.01, rel=1e-3)
+    assert out.min_passing_atol == pytest.approx(0.01 - 1e-4 * abs(x[2, 7]), rel=1e-3)
+    assert any("exceeds atol" in f for f in out.failures)
+    # the reported atol really is the smallest that passes
+    looser = Tolerance(0.0, out.min_passing_atol * 1.0001, TOL.rtol, 0.0)
+    assert compare_output("y", x, y, looser).passed
+
+
+def test_top1_flip_fails_even_when_close() -> None:
+    x = np.array([[1.0, 1.00001, 0.0]], dtype=np.float32)
+    y = np.array([[1.00001, 1.0, 0.0]], dtype=np.float32)
+    out = compare_output("y", x, y, Tolerance(0.99, 1e-3, 0.0, 1.0), classifier=True)
+    assert out.top1_agreement == 0.0 and not out.passed
+
+
+def test_nan_and_shape_mismatch_are_failures() -> None:
+    x = np.ones((2, 3), np.float32)
+    y = x.copy()
+    y[0, 0] = np.nan
+    assert not compare_output("y", x, y, TOL).passed
+    res = compare({"y": x}, {"y": x[:1]}, TOL, batch=2)
+    assert not res.passed and "shape" in res.failure_lines()[0]
+    res = compare({"y": x}, {}, TOL, batch=2)
+    assert not res.passed and "missing" in res.failure_lines()[0]
+
+
+def test_cosine_catches_scaled_output() -> None:
+    x = np.random.default_rng(1).standard_normal(100).astype(np.float32)
+    out = compare_output("y", x, -x, Tolerance(0.99, 10.0, 0.0, 0.0))
+    assert not out.passed and out.cosine == pytest.approx(-1.0)
+
+
+def test_shipped_thresholds_load_and_fp32_is_far_tighter_than_the_guides() -> None:
+    th = Thresholds.load(DEFAULT_THRESHOLDS)
+    fp32 = th.tier("fp32")
+    assert fp32.cosine_min >= 0.99999 > th.floors["fp32"]["cosine_min"]
+    assert fp32.atol <= 1e-4
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = "[floors]\nfp32 = { cosine_min = 0.99 }\n[tiers.fp32]\ncosine_min = 0.9999\natol = 1e-4\nrtol = 1e-4\n"
+
+
+def test_overrides_apply_in_order(tmp_path: Path) -> None:
+    th = Thresholds.load(_write(tmp_path, BASE + '[models.m.fp32]\natol = 1e-3\nreason = "fused kernels"\n'
+                                '[cells."m-onnx:fp32"]\nrtol = 1e-2\nreason = "Erf approximation"\n'))
+    tol = th.resolve("m", "onnx:fp32", "fp32")
+    assert (tol.atol, tol.rtol) == (1e-3, 1e-2)
+    assert th.resolve("m", "torchscript:trace", "fp32").rtol == 1e-4
+    assert th.resolve("other", "onnx:fp32", "fp32").atol == 1e-4
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[models.m.fp32]\natol = 1e-3\n', "needs a written 'reason'"),
+    ('[models.m.fp32]\ncosine_min = 0.9\nreason = "x"\n', "looser than the guides' floor"),
+    ('[cells."m-t"]\nbogus = 1\nreason = "x"\n', "unknown keys"),
+])
+def test_bad_overrides_rejected(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ThresholdError, match=message):
+        Thresholds.load(_write(tmp_path, BASE + extra))
+
+
+def test_bad_files_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ThresholdError, match="does not exist"):
+        Thresholds.load(tmp_path / "missing.toml")
+    with pytest.raises(ThresholdError, match="not valid TOML"):
+        Thresholds.load(_write(tmp_path, "[tiers.fp32\n"))
+    with pytest.raises(ThresholdError, match="looser than the guides' floor"):
+        Thresholds.load(_write(tmp_path, BASE.replace("0.9999", "0.98")))
+    with pytest.raises(ThresholdError, match="no tier 'int8'"):
+        Thresholds.load(_write(tmp_path, BASE)).tier("int8")
