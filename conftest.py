@@ -169,6 +169,10 @@ def _cell_params(harness: Harness, globs: tuple[str, ...]) -> list[Any]:
             if limitation:
                 marks.append(pytest.mark.xfail(strict=limitation.strict, reason=limitation.reason,
                                                raises=ExpectedCellFailure))
+            unavailable = getattr(target, "unavailable_reason", None)
+            reason = unavailable() if unavailable else None
+            if reason:
+                marks.append(pytest.mark.skip(reason=reason))
             cell = Cell(spec, target)
             params.append(pytest.param(cell, id=cell.id, marks=marks))
     return params
@@ -241,7 +245,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr = terminalreporter
     tr.section("export conformance matrix")
     header = f"{'cell':<48} {'result':<7} {'stage':<9} {'cosine(min)':>12} {'max_abs':>9} {'top1':>5} " \
-             f"{'size_kB':>8} {'export_s':>8} {'conv':>4}"
+             f"{'size_kB':>8} {'export_s':>8} artifact"
     tr.write_line(header)
     for outcome, cell in rows:
         worst, art = cell["worst"], cell["artifact"]
@@ -250,14 +254,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{cell['cell']:<48} {outcome:<7} {(cell['stage'] or '-'):<9} {_fmt(worst['cosine'], '.9f'):>12} "
             f"{_fmt(worst['max_abs'], '.2e'):>9} {_fmt(worst['top1'], '.2f'):>5} "
             f"{_fmt(size / 1024 if size else None, '.0f'):>8} {_fmt(cell['seconds'].get('export'), '.2f'):>8} "
-            f"{'yes' if cell['converted'] else 'no':>4}"
+            f"{cell['cache']}"
         )
-    converted = sum(1 for _, c in rows if c["converted"])
+    how = {k: sum(1 for _, c in rows if c["cache"] == k) for k in ("converted", "conversion-failed", "hit",
+                                                                    "failure-replayed")}
     counts: dict[str, int] = {}
     for outcome, _ in rows:
         counts[outcome] = counts.get(outcome, 0) + 1
     tr.write_line(f"cells: {len(rows)} ({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))}); "
-                  f"conversions performed this run: {converted}; served from cache: {len(rows) - converted}")
+                  f"conversions performed this run: {how['converted'] + how['conversion-failed']} "
+                  f"({how['conversion-failed']} failed); served from cache: {how['hit']} artifacts, "
+                  f"{how['failure-replayed']} known failures")
     report_path = config.getoption("--harness-report")
     if report_path:
         _write_report(Path(report_path), [dict(c, outcome=o) for o, c in rows])

@@ -36,7 +36,8 @@ class CellResult:
     status: str = "pending"
     stage: str | None = None
     message: str = ""
-    converted: bool = False
+    cache: str = "none"
+    """How the artifact was obtained: converted | hit | conversion-failed | failure-replayed | none."""
     artifact: dict[str, Any] = field(default_factory=dict)
     structure: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
@@ -59,9 +60,10 @@ class CellResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "cell": self.cell_id, "model": self.model, "target": self.target, "status": self.status,
-            "stage": self.stage, "message": self.message, "converted": self.converted,
+            "stage": self.stage, "message": self.message, "cache": self.cache,
             "artifact": {k: self.artifact.get(k) for k in ("key", "size_bytes", "convert_seconds", "exporter",
-                                                           "opset_requested", "opset_produced", "main")},
+                                                           "opset_requested", "opset_produced", "main",
+                                                           "report", "quant_layers")},
             "runtime": self.runtime, "seconds": self.seconds, "worst": self.worst(),
             "parity": [p.to_dict() for p in self.parity],
         }
@@ -109,7 +111,7 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
     try:
         t0 = time.perf_counter()
         artifact = export_artifact(target, spec, model, cache, targets, identities)
-        result.converted, result.artifact = artifact.converted_now, artifact.meta
+        result.cache, result.artifact = ("converted" if artifact.converted_now else "hit"), artifact.meta
         result.seconds["export"] = round(time.perf_counter() - t0, 3)
 
         stage = "structure"
@@ -135,14 +137,20 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
             result.parity.append(parity)
             if not parity.passed:
                 lines = parity.failure_lines() + [o.describe() for o in parity.outputs]
-                raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines))
+                report = f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
+                raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report)
     except _Fail as exc:
         raise _failure(result, stage, str(exc)) from None
     except CachedFailure as exc:
+        result.cache = "failure-replayed"
         raise _failure(result, stage, f"{exc} (cached failure; --harness-retry-failed re-converts)") from None
     except StageError as exc:
+        if stage == "export":
+            result.cache = "conversion-failed"
         raise _failure(result, exc.stage, str(exc)) from exc
     except Exception as exc:
+        if stage == "export":
+            result.cache = "conversion-failed"
         raise _failure(result, stage, error_head(exc, lines=6)) from exc
     result.status = "passed"
     return result

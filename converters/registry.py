@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterable
 
+from converters.guide_quant_target import GuideQuantizerTarget
 from converters.onnx_export import OnnxExportTarget
 from converters.target import Target
 from converters.torchscript import TorchScriptTarget
@@ -19,6 +20,7 @@ def builtin_targets() -> list[Target]:
         TorchScriptTarget("script"),
         OnnxExportTarget("torchscript", opset=17),
         OnnxExportTarget("dynamo", opset=18),
+        GuideQuantizerTarget(),
     ]
 
 
