@@ -201,17 +201,17 @@ def check_cell(harness: Harness, record_property: Any) -> Any:
 def _check_cell(cell: Cell, harness: Harness, record_property: Any) -> CellResult:
     try:
         result = harness.run(cell.spec, cell.target)
-    except CellFailure as failure:
-        record_property("harness", failure.result.to_dict())
-        limitation = cell.spec.limitation_for(cell.target.name)
-        if limitation and limitation.explains(failure.result.message):
-            raise ExpectedCellFailure(str(failure)) from None
-        if limitation:
-            pytest.fail(f"{failure}\n(declared limitation expected /{limitation.match}/: {limitation.reason})",
-                        pytrace=False)
-        pytest.fail(str(failure), pytrace=False)
-    record_property("harness", result.to_dict())
-    return result
+    except CellFailure as exc:
+        failure = exc
+    else:
+        record_property("harness", result.to_dict())
+        return result
+    record_property("harness", failure.result.to_dict())
+    limitation = cell.spec.limitation_for(cell.target.name)
+    if limitation and limitation.explains(failure.result.message):
+        raise ExpectedCellFailure(str(failure))
+    expected = f"\n(declared limitation expected /{limitation.match}/: {limitation.reason})" if limitation else ""
+    pytest.fail(f"{failure}{expected}", pytrace=False)
 
 
 # ---------------------------------------------------------------------------------------------- reporting

@@ -38,7 +38,7 @@ class OutputComparison:
     def describe(self) -> str:
         top1 = "" if self.top1_agreement is None else f" top1={self.top1_agreement:.3f}"
         return (
-            f"{self.name}{list(self.shape)}: cosine={self.cosine:.9f} max_abs={self.max_abs:.3g} "
+            f"{self.name} (shape {list(self.shape)}): cosine={self.cosine:.9f} max_abs={self.max_abs:.3g} "
             f"max_rel={self.max_rel:.3g}{top1} worst@{list(self.worst_index)} "
             f"expected={self.worst_expected:.6g} got={self.worst_actual:.6g} "
             f"(atol that would pass: {self.min_passing_atol:.3g})"
