@@ -6,6 +6,7 @@ a message with the metrics and thresholds, and the partial ``CellResult``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ class CellResult:
                 "top1": min(top1) if top1 else None}
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (the dict crosses process boundaries under pytest-xdist)."""
+        return json.loads(json.dumps(self._raw_dict(), default=str))
+
+    def _raw_dict(self) -> dict[str, Any]:
         return {
             "cell": self.cell_id, "model": self.model, "target": self.target, "status": self.status,
             "stage": self.stage, "message": self.message, "cache": self.cache,

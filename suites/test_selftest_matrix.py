@@ -45,6 +45,10 @@ def pytest_harness_targets(config):
     return [PerturbedOnnx()]
 '''
 
+CORE_TARGETS = ("torchscript:trace", "torchscript:script", "onnx:fp32", "onnx:fp32[dynamo]",
+                "onnx:fp32[guide-quantizer-int8]")
+USER_CELLS = "user_mlp and not tflite and not savedmodel"  # the core targets above, whatever else is installed
+
 USER_MODEL_CONFTEST = '''
 import numpy as np
 from torch import nn
@@ -71,19 +75,22 @@ def pytest_harness_models(config):
 '''
 
 
-def _run(pytester: pytest.Pytester, conftest: str, *args: str) -> pytest.RunResult:
+def _run(pytester: pytest.Pytester, conftest: str, *args: str, cells: tuple[str, ...] = ()) -> pytest.RunResult:
+    """Run the matrix (or just ``cells``, given as ids) plus a user directory holding ``conftest``."""
+    matrix = str(ROOT / "suites" / "test_matrix.py")
     user = pytester.path / "mine"
     user.mkdir(exist_ok=True)
     (user / "conftest.py").write_text(textwrap.dedent(conftest))
     return pytester.runpytest_subprocess(
         f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"), "-p", "no:cacheprovider",
-        "--harness-cache", str(pytester.path / "cache"), str(ROOT / "suites" / "test_matrix.py"), str(user),
+        "--harness-cache", str(pytester.path / "cache"),
+        *([f"{matrix}::test_cell[{c}]" for c in cells] or [matrix]), str(user),
         *args, timeout=600,
     )
 
 
 def test_perturbed_onnx_weight_fails_the_cell_with_metrics(pytester: pytest.Pytester) -> None:
-    result = _run(pytester, PERTURBING_CONFTEST, "-k", "tiny_ladeda and onnx and fp32 and not patch and not dynamo")
+    result = _run(pytester, PERTURBING_CONFTEST, cells=("tiny_ladeda-onnx:fp32", "tiny_ladeda-onnx:fp32[perturbed]"))
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
     failed = [ln for ln in out.splitlines() if ln.startswith("FAILED")]
@@ -97,16 +104,25 @@ def test_perturbed_onnx_weight_fails_the_cell_with_metrics(pytester: pytest.Pyte
 
 
 def test_user_model_from_conftest_hook_joins_the_matrix(pytester: pytest.Pytester) -> None:
-    result = _run(pytester, USER_MODEL_CONFTEST, "-k", "user_mlp", "-v")
-    result.assert_outcomes(passed=4)
+    result = _run(pytester, USER_MODEL_CONFTEST, "-k", USER_CELLS, "-v")
+    result.assert_outcomes(passed=len(CORE_TARGETS))
     out = result.stdout.str()
-    for target in ("torchscript:trace", "torchscript:script", "onnx:fp32", "onnx:fp32[dynamo]"):
-        assert f"user_mlp-{target}" in out
-    rerun = _run(pytester, USER_MODEL_CONFTEST, "-k", "user_mlp")
-    assert "conversions performed this run: 0 (0 failed); served from cache: 4 artifacts" in rerun.stdout.str()
+    for target in CORE_TARGETS:
+        assert f"test_cell[user_mlp-{target}] PASSED" in out
+    rerun = _run(pytester, USER_MODEL_CONFTEST, "-k", USER_CELLS)
+    assert "conversions performed this run: 0 (0 failed); served from cache: 5 artifacts" in rerun.stdout.str()
 
 
 def test_bad_weights_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "", "--harness-weights", "tiny_ladeda=/nonexistent/w.pt", "-k", "tiny_ladeda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--harness-weights tiny_ladeda: file '/nonexistent/w.pt' does not exist" in result.stderr.str()
+
+
+def test_parallel_workers_share_the_cache_and_report_every_cell(pytester: pytest.Pytester) -> None:
+    """Under ``-n 2`` cell metrics cross process boundaries and both workers publish into one cache."""
+    result = _run(pytester, USER_MODEL_CONFTEST, "-k", USER_CELLS, "-n", "2")
+    result.assert_outcomes(passed=len(CORE_TARGETS))
+    out = result.stdout.str()
+    assert "cells: 5 (5 passed); conversions performed this run: 5 (0 failed)" in out
+    assert len(list((pytester.path / "cache").glob("??/*/meta.json"))) == len(CORE_TARGETS)
