@@ -7,9 +7,11 @@ a message with the metrics and thresholds, and the partial ``CellResult``.
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,6 +144,8 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
             result.parity.append(parity)
             if not parity.passed:
                 lines = parity.failure_lines() + [o.describe() for o in parity.outputs]
+                saved = save_failure_io(cache.root / "failures" / result.cell_id, batch, inputs, expected, actual)
+                lines.append(f"inputs and outputs saved to {saved}")
                 report = f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
                 raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report)
     except _Fail as exc:
@@ -159,6 +163,20 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         raise _failure(result, stage, error_head(exc, lines=6)) from exc
     result.status = "passed"
     return result
+
+
+def save_failure_io(directory: Path, batch: int, inputs: Mapping[str, np.ndarray],
+                    expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> Path:
+    """Write a failing batch's inputs, PyTorch outputs and artifact outputs to one .npz (atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"batch{batch}.npz"
+    arrays = {f"input.{k}": v for k, v in inputs.items()}
+    arrays |= {f"expected.{k}": v for k, v in expected.items()}
+    arrays |= {f"actual.{k}": np.asarray(v) for k, v in actual.items()}
+    tmp = directory / f".batch{batch}.{os.getpid()}.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
 
 
 class _Fail(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,8 +98,11 @@ def test_perturbed_onnx_weight_fails_the_cell_with_metrics(pytester: pytest.Pyte
     assert len(failed) == 1 and "tiny_ladeda-onnx:fp32[perturbed]" in failed[0]
     # the message names the stage, the metrics, the thresholds and the tolerance that would have passed
     for needle in ("[parity] tiny_ladeda-onnx:fp32[perturbed]", "cosine=", "max_abs", "exceeds atol",
-                   "atol that would pass", "worst@"):
+                   "atol that would pass", "worst@", "inputs and outputs saved to"):
         assert needle in out, needle
+    saved = np.load(pytester.path / "cache" / "failures" / "tiny_ladeda-onnx:fp32[perturbed]" / "batch1.npz")
+    assert {"input.input", "expected.logit", "actual.logit"} <= set(saved.files)
+    assert not np.array_equal(saved["expected.logit"], saved["actual.logit"])
     # the summary table lists both cells; only the perturbed one failed
     assert "tiny_ladeda-onnx:fp32[perturbed]" in out and "FAILED  parity" in out
 
