@@ -22,7 +22,7 @@ from converters.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from models.registry import Registry, default_registry
 from models.spec import ModelSpec
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "suites.plugin_accuracy", "suites.plugin_latency"]
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CACHE = ROOT / ".harness-cache"
@@ -269,6 +269,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if report_path:
         _write_report(Path(report_path), [dict(c, outcome=o) for o, c in rows])
         tr.write_line(f"cell metrics written to {report_path}")
+        from converters import export_results  # guide 002's export_results.json per model + support table
+
+        written = export_results.write([dict(c, outcome=o) for o, c in rows], Path(report_path).parent)
+        tr.write_line(f"export_results/<model>.json and {written[-1].name} written to {Path(report_path).parent}")
 
 
 def _write_report(path: Path, cells: list[dict[str, Any]]) -> None:

@@ -623,7 +623,19 @@ def specs() -> list[ModelSpec]:
     return [
         ModelSpec(
             name="sign_transformer",
-            limitations=(TRANSFORMER_SCRIPT_LIMITATION,),
+            limitations=(
+                TRANSFORMER_SCRIPT_LIMITATION,
+                Limitation(
+                    target="*onnx2tf]", match=r"No module named 'onnx2tf\.ops\.Attention'",
+                    reason="onnxsim 0.8.1 (which onnx2tf runs) fuses the attention into an ONNX Attention op that "
+                    "onnx2tf 1.28.8 does not implement: ModuleNotFoundError: No module named 'onnx2tf.ops.Attention'.",
+                ),
+                Limitation(
+                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
+                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11 (and has no LayerNormalization); the "
+                    "opset-17 export contains Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
+                ),
+            ),
             family="sign_language",
             factory=build_sign_transformer,
             inputs=(_keypoint_input(),),
@@ -644,6 +656,20 @@ def specs() -> list[ModelSpec]:
             reference_params=497_907,
             description="MediaPipeGRU: GRU 178->256, Dropout 0.3, GRU 256->128, last hidden, gloss/category heads",
             smoke=True,
+            limitations=(
+                Limitation(
+                    target="tflite:*onnx2tf]",
+                    match=r"'tfl\.squeeze' op attribute 'squeeze_dims' failed to satisfy constraint",
+                    reason="onnx2tf writes the GRU SavedModel (which passes), but TF's TFLite converter rejects its "
+                    "unrolled 300-step GRU: 'tfl.squeeze' op attribute 'squeeze_dims' failed to satisfy constraint: "
+                    "64-bit integer array attribute whose size is at most 8. litert-torch converts it.",
+                ),
+                Limitation(
+                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
+                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11 (and rejects PyTorch's GRU, "
+                    "linear_before_reset=1): BackendIsNotSupposedToImplementIt: Unsqueeze version 13.",
+                ),
+            ),
             notes=f"Faithful to {source}. Exported without lengths (the pack_padded_sequence path is data-bound). "
             "PyTorch GRU has linear_before_reset=1 semantics (dynamo ONNX export was reported to drop it).",
             extra={"source": source},

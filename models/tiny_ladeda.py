@@ -303,7 +303,20 @@ def specs() -> list[ModelSpec]:
         ModelSpec(
             name="tiny_ladeda",
             family="tiny_ladeda",
-            limitations=(SCRIPT_LIMITATION,),
+            limitations=(
+                SCRIPT_LIMITATION,
+                Limitation(
+                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
+                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the pooled head's opset-17 export "
+                    "contains Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
+                ),
+                Limitation(
+                    target="tflite:int8-dynamic*onnx*", match=r"int8-dynamic file whose weights are mostly not int8",
+                    reason="TF's dynamic-range quantizer (TFLiteConverter Optimize.DEFAULT, as onnx2tf and onnx-tf use "
+                    "it) skips weight tensors under 1024 elements; TinyLaDeDa's largest is 8x8x3x3=576, so the 'int8' "
+                    "file keeps float32 weights (structure check). ai-edge-quantizer quantizes them.",
+                ),
+            ),
             factory=lambda: build_tiny_ladeda(pool=True),
             inputs=(_INPUT,),
             outputs=(OutputSpec("logit", (BATCH, 1), kind="logit", description="image logit; sigmoid = P(fake)"),),
@@ -315,7 +328,15 @@ def specs() -> list[ModelSpec]:
         ModelSpec(
             name="tiny_ladeda_patch",
             family="tiny_ladeda",
-            limitations=(SCRIPT_LIMITATION,),
+            limitations=(
+                SCRIPT_LIMITATION,
+                Limitation(
+                    target="tflite:int8-dynamic*onnx*", match=r"int8-dynamic file whose weights are mostly not int8",
+                    reason="TF's dynamic-range quantizer (TFLiteConverter Optimize.DEFAULT, as onnx2tf and onnx-tf use "
+                    "it) skips weight tensors under 1024 elements; TinyLaDeDa's largest is 8x8x3x3=576, so the 'int8' "
+                    "file keeps float32 weights (structure check). ai-edge-quantizer quantizes them.",
+                ),
+            ),
             factory=lambda: build_tiny_ladeda(pool=False),
             inputs=(_INPUT,),
             outputs=(

@@ -1,0 +1,73 @@
+"""onnx-tf backend (guides 001/002's path): ``onnx:fp32`` -> onnx-tf SavedModel -> TFLiteConverter, four precisions.
+
+onnx-tf 1.10 only works beside tensorflow-cpu 2.15.1 / tensorflow-addons 0.23 / tensorflow-probability 0.23 /
+onnx 1.14.1 / numpy 1.26.4, which cannot share a venv with the core stack (numpy 2, onnx 1.23). So the pytest
+process stays in the default env (same torch, same ``onnx:fp32`` artifact, IR 8 / opset 17 as the guide
+exports) and everything onnx-tf does runs in a worker on that venv's interpreter, named by
+``$HARNESS_ONNX_TF_PYTHON`` (``tox -e legacy`` builds it and sets it). The same worker runs the SavedModel on
+TF 2.15 and the .tflite files on ai-edge-litert 2.3.0 (which installs there too), so the runtime is the same
+reference interpreter as the other backends.
+
+One worker call makes the bundle ``tf:savedmodel[onnx-tf]`` (SavedModel plus the four .tflite files:
+fp16 via ``supported_types=[tf.float16]``, dynamic range via ``Optimize.DEFAULT``, full integer via a
+representative dataset of 128 realistic samples with int8 I/O); ``tflite:PRECISION[onnx-tf]`` take their file.
+onnx-tf keeps the ONNX (PyTorch) layout, so no transposes are declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from converters.cache import Artifact
+from converters.isolation import WorkerTimeout
+from converters.target import ExportError, StageError, Target
+from converters.tflite import PRECISIONS, Backend, BundleFileTarget, SavedModelTarget, calibration_data
+from models.spec import ModelSpec
+
+ONNX_TF = Backend(
+    name="onnx-tf",
+    modules=("onnx_tf", "tensorflow", "tensorflow_addons", "tensorflow_probability", "onnx", "ai_edge_litert"),
+    tox_env="legacy",
+    packages=("onnx-tf", "tensorflow-cpu", "tensorflow-addons", "tensorflow-probability", "onnx", "numpy",
+              "ai-edge-litert"),
+    python_env_var="HARNESS_ONNX_TF_PYTHON",
+    install_hint="it builds the pinned TF 2.15 venv and sets $HARNESS_ONNX_TF_PYTHON",
+)
+
+
+class OnnxTfSavedModel(SavedModelTarget):
+    """``tf:savedmodel[onnx-tf]``: the onnx-tf bundle, run as a SavedModel on TF 2.15."""
+
+    backend_spec = ONNX_TF
+    depends_on = ("onnx:fp32",)
+
+    def convert(self, spec: ModelSpec, model: nn.Module, workdir: Path, deps: Mapping[str, Artifact]) -> dict[str, Any]:
+        calib = workdir / "calibration.npz"
+        np.savez(calib, **calibration_data(spec))
+        try:
+            result = self.backend_spec.call("onnx_tf_convert", fresh=True, onnx_path=str(deps["onnx:fp32"].path),
+                                            out_dir=str(workdir), calibration=str(calib))
+        except WorkerTimeout:
+            raise
+        except StageError as exc:
+            raise ExportError(f"onnx-tf failed: {exc}") from exc
+        finally:
+            calib.unlink(missing_ok=True)
+        return {"main": "saved_model", "tflite": result["tflite"], "errors": result["errors"],
+                "channels_last": [], "worker_seconds": result["seconds"], "versions": result["versions"]}
+
+
+class OnnxTfTFLite(BundleFileTarget):
+    """``tflite:PRECISION[onnx-tf]``: one file of the onnx-tf bundle."""
+
+    backend_spec = ONNX_TF
+    bundle = "tf:savedmodel[onnx-tf]"
+
+
+def onnx_tf_targets() -> list[Target]:
+    return [OnnxTfSavedModel(), *(OnnxTfTFLite(p) for p in PRECISIONS)]

@@ -1,0 +1,177 @@
+"""Execution and inspection ops of the TF worker (:mod:`converters.tf_worker`): ai-edge-litert interpreters,
+TensorFlow SavedModels, and flatbuffer inspection for the structure checks.
+
+Kept apart from the conversion ops so that changing how artifacts are *run* does not invalidate converted
+artifacts in the cache. stdlib + numpy at import time; frameworks are imported inside each op.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_LOADED = 8
+"""Interpreters / SavedModels kept loaded per worker (a cell loads one or two, then the next cell's replace them)."""
+
+
+def _versions(*names: str) -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not-installed"
+    return out
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _remember(store: dict[str, Any], handle: str, value: Any, limit: int = MAX_LOADED) -> None:
+    store.pop(handle, None)
+    store[handle] = value
+    while len(store) > limit:
+        store.pop(next(iter(store)))
+
+
+# ------------------------------------------------------------------------------------------------ structure
+
+
+def tflite_inspect(path: str) -> dict[str, Any]:
+    """Facts from the flatbuffer: I/O tensors, constant (weight) tensors by dtype with their bytes, op names."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    model = schema.Model.GetRootAsModel(buf, 0)
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = op_names.get(builtin, str(builtin))
+        ops.add(code.CustomCode().decode() if name == "CUSTOM" and code.CustomCode() else name)
+    weights: dict[str, dict[str, int]] = {}
+    io: dict[str, list[dict[str, Any]]] = {"inputs": [], "outputs": []}
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            dtype = type_names.get(tensor.Type(), str(tensor.Type()))
+            buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() < model.BuffersLength() else None
+            size = buffer.DataLength() if buffer is not None else 0
+            if size == 0 and buffer is not None and buffer.Size() > 0:  # large models keep data after the buffers
+                size = buffer.Size()
+            if size:
+                entry = weights.setdefault(dtype, {"tensors": 0, "bytes": 0, "elements": 0})
+                entry["tensors"] += 1
+                entry["bytes"] += int(size)
+                entry["elements"] += int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+        if s == 0:
+            for kind, idx in (("inputs", graph.InputsAsNumpy()), ("outputs", graph.OutputsAsNumpy())):
+                for i in np.atleast_1d(idx).tolist():
+                    tensor = graph.Tensors(int(i))
+                    io[kind].append({"name": tensor.Name().decode(), "dtype": type_names.get(tensor.Type())})
+    return {"size_bytes": len(buf), "weights": weights, "ops": sorted(ops), **io,
+            "versions": _versions("ai-edge-litert")}
+
+
+# ------------------------------------------------------------------------------------------------ execution
+
+_INTERPRETERS: dict[str, Any] = {}
+_SAVEDMODELS: dict[str, Any] = {}
+
+
+def _details(d: dict[str, Any]) -> dict[str, Any]:
+    q = d.get("quantization_parameters", {})
+    return {"name": d["name"], "index": int(d["index"]), "shape": d["shape"].tolist(),
+            "shape_signature": d["shape_signature"].tolist(), "dtype": np.dtype(d["dtype"]).name,
+            "scales": np.asarray(q.get("scales", [])).tolist(),
+            "zero_points": np.asarray(q.get("zero_points", [])).tolist(),
+            "quantized_dimension": int(q.get("quantized_dimension", 0))}
+
+
+def tflite_load(path: str, delegates: str = "default", threads: int = 2) -> dict[str, Any]:
+    """Open a .tflite on ai-edge-litert; ``delegates`` is ``default`` (XNNPACK) or ``none`` (builtin kernels only)."""
+    import ai_edge_litert
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if delegates == "default" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=resolver)
+    interp.allocate_tensors()
+    handle = f"{path}|{delegates}"
+    _remember(_INTERPRETERS, handle, interp)
+    signatures = interp.get_signature_list()
+    sig = {}
+    if signatures:
+        key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        runner = interp.get_signature_runner(key)
+        sig = {"key": key, "inputs": {n: _details(d) for n, d in runner.get_input_details().items()},
+               "outputs": {n: _details(d) for n, d in runner.get_output_details().items()}}
+    version = getattr(ai_edge_litert, "__version__", None) or _versions("ai-edge-litert")["ai-edge-litert"]
+    return {"handle": handle, "signature": sig, "runtime_version": version,
+            "inputs": [_details(d) for d in interp.get_input_details()],
+            "outputs": [_details(d) for d in interp.get_output_details()]}
+
+
+def tflite_run(handle: str, inputs: str, outputs: str) -> dict[str, Any]:
+    """Run one invocation: ``inputs`` .npz keyed by signature input name (or ``#index``), outputs likewise."""
+    interp = _INTERPRETERS[handle]
+    feeds = _load_npz(inputs)
+    t0 = time.perf_counter()
+    if not any(k.startswith("#") for k in feeds):
+        signatures = interp.get_signature_list()
+        key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        result = interp.get_signature_runner(key)(**feeds)
+    else:
+        for k, v in feeds.items():
+            index = int(k[1:])
+            if tuple(interp.get_tensor(index).shape) != v.shape:
+                interp.resize_tensor_input(index, list(v.shape))
+                interp.allocate_tensors()
+            interp.set_tensor(index, v)
+        interp.invoke()
+        result = {f"#{d['index']}": interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+    seconds = time.perf_counter() - t0
+    np.savez(outputs, **{k: np.asarray(v) for k, v in result.items()})
+    return {"seconds": seconds}
+
+
+def tflite_unload(handle: str) -> dict[str, Any]:
+    _INTERPRETERS.pop(handle, None)
+    _SAVEDMODELS.pop(handle, None)
+    return {}
+
+
+def savedmodel_load(path: str) -> dict[str, Any]:
+    """Load a SavedModel on TensorFlow; returns the serving signature's input and output specs."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    fn = loaded.signatures["serving_default"]
+    _remember(_SAVEDMODELS, path, (loaded, fn), limit=2)
+    specs = fn.structured_input_signature[1]
+    inputs = {n: {"shape": [d if d is not None else -1 for d in s.shape.as_list()], "dtype": s.dtype.name}
+              for n, s in specs.items()}
+    outs = {n: {"shape": [d if d is not None else -1 for d in s.shape.as_list()], "dtype": s.dtype.name}
+            for n, s in fn.structured_outputs.items()}
+    return {"handle": path, "inputs": inputs, "outputs": outs, "runtime_version": tf.__version__}
+
+
+def savedmodel_run(handle: str, inputs: str, outputs: str) -> dict[str, Any]:
+    import tensorflow as tf
+
+    _, fn = _SAVEDMODELS[handle]
+    feeds = {k: tf.constant(v) for k, v in _load_npz(inputs).items()}
+    t0 = time.perf_counter()
+    result = fn(**feeds)
+    seconds = time.perf_counter() - t0
+    np.savez(outputs, **{k: v.numpy() for k, v in result.items()})
+    return {"seconds": seconds}

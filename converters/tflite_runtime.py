@@ -1,0 +1,329 @@
+"""Parent-side runners for .tflite (ai-edge-litert) and SavedModel (TensorFlow) artifacts, executed in a worker.
+
+The runner takes and returns the spec's named numpy arrays in the PyTorch layout and dtype. It hides:
+
+- **signature names**: each spec input/output is mapped to a signature tensor by name (signature key or tensor
+  name), else by the backend's positional convention (litert-torch: ``args_<i>`` / ``output_<i>``), else by
+  order; the method is recorded;
+- **layout**: the permutation from the PyTorch shape to the artifact's shape is *found from the signature*:
+  identity if the shapes agree, else the unique permutation that matches (channels-last first when a square
+  image makes two match); a mismatch is a load error, never a guess from the rank;
+- **quantized I/O**: int8/uint8 inputs are quantized and outputs dequantized with each tensor's own scale and
+  zero point;
+- **fixed batch**: if the artifact's batch axis is fixed, a larger batch runs sample by sample (recorded as
+  ``batch_mode``); a dynamic batch axis is resized.
+
+For int8 artifacts the runner also runs the reference kernels (default delegates disabled) on every call and
+raises a ``run``-stage :class:`RuntimeDefect` when they disagree with the default (XNNPACK) path: a runtime
+defect, not a conversion defect.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import itertools
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.isolation import pool
+from converters.target import StageError
+from models.spec import BATCH, ModelSpec
+
+WORKER_MODULE = "converters.tf_worker"
+RUN_TIMEOUT = 300.0
+DELEGATE_MAX_LSB = 16
+"""int8 outputs: default-delegate and reference-kernel results of the same file may differ by rounding. Measured:
+at most 3 output quantization steps (alphazero_chess int8-full, 6 residual blocks); more than 16 (1/16 of the int8
+range) is a runtime defect."""
+DELEGATE_MAX_REL_ERROR = 0.1
+"""Float outputs: ||default - reference|| / ||reference|| above this is a runtime defect. Rounding measured
+<= 0.035 (tiny_ladeda_patch); the known XNNPACK int8 defect (STACK.md: cosine 0.768) is ~0.7."""
+
+
+class LoadError(StageError):
+    stage = "load"
+
+
+class RuntimeDefect(StageError):
+    """The runtime's default (delegated) path disagrees with its own reference kernels on the same file."""
+
+    stage = "run"
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a64, b64) / (na * nb))
+
+
+def find_permutation(torch_shape: Sequence[int], artifact_shape: Sequence[int], batch_axis: int | None,
+                     prefer_channels_last: bool = False) -> tuple[int, ...]:
+    """The permutation ``p`` with ``torch_array.transpose(p).shape`` matching ``artifact_shape``.
+
+    ``-1`` in ``artifact_shape`` matches any size. The batch axis must stay first. Identity wins when it
+    matches, unless ``prefer_channels_last`` (the converter declared it transposes this tensor) and the
+    channels-last permutation matches too. Raises LoadError when nothing, or more than one non-preferred
+    candidate, matches.
+    """
+    rank = len(torch_shape)
+    if len(artifact_shape) != rank:
+        raise LoadError(f"rank mismatch: PyTorch shape {list(torch_shape)} vs artifact shape {list(artifact_shape)}")
+
+    def fits(perm: tuple[int, ...]) -> bool:
+        return all(a in (-1, torch_shape[p]) or (p == batch_axis) for p, a in zip(perm, artifact_shape, strict=True))
+
+    identity = tuple(range(rank))
+    channels_last = (0, *range(2, rank), 1) if rank >= 3 else identity
+    ordered = [channels_last, identity] if prefer_channels_last else [identity, channels_last]
+    for perm in ordered:
+        if fits(perm):
+            return perm
+    fixed_first = [p for p in itertools.permutations(range(rank)) if (batch_axis is None or p[0] == batch_axis)]
+    matches = [p for p in fixed_first if fits(p)]
+    if len(matches) == 1:
+        return matches[0]
+    raise LoadError(f"cannot map PyTorch shape {list(torch_shape)} to artifact shape {list(artifact_shape)}: "
+                    f"{len(matches)} candidate permutations")
+
+
+def quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((q.astype(np.float64) - zero_point) * scale).astype(np.float32)
+
+
+class _Binding:
+    """How one spec tensor maps to one artifact tensor: key, permutation, dtype and quantization."""
+
+    def __init__(self, spec_name: str, key: str, details: Mapping[str, Any], perm: tuple[int, ...]) -> None:
+        self.spec_name = spec_name
+        self.key = key
+        self.perm = perm
+        self.dtype = np.dtype(details["dtype"])
+        scales, zps = details.get("scales") or [], details.get("zero_points") or []
+        self.quant = (float(scales[0]), int(zps[0])) if scales and self.dtype.kind in "iu" and len(scales) == 1 \
+            and self.dtype.itemsize == 1 else None
+        shape = details.get("shape_signature") or details["shape"]
+        self.batch_fixed = bool(shape) and shape[0] != -1
+        self.batch_size = shape[0] if shape else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"tensor": self.key, "dtype": self.dtype.name, "permutation": list(self.perm),
+                "quantization": None if self.quant is None else {"scale": self.quant[0], "zero_point": self.quant[1]}}
+
+    def to_artifact(self, x: np.ndarray) -> np.ndarray:
+        x = np.transpose(x, self.perm) if self.perm != tuple(range(x.ndim)) else x
+        if self.quant is not None:
+            return quantize(x.astype(np.float64), self.dtype, *self.quant)
+        if self.dtype.kind in "iu" and x.dtype != self.dtype:
+            info = np.iinfo(self.dtype)
+            if x.size and (x.min() < info.min or x.max() > info.max):
+                raise StageError(f"input {self.spec_name!r} does not fit the artifact's {self.dtype.name}")
+        return np.ascontiguousarray(x.astype(self.dtype, copy=False))
+
+    def from_artifact(self, y: np.ndarray) -> np.ndarray:
+        if self.quant is not None:
+            y = dequantize(y, *self.quant)
+        inverse = tuple(np.argsort(self.perm))
+        return np.transpose(y, inverse) if self.perm != tuple(range(y.ndim)) else y
+
+
+def _shape_for(dims: Sequence[int | str], batch: int = 1) -> tuple[int, ...]:
+    return tuple(batch if d == BATCH else int(d) for d in dims)
+
+
+def _norm(name: str) -> str:
+    """Comparable form of a tensor name: no ``:0``, no TF's ``serving_default_`` prefix, no case or punctuation."""
+    return re.sub(r"[^a-z0-9]", "", name.split(":")[0].lower().removeprefix("serving_default_"))
+
+
+def _resolve_names(kind: str, wanted: Sequence[str], available: Mapping[str, Mapping[str, Any]],
+                   positional: str | None) -> tuple[dict[str, str], str]:
+    """spec name -> artifact key, and how it was found.
+
+    By name first (signature key or tensor name, ignoring case, punctuation and ``:0``), else by position: the
+    backend's convention (``args_{i}``, ``output_{i}``) or, with as many tensors as spec names, their order
+    (converters keep the graph's I/O order; a wrong guess fails the shape mapping or parity, never silently).
+    """
+    keys = list(available)
+    by_norm: dict[str, str] = {}
+    for key, det in available.items():
+        by_norm.setdefault(_norm(key), key)
+        by_norm.setdefault(_norm(str(det.get("name", key))), key)
+    if all(_norm(n) in by_norm for n in wanted):
+        return {n: by_norm[_norm(n)] for n in wanted}, "name"
+    if positional and all(positional.format(i=i) in available for i in range(len(wanted))):
+        return {n: positional.format(i=i) for i, n in enumerate(wanted)}, f"position ({positional})"
+    if len(keys) == len(wanted):
+        return dict(zip(wanted, keys, strict=True)), "order"
+    missing = [n for n in wanted if _norm(n) not in by_norm]
+    raise LoadError(f"{kind} {missing[0]!r} not found in the artifact's signature {keys}")
+
+
+@functools.cache
+def _scratch_root() -> Path:
+    """One scratch directory per process for the .npz exchange with workers, removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="harness-run-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+class _WorkerRunner:
+    """Shared plumbing: binding computation, batch handling, npz exchange with the worker."""
+
+    def __init__(self, spec: ModelSpec, python: str, env: Mapping[str, str], worker_name: str) -> None:
+        self.spec = spec
+        self.python = python
+        self.env = dict(env)
+        self.worker_name = worker_name
+        self._tmp = Path(tempfile.mkdtemp(dir=_scratch_root()))
+        self.inputs: dict[str, _Binding] = {}
+        self.outputs: dict[str, _Binding] = {}
+
+    def _call(self, op: str, **args: Any) -> dict[str, Any]:
+        return pool().call(self.python, WORKER_MODULE, op, env=self.env, name=self.worker_name,
+                           timeout=RUN_TIMEOUT, stage="run" if op.endswith("_run") else "load", **args)
+
+    def _bind(self, sig_inputs: Mapping[str, Mapping[str, Any]], sig_outputs: Mapping[str, Mapping[str, Any]],
+              positional: tuple[str, str] | None, channels_last: Sequence[str]) -> None:
+        in_map, in_how = _resolve_names("input", self.spec.input_names, sig_inputs, positional and positional[0])
+        out_map, out_how = _resolve_names("output", self.spec.output_names, sig_outputs,
+                                          positional and positional[1])
+        self.name_mapping = {"inputs": in_how, "outputs": out_how}
+        for ispec in self.spec.inputs:
+            det = sig_inputs[in_map[ispec.name]]
+            perm = find_permutation(_shape_for(ispec.shape), det.get("shape_signature") or det["shape"],
+                                    ispec.batch_axis, prefer_channels_last=ispec.name in channels_last)
+            self.inputs[ispec.name] = _Binding(ispec.name, in_map[ispec.name], det, perm)
+        for ospec in self.spec.outputs:
+            det = sig_outputs[out_map[ospec.name]]
+            perm = find_permutation(_shape_for(ospec.shape), det.get("shape_signature") or det["shape"],
+                                    0 if ospec.shape and ospec.shape[0] == BATCH else None,
+                                    prefer_channels_last=bool(channels_last))
+            self.outputs[ospec.name] = _Binding(ospec.name, out_map[ospec.name], det, perm)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        fixed = {b.batch_size for b in self.inputs.values() if b.batch_fixed}
+        return fixed.pop() if len(fixed) == 1 else None
+
+    def batch_mode(self) -> str:
+        fixed = self.fixed_batch
+        return f"fixed batch {fixed}: larger batches run sample by sample" if fixed else "dynamic batch (resized)"
+
+    def _invoke(self, op: str, handle: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        in_path, out_path = self._tmp / "in.npz", self._tmp / "out.npz"
+        np.savez(in_path, **dict(feeds))
+        self._call(op, handle=handle, inputs=str(in_path), outputs=str(out_path))
+        with np.load(out_path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def _run_all(self, op: str, handle: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on artifact-layout feeds, chunked to the fixed batch when the artifact has one."""
+        batch = len(next(iter(inputs.values())))
+        chunk = self.fixed_batch or batch
+        if batch % chunk:
+            raise StageError(f"batch {batch} is not a multiple of the artifact's fixed batch {chunk}")
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, batch, chunk):
+            feeds = {b.key: b.to_artifact(np.asarray(inputs[name])[start:start + chunk])
+                     for name, b in self.inputs.items()}
+            parts.append(self._invoke(op, handle, feeds))
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return {name: b.from_artifact(merged[b.key]) for name, b in self.outputs.items()}
+
+
+class TFLiteRunner(_WorkerRunner):
+    """A .tflite on ai-edge-litert in the backend's warm worker (see module docstring)."""
+
+    def __init__(self, path: Path, spec: ModelSpec, *, python: str = sys.executable, env: Mapping[str, str] = (),
+                 worker_name: str = "litert", positional: tuple[str, str] | None = None,
+                 channels_last: Sequence[str] = (), check_delegates: bool = False,
+                 extra_info: Mapping[str, Any] | None = None) -> None:
+        super().__init__(spec, python, dict(env), worker_name)
+        loaded = self._call("tflite_load", path=str(path), delegates="default")
+        self.handle = loaded["handle"]
+        sig = loaded["signature"]
+        if sig:
+            sig_in, sig_out = sig["inputs"], sig["outputs"]
+        else:  # no signature: address tensors by index, names from the tensor names
+            sig_in = {d["name"]: {**d, "key": f"#{d['index']}"} for d in loaded["inputs"]}
+            sig_out = {d["name"]: {**d, "key": f"#{d['index']}"} for d in loaded["outputs"]}
+        self._bind(sig_in, sig_out, positional, channels_last)
+        if not sig:
+            for binding in [*self.inputs.values(), *self.outputs.values()]:
+                binding.key = (sig_in.get(binding.key) or sig_out[binding.key])["key"]
+        self.reference_handle = None
+        if check_delegates:
+            self.reference_handle = self._call("tflite_load", path=str(path), delegates="none")["handle"]
+        self.delegate_check: dict[str, Any] = {"checked": check_delegates, "min_cosine": None, "calls": 0}
+        self.info = {
+            "runtime": "ai-edge-litert", "version": loaded["runtime_version"], "delegate": "default (XNNPACK)",
+            "signature": sig.get("key"), "names_matched_by": self.name_mapping, "batch_mode": self.batch_mode(),
+            "inputs": {n: b.describe() for n, b in self.inputs.items()},
+            "outputs": {n: b.describe() for n, b in self.outputs.items()},
+            "reference_kernels_check": self.delegate_check, **dict(extra_info or {}),
+        }
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self._run_all("tflite_run", self.handle, inputs)
+        if self.reference_handle is not None:
+            self._check_delegates(out, self._run_all("tflite_run", self.reference_handle, inputs))
+        return out
+
+    def _check_delegates(self, out: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> None:
+        """Flag a runtime defect when the default path and the reference kernels disagree beyond rounding."""
+        check = self.delegate_check
+        check["calls"] += 1
+        for name, binding in self.outputs.items():
+            diff = np.abs(out[name].astype(np.float64) - ref[name].astype(np.float64))
+            if binding.quant is not None:
+                lsb = float(diff.max() / binding.quant[0]) if diff.size else 0.0
+                check["max_lsb"] = max(check.get("max_lsb", 0.0), round(lsb, 2))
+                bad = lsb > DELEGATE_MAX_LSB
+                detail = f"{name}: {lsb:.0f} output quantization steps apart (> {DELEGATE_MAX_LSB})"
+            else:
+                norm = float(np.linalg.norm(ref[name]))
+                rel = float(np.linalg.norm(diff)) / norm if norm else float(diff.max() > 0)
+                check["max_rel_error"] = max(check.get("max_rel_error", 0.0), round(rel, 6))
+                bad = rel > DELEGATE_MAX_REL_ERROR
+                detail = f"{name}: relative difference {rel:.3f} (> {DELEGATE_MAX_REL_ERROR})"
+            check["min_cosine"] = min(check.get("min_cosine") or 1.0, _cosine(out[name], ref[name]))
+            if bad:
+                raise RuntimeDefect(
+                    f"runtime defect (not a conversion defect): ai-edge-litert {self.info['version']} with its "
+                    f"default delegate (XNNPACK) disagrees with its reference kernels "
+                    f"(BUILTIN_WITHOUT_DEFAULT_DELEGATES) on the same file: {detail}")
+
+
+class SavedModelRunner(_WorkerRunner):
+    """A TF SavedModel's ``serving_default`` signature on TensorFlow in the backend's warm worker."""
+
+    def __init__(self, path: Path, spec: ModelSpec, *, python: str = sys.executable, env: Mapping[str, str] = (),
+                 worker_name: str = "tensorflow", channels_last: Sequence[str] = (),
+                 extra_info: Mapping[str, Any] | None = None) -> None:
+        super().__init__(spec, python, dict(env), worker_name)
+        loaded = self._call("savedmodel_load", path=str(path))
+        self.handle = loaded["handle"]
+        self._bind(loaded["inputs"], loaded["outputs"], ("input_{i}", "output_{i}"), channels_last)
+        self.info = {"runtime": "tensorflow", "version": loaded["runtime_version"], "signature": "serving_default",
+                     "names_matched_by": self.name_mapping,
+                     "batch_mode": self.batch_mode(),
+                     "inputs": {n: b.describe() for n, b in self.inputs.items()},
+                     "outputs": {n: b.describe() for n, b in self.outputs.items()}, **dict(extra_info or {})}
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run_all("savedmodel_run", self.handle, inputs)

@@ -1,0 +1,464 @@
+"""Self-tests of the latency gate: its statistics, then its false-alarm and miss rates on real runners.
+
+- Unit tests of the statistics and the decision rule on synthetic samples (instant).
+- ``test_latency_gate_aa_and_injected_fast`` (default run): 20 repetitions on the cheapest real cell, every
+  measurement with a fresh runner: A/A (same code twice) must raise no regression; a 20% slowdown injected by a
+  wrapper runner that spins 20% of each call's own time must be caught every time.
+- ``latency_heavy`` tests (``--latency-selftest=full``, run by ``tox -e bench``): the same over every smoke model
+  (ONNX and TorchScript), and end to end through pytest itself: record a baseline run, compare an unchanged run
+  (A/A, separate processes) and a run whose runners are all 20% slower.
+
+Observed rates are printed in the "latency gate self-test" summary section (and ``--latency-report``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters import latency as lat
+from converters import latency_gate as lg
+from converters.conformance import export_artifact
+
+ROOT = Path(__file__).resolve().parent.parent
+INJECTED = 1.2
+"""The injected slowdown: every call of the wrapped runner takes 1.2x its own time (a 20% regression)."""
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def _exact_mw_greater(x: list[float], y: list[float]) -> float:
+    """Exact one-sided Mann-Whitney p-value by enumerating every split (oracle for small samples)."""
+    both = x + y
+    u_obs = sum((a > b) + 0.5 * (a == b) for a in x for b in y)
+    count = total = 0
+    for idx in itertools.combinations(range(len(both)), len(x)):
+        chosen = set(idx)
+        xs = [both[i] for i in idx]
+        ys = [both[i] for i in range(len(both)) if i not in chosen]
+        u = sum((a > b) + 0.5 * (a == b) for a in xs for b in ys)
+        count += u >= u_obs - 1e-12
+        total += 1
+    return count / total
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.3, 1.0, 3.0])
+def test_mann_whitney_matches_exact_enumeration(shift: float) -> None:
+    rng = np.random.default_rng(7)
+    x = list(rng.normal(shift, 1.0, 7))
+    y = list(rng.normal(0.0, 1.0, 7))
+    assert lg.mann_whitney_greater(x, y) == pytest.approx(_exact_mw_greater(x, y), abs=0.03)
+
+
+def test_mann_whitney_direction_and_ties() -> None:
+    assert lg.mann_whitney_greater([5, 6, 7, 8], [1, 2, 3, 4]) < 0.02
+    assert lg.mann_whitney_greater([1, 2, 3, 4], [5, 6, 7, 8]) > 0.98
+    assert lg.mann_whitney_greater([1, 1, 1], [1, 1, 1]) == 0.5
+
+
+def test_bootstrap_ci_is_deterministic_and_covers_the_shift() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.lognormal(0.0, 0.03, 40)
+    cur = base * 1.2
+    lo, hi = lg.bootstrap_slowdown(cur, base, 0.99, 2000, seed=0)
+    assert (lo, hi) == lg.bootstrap_slowdown(cur, base, 0.99, 2000, seed=0)
+    assert lo < 0.2 < hi and hi - lo < 0.06
+
+
+def _samples(ratio: float, spread: float, n: int = 30, seed: int = 0) -> np.ndarray:
+    return ratio * np.random.default_rng(seed).lognormal(0.0, spread, n)
+
+
+CFG = lg.GateConfig()
+
+
+def test_decide_identical_is_ok() -> None:
+    v = lg.decide(_samples(0.5, 0.02, seed=1), _samples(0.5, 0.02, seed=2), CFG)
+    assert v.status == "ok" and not v.failing, v.message
+
+
+def test_decide_confirmed_slowdown_fails_with_a_diagnosable_message() -> None:
+    base = _samples(0.5, 0.02, seed=1)
+    v = lg.decide(_samples(0.6, 0.02, seed=2), base, CFG, remeasure=lambda: _samples(0.6, 0.02, seed=3))
+    assert v.status == "regression" and v.failing
+    assert "+20" in v.message and "minimum effect 15%" in v.message and "re-measurement" in v.message
+
+
+def test_decide_unconfirmed_suspect_is_transient() -> None:
+    base = _samples(0.5, 0.02, seed=1)
+    v = lg.decide(_samples(0.6, 0.02, seed=2), base, CFG, remeasure=lambda: _samples(0.5, 0.02, seed=3))
+    assert v.status == "transient" and not v.failing
+
+
+def test_decide_below_min_effect_is_not_a_regression_however_significant() -> None:
+    base = _samples(0.5, 0.002, n=60, seed=1)
+    v = lg.decide(_samples(0.55, 0.002, n=60, seed=2), base, CFG, remeasure=lambda: _samples(0.55, 0.002, seed=3))
+    assert v.first.p_slower < 1e-6 and v.status == "ok", v.message
+
+
+def test_decide_noisy_benchmark_is_unstable_not_failing() -> None:
+    base = _samples(0.5, 0.5, seed=1)
+    v = lg.decide(_samples(0.8, 0.5, seed=2), base, CFG, remeasure=lambda: _samples(0.8, 0.5, seed=3))
+    assert v.status == "unstable" and not v.failing, v.message
+
+
+def test_decide_faster_is_improved() -> None:
+    v = lg.decide(_samples(0.3, 0.02, seed=2), _samples(0.5, 0.02, seed=1), CFG)
+    assert v.status == "improved"
+
+
+def test_decide_foreign_baseline_reports_instead_of_failing() -> None:
+    base = _samples(0.5, 0.02, seed=1)
+    slow = _samples(0.7, 0.02, seed=2)
+    v = lg.decide(slow, base, CFG, remeasure=lambda: slow, foreign="cpu: 'A' vs 'B'")
+    assert v.status == "foreign" and not v.failing
+    strict = lg.GateConfig(machine_mismatch="gate")
+    assert lg.decide(slow, base, strict, remeasure=lambda: slow, foreign="cpu").status == "regression"
+
+
+def test_decide_overloaded_machine_is_unstable_unless_confirmed() -> None:
+    base = _samples(0.5, 0.02, seed=1)
+    same = lg.decide(_samples(0.5, 0.02, seed=2), base, CFG, contention=1.6)
+    assert same.status == "unstable" and "overloaded" in same.message
+    slow = _samples(0.7, 0.02, seed=3)
+    assert lg.decide(slow, base, CFG, remeasure=lambda: slow, contention=1.6).status == "regression"
+    assert lg.decide(_samples(0.5, 0.02, seed=2), base, CFG, contention=1.05).status == "ok"
+
+
+def test_shipped_config_and_budgets_load() -> None:
+    data = lg.load_toml()
+    lat.BenchSettings.from_mapping(data["bench"])
+    cfg = lg.GateConfig.from_mapping(data["gate"])
+    assert cfg.min_effect == 0.15 and cfg.remeasure
+    budgets = lg.load_budgets(data["budgets"])
+    cpu = [b for b in budgets if b.profile == "cpu"]
+    assert cpu and cpu[0].applies("gcode_fingerprint", "onnx:fp32") and cpu[0].p95_ms == 20.0
+    with pytest.raises(ValueError, match="unknown"):
+        lg.GateConfig.from_mapping({"min_efect": 0.1})
+    with pytest.raises(ValueError, match="unknown"):
+        lat.BenchSettings.from_mapping({"round": 3})
+
+
+def test_budget_violations_name_value_and_limit() -> None:
+    stats = lat.LatencyStats.from_seconds([0.004] * 90 + [0.030] * 10)
+    budget = lg.Budget(profile="cpu", median_ms=10, p95_ms=20, p99_ms=50, min_throughput=300)
+    problems = budget.violations(stats, 1, 100.0)
+    assert problems == ["p95 30.00 ms > 20 ms", "throughput 250.0/s < 300/s"]
+
+
+def test_resolve_run_references(tmp_path: Path) -> None:
+    for name in ("0001_baseline.json", "0002_abc_2026.json", "0003_baseline.json", "0004_x.json"):
+        (tmp_path / name).write_text("{}")
+    assert lg.resolve_run(tmp_path, "baseline").name == "0003_baseline.json"
+    assert lg.resolve_run(tmp_path, "latest").name == "0004_x.json"
+    assert lg.resolve_run(tmp_path, "-2").name == "0003_baseline.json"
+    assert lg.resolve_run(tmp_path, "2").name == "0002_abc_2026.json"
+    with pytest.raises(FileNotFoundError, match="no saved run matching"):
+        lg.resolve_run(tmp_path, "nope")
+
+
+def _run_json(path: Path, ratios: np.ndarray, name: str = "test_latency[m-onnx:fp32-b1]") -> None:
+    eager = np.full(ratios.size, 2.0)
+    extra = {"paired": {"target_ms": list(ratios * eager), "eager_ms": list(eager)}, "clock": "thread-cpu"}
+    path.write_text(json.dumps({"benchmarks": [{"name": name, "extra_info": extra, "stats": {}}],
+                                "machine_info": {}, "commit_info": {"id": path.stem}, "datetime": "2026"}))
+
+
+def test_baseline_pools_sessions_and_measures_their_spread(tmp_path: Path) -> None:
+    _run_json(tmp_path / "0001_baseline.json", _samples(0.40, 0.01, seed=1))  # too old: only the newest 3 count
+    _run_json(tmp_path / "0002_baseline.json", _samples(0.50, 0.01, seed=2))
+    _run_json(tmp_path / "0003_other.json", _samples(0.90, 0.01, seed=3))
+    _run_json(tmp_path / "0004_baseline.json", _samples(0.51, 0.01, seed=4))
+    _run_json(tmp_path / "0005_baseline.json", _samples(0.52, 0.01, seed=5))
+    base = lg.load_baseline(tmp_path, "baseline", sessions=3)
+    assert [p.name for p in base.paths] == ["0002_baseline.json", "0004_baseline.json", "0005_baseline.json"]
+    entry = base.entries["test_latency[m-onnx:fp32-b1]"]
+    assert len(entry.ratios) == 90 and entry.between_spread == pytest.approx(0.02 / 0.51, rel=0.2)
+    assert lg.load_baseline(tmp_path, "5", sessions=3).paths == [tmp_path / "0005_baseline.json"]
+
+
+def test_decide_run_to_run_unstable_benchmark_needs_a_bigger_slowdown() -> None:
+    base = _samples(0.5, 0.02, seed=1)
+    slow = _samples(0.6, 0.02, seed=2)
+    noisy = lg.decide(slow, base, CFG, remeasure=lambda: slow, between=0.09)
+    assert noisy.status == "unstable" and "run-to-run spread 9.0%" in noisy.message
+    huge = _samples(0.75, 0.02, seed=3)
+    assert lg.decide(huge, base, CFG, remeasure=lambda: huge, between=0.09).status == "regression"
+    assert lg.decide(slow, base, CFG, remeasure=lambda: slow, between=0.02).status == "regression"
+
+
+def test_stats_percentiles_and_paired_roundtrip() -> None:
+    stats = lat.LatencyStats.from_seconds([i / 1000 for i in range(1, 101)])
+    assert stats.median_ms == pytest.approx(50.5) and stats.p90_ms == pytest.approx(90.1)
+    assert stats.p99_ms == pytest.approx(99.01) and stats.iqr_ms == pytest.approx(49.5)
+    paired = lat.PairedTimings([0.001, 0.002], [0.002, 0.004], [0.0011, 0.0021], [0.0021, 0.0041])
+    back = lat.PairedTimings.from_dict(paired.to_dict())
+    assert back.ratio == pytest.approx(0.5) and back.wall_target == pytest.approx(paired.wall_target)
+
+
+def test_slowed_runner_adds_the_requested_share_of_cpu_time() -> None:
+    def work(_: object) -> float:
+        return sum(i * i for i in range(20000))
+
+    slowed = lat.SlowedRunner(work, INJECTED, timer=time.thread_time)
+    paired = lat.measure_paired(lambda: slowed(None), lambda: work(None), rounds=30, iterations=3,
+                                timer=time.thread_time)
+    assert paired.ratio == pytest.approx(INJECTED, rel=0.04)
+
+
+def test_peak_rss_sees_a_transient_allocation() -> None:
+    with lat.PeakRss() as probe:
+        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MB, touched
+        del block
+    result = probe.result()
+    if "clear_refs" not in result["method"]:
+        pytest.skip(f"peak RSS cannot be reset here: {result['method']}")
+    assert result["peak_delta_mb"] >= 56, result
+    assert result["retained_delta_mb"] < 32, result
+
+
+def test_machine_id_keys_cpu_model_and_count() -> None:
+    kind = lat.machine_kind()
+    mid = lat.machine_id(kind)
+    assert mid.startswith(f"{kind['system']}-{kind['implementation']}-{kind['python']}-")
+    assert mid.endswith(f"-{kind['cpus']}cpu")
+    assert lg.kind_mismatch(kind, {**kind, "cpus": kind["cpus"] + 1}) == \
+        f"cpus: {kind['cpus']!r} vs {kind['cpus'] + 1!r}"
+
+
+# --------------------------------------------------------------------------------- gate on real runners
+
+
+class CellTrials:
+    """A/A and injected-slowdown trials on one real cell; every measurement loads a fresh runner."""
+
+    def __init__(self, harness: object, state: object, model: str, target: str, plan: lat.TimingPlan) -> None:
+        self.state = state
+        self.spec = harness.models.get(model)
+        self.target = harness.targets.get(target)
+        self.model = harness.model(self.spec)
+        self.artifact = export_artifact(self.target, self.spec, self.model, harness.cache, harness.targets,
+                                        harness.identities)
+        self.inputs = self.spec.example_inputs(1, seed=0)
+        self.eager = lat.EagerRunner(self.spec, self.model)
+        self.plan = plan
+        self.name = f"{model}-{target}"
+        self.contention: list[float] = []
+        runner, _ = lat.load_runner(self.target, self.artifact, self.spec, state.threads)
+        self.clock, self.clock_reason = lat.choose_clock(
+            state.settings.clock, state.threads, runner, [lambda: runner(self.inputs), lambda: self.eager(self.inputs)])
+
+    def measure(self, slowdown: float | None = None) -> lat.PairedTimings:
+        runner, _ = lat.load_runner(self.target, self.artifact, self.spec, self.state.threads)
+        timer = lat.CLOCKS[self.clock]
+        if slowdown:
+            runner = lat.SlowedRunner(runner, slowdown, timer=timer)
+        inputs, eager = self.inputs, self.eager
+        fns = [lambda: runner(inputs), lambda: eager(inputs)]
+        rounds, iterations = self.plan.schedule(lat.warm_up(fns, self.plan, timer))
+        paired = lat.measure_paired(fns[0], fns[1], rounds, iterations, timer)
+        if paired.contention:
+            self.contention.append(paired.contention)
+        return paired
+
+    def ratios(self) -> np.ndarray:
+        return self.measure().ratios
+
+    def chained(self, repetitions: int) -> dict[str, list[lg.Verdict]]:
+        """Measurements in alternating order ``p0 s0 p1 s1 ... pN sN`` (plain, slowed): A/A trial i compares
+        ``p(i+1)`` with ``p(i)`` (a triggered re-measurement is fresh); injected trial i compares ``s(i)`` with
+        ``p(i)`` and re-measures with ``s(i+1)``. Each decision uses independent measurements taken close in
+        time; neighbouring trials share one measurement (that is what makes 20 trials affordable)."""
+        plain, slowed = [], []
+        for _ in range(repetitions + 1):
+            plain.append(self.measure())
+            slowed.append(self.measure(INJECTED))
+        gate = self.state.gate
+        return {
+            "aa": [lg.decide(plain[i + 1].ratios, plain[i].ratios, gate, remeasure=self.ratios,
+                             contention=plain[i + 1].contention) for i in range(repetitions)],
+            "injected": [lg.decide(slowed[i].ratios, plain[i].ratios, gate,
+                                   remeasure=lambda i=i: slowed[i + 1].ratios, contention=slowed[i].contention)
+                         for i in range(repetitions)],
+        }
+
+
+def _trials(cells: list[CellTrials], repetitions: int) -> dict[str, list[lg.Verdict]]:
+    """``repetitions`` A/A and injected trials spread over the cells (chained per cell)."""
+    out: dict[str, list[lg.Verdict]] = {"aa": [], "injected": []}
+    for i, cell in enumerate(cells):
+        share = repetitions // len(cells) + (i < repetitions % len(cells))
+        if share:
+            got = cell.chained(share)
+            out["aa"] += got["aa"]
+            out["injected"] += got["injected"]
+    return out
+
+
+def _report(state: object, title: str, cells: list[CellTrials], verdicts: dict[str, list[lg.Verdict]],
+            seconds: float) -> dict[str, object]:
+    aa, inj = verdicts["aa"], verdicts["injected"]
+    false_alarms = sum(v.failing for v in aa)
+    misses = sum(not v.failing for v in inj)
+    aa_slow = [v.first.slowdown for v in aa if v.first]
+    inj_slow = [(v.second and (v.first.slowdown + v.second.slowdown) / 2) or v.first.slowdown for v in inj if v.first]
+    contention = [c for cell in cells for c in cell.contention]
+    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    summary = {
+        "title": title, "seconds": round(seconds, 1), "cells": [c.name for c in cells],
+        "clock": sorted({c.clock for c in cells}), "plan_seconds": cells[0].plan.seconds,
+        "contention_median": round(float(np.median(contention)), 2) if contention else None, "loadavg_1min": load,
+        "aa": {"trials": len(aa), "false_alarms": false_alarms, "rate": false_alarms / len(aa),
+               "statuses": _counts(aa), "max_abs_slowdown": round(max(map(abs, aa_slow)), 4) if aa_slow else None},
+        "injected": {"trials": len(inj), "caught": len(inj) - misses, "misses": misses, "rate": misses / len(inj),
+                     "statuses": _counts(inj),
+                     "slowdown_range": [round(min(inj_slow), 4), round(max(inj_slow), 4)] if inj_slow else None},
+    }
+    lines = state.selftest.setdefault("lines", [])
+    lines.append(f"{title} ({seconds:.0f} s, clock {'/'.join(summary['clock'])}, {cells[0].plan.seconds:g} s per "
+                 f"measurement, contention x{summary['contention_median']}, load {load}): A/A {false_alarms}/"
+                 f"{len(aa)} false alarms (verdicts {_counts(aa)}; max |slowdown| {max(map(abs, aa_slow)):.1%}); "
+                 f"injected +{INJECTED - 1:.0%}: {len(inj) - misses}/{len(inj)} caught (miss rate "
+                 f"{misses / len(inj):.0%}; verdicts {_counts(inj)}; measured {min(inj_slow):+.1%}.."
+                 f"{max(inj_slow):+.1%})")
+    state.selftest.setdefault("runs", []).append(summary)
+    return summary
+
+
+def _counts(verdicts: list[lg.Verdict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in verdicts:
+        out[v.status] = out.get(v.status, 0) + 1
+    return out
+
+
+def _plan(state: object, seconds: float) -> lat.TimingPlan:
+    return lat.TimingPlan(**{**state.settings.plan.__dict__, "seconds": seconds})
+
+
+def _check(aa: list[lg.Verdict], injected: list[lg.Verdict], contention: float | None, state: object) -> None:
+    """No false alarm, ever; no injected slowdown passed silently, ever; and on a core not shared with other
+    jobs (median contention within the gate's limit) every injected slowdown caught."""
+    assert aa and injected
+    assert not [v for v in aa if v.failing], [v.message for v in aa if v.failing]
+    silent = [v for v in injected if v.status not in ("regression", "unstable")]
+    assert not silent, [f"{v.status}: {v.message}" for v in silent]
+    flagged = [v for v in injected if v.status == "unstable"]
+    if flagged and contention is not None and contention > state.gate.max_contention:
+        pytest.skip(f"machine overloaded during the self-test (median wall/CPU x{contention} > "
+                    f"x{state.gate.max_contention}): {len(flagged)}/{len(injected)} injected slowdowns reported "
+                    f"unstable instead of caught; none passed silently; no false alarm")
+    assert not flagged, [f"{v.status}: {v.message}" for v in flagged]
+
+
+FAST_REPS, FAST_SECONDS = 10, 0.5
+"""Default-run self-test: 10 A/A + 10 injected trials, 0.5 s of CPU time per measurement (22 measurements)."""
+
+
+def test_latency_gate_aa_and_injected_fast(harness, latency_state) -> None:
+    """A/A and injected-slowdown trials on gcode_decoder_step-onnx:fp32 (the cheapest cell), chained."""
+    latency_state.ensure_allocator()
+    start = time.perf_counter()
+    with lat.torch_threads(latency_state.threads):
+        cells = [CellTrials(harness, latency_state, "gcode_decoder_step", "onnx:fp32",
+                            _plan(latency_state, FAST_SECONDS))]
+        verdicts = _trials(cells, FAST_REPS)
+    summary = _report(latency_state, f"fast: gcode_decoder_step-onnx:fp32 b1, {FAST_REPS} reps", cells, verdicts,
+                      time.perf_counter() - start)
+    _check(verdicts["aa"], verdicts["injected"], summary["contention_median"], latency_state)
+
+
+@pytest.mark.latency_heavy
+def test_latency_gate_aa_and_injected_smoke_models(harness, latency_state) -> None:
+    """20 A/A and 20 injected trials over the ONNX and TorchScript cells of every smoke model, at the bench
+    suite's own time budget per measurement ([bench] seconds)."""
+    latency_state.ensure_allocator()
+    start = time.perf_counter()
+    with lat.torch_threads(latency_state.threads):
+        cells = [CellTrials(harness, latency_state, spec.name, target, _plan(latency_state,
+                                                                             latency_state.settings.plan.seconds))
+                 for spec in harness.models.specs() if spec.smoke for target in ("onnx:fp32", "torchscript:trace")]
+        verdicts = _trials(cells, 20)
+    summary = _report(latency_state, f"heavy: {len(cells)} smoke cells b1, 20 reps", cells, verdicts,
+                      time.perf_counter() - start)
+    _check(verdicts["aa"], verdicts["injected"], summary["contention_median"], latency_state)
+
+
+SLOWDOWN_CONFTEST = f'''
+import time
+
+import converters.latency as lat
+
+_load = lat.load_runner
+
+
+def _slowed(target, artifact, spec, threads):
+    """Every artifact runner {INJECTED}x slower (eager rows untouched): an injected {INJECTED - 1:.0%} regression."""
+    runner, record = _load(target, artifact, spec, threads)
+    return lat.SlowedRunner(runner, {INJECTED}, timer=time.thread_time), record
+
+
+lat.load_runner = _slowed
+'''
+
+
+E2E_BASELINE_SESSIONS, E2E_SECONDS = 2, 1.0
+"""Baseline sessions recorded by the end-to-end self-test (the committed baseline uses [gate] baseline_sessions)."""
+
+
+@pytest.mark.latency_heavy
+def test_latency_gate_end_to_end_through_pytest(pytester: pytest.Pytester, latency_state) -> None:
+    """Baseline run, unchanged run (A/A across processes) and a 20%-slower run, each a real pytest session."""
+    storage = pytester.path / "store"
+    cache = latency_state.config.getoption("--harness-cache")
+
+    def run(*extra: str, conftest: str | None = None) -> pytest.RunResult:
+        user = pytester.path / ("slow" if conftest else "plain")
+        user.mkdir(exist_ok=True)
+        (user / "conftest.py").write_text(textwrap.dedent(conftest or ""))
+        report = pytester.path / f"report-{len(list(pytester.path.glob('report-*')))}.json"
+        result = pytester.runpytest_subprocess(
+            f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"), "-p", "no:cacheprovider",
+            f"--harness-cache={cache}", str(ROOT / "suites" / "test_latency.py"), str(user),
+            f"--benchmark-storage=file://{storage}", "--benchmark-quiet", f"--latency-report={report}",
+            f"--latency-seconds={E2E_SECONDS}", *extra)
+        result.report = json.loads(report.read_text()) if report.exists() else {}
+        return result
+
+    start = time.perf_counter()
+    for _ in range(E2E_BASELINE_SESSIONS):
+        base = run("--benchmark-save=baseline")
+        assert base.ret == 0, base.stdout.str()[-3000:]
+    sessions = f"--latency-baseline-sessions={E2E_BASELINE_SESSIONS}"
+    same = run("--latency-gate", sessions)
+    slow = run("--latency-gate", sessions, conftest=SLOWDOWN_CONFTEST)
+    seconds = time.perf_counter() - start
+
+    def verdicts(result: pytest.RunResult) -> list[lg.Verdict]:
+        return [lg.Verdict(b["verdict"]["status"], b["verdict"]["message"]) for b in result.report["benchmarks"]
+                if b["target"] != "torch:eager" and b.get("verdict")]
+
+    aa, inj = verdicts(same), verdicts(slow)
+    contention = [b["contention"] for r in (same, slow) for b in r.report["benchmarks"] if b.get("contention")]
+    median = round(float(np.median(contention)), 2) if contention else None
+    false_alarms = sum(v.failing for v in aa)
+    caught = sum(v.failing for v in inj)
+    latency_state.selftest.setdefault("lines", []).append(
+        f"end-to-end through pytest ({seconds:.0f} s, {E2E_BASELINE_SESSIONS} baseline + 2 sessions, smoke scope, "
+        f"{E2E_SECONDS:g} s per benchmark, contention x{median}): A/A {false_alarms}/{len(aa)} false alarms "
+        f"(verdicts {_counts(aa)}); injected "
+        f"+{INJECTED - 1:.0%}: {caught}/{len(inj)} caught (verdicts {_counts(inj)})")
+    latency_state.selftest.setdefault("runs", []).append(
+        {"title": "end-to-end", "seconds": round(seconds, 1), "contention_median": median, "aa": _counts(aa),
+         "injected": _counts(inj)})
+    assert same.ret == (1 if false_alarms else 0), same.stdout.str()[-3000:]
+    assert slow.ret == (1 if caught else 0), slow.stdout.str()[-3000:]
+    assert len(inj) == len(aa)
+    _check(aa, inj, median, latency_state)
