@@ -58,14 +58,9 @@ class Registry:
 
 def builtin_specs() -> list[ModelSpec]:
     """Every variant of the bundled zoo, in family order."""
-    from dataclasses import replace
-
-    from models.method_limitations import with_method_limitations
-
     out: list[ModelSpec] = []
     for module_name in BUILTIN_FAMILIES:
-        out.extend(replace(s, limitations=with_method_limitations(s.name, s.limitations))
-                   for s in importlib.import_module(module_name).specs())
+        out.extend(importlib.import_module(module_name).specs())
     return out
 
 
