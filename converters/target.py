@@ -11,7 +11,6 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +18,7 @@ import numpy as np
 from torch import nn
 
 from converters.cache import Artifact
+from converters.worker_loop import package_versions
 from models.spec import ModelSpec
 
 
@@ -45,16 +45,6 @@ class ExportError(StageError):
 
 class StructureError(StageError):
     stage = "structure"
-
-
-def package_versions(*names: str) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not-installed"
-    return out
 
 
 class Target(ABC):

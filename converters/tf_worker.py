@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from converters.tf_worker_runtime import (
+    load_npz,
     savedmodel_load,
     savedmodel_run,
     tflite_inspect,
@@ -30,27 +31,10 @@ from converters.tf_worker_runtime import (
     tflite_run,
     tflite_unload,
 )
-from converters.worker_loop import serve
+from converters.worker_loop import package_versions, serve
 
 ONNX2TF_IMAGE_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 """File onnx2tf otherwise downloads for image-like inputs; looked up in the CWD first."""
-
-
-def _versions(*names: str) -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not-installed"
-    return out
-
-
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 @contextlib.contextmanager
@@ -95,7 +79,7 @@ def onnx2tf_convert(onnx_path: str, out_dir: str, keep_shape: list[str], calibra
         )
     shutil.rmtree(scratch, ignore_errors=True)
     return {"seconds": time.perf_counter() - t0,
-            "versions": _versions("onnx2tf", "tensorflow", "onnx", "onnxsim", "onnxslim", "ai-edge-litert")}
+            "versions": package_versions("onnx2tf", "tensorflow", "onnx", "onnxsim", "onnxslim", "ai-edge-litert")}
 
 
 def onnx_tf_convert(onnx_path: str, out_dir: str, calibration: str) -> dict[str, Any]:
@@ -112,7 +96,7 @@ def onnx_tf_convert(onnx_path: str, out_dir: str, calibration: str) -> dict[str,
     t0 = time.perf_counter()
     prepare(onnx.load(onnx_path)).export_graph(str(out / "saved_model"))
     seconds = {"savedmodel": time.perf_counter() - t0}
-    calib = _load_npz(calibration)
+    calib = load_npz(calibration)
     count = len(next(iter(calib.values())))
     loaded = tf.saved_model.load(str(out / "saved_model"))
     sig = loaded.signatures["serving_default"]
@@ -147,7 +131,7 @@ def onnx_tf_convert(onnx_path: str, out_dir: str, calibration: str) -> dict[str,
             errors[precision] = _error_text(exc)
         seconds[precision] = time.perf_counter() - t0
     return {"seconds": seconds, "tflite": produced, "errors": errors, "savedmodel": "saved_model",
-            "versions": _versions("onnx-tf", "tensorflow-cpu", "tensorflow-addons", "onnx", "ai-edge-litert")}
+            "versions": package_versions("onnx-tf", "tensorflow-cpu", "tensorflow-addons", "onnx", "ai-edge-litert")}
 
 
 def litert_torch_convert(pickled: str | None, program: str, sample: str, out_path: str) -> dict[str, Any]:
@@ -160,7 +144,7 @@ def litert_torch_convert(pickled: str | None, program: str, sample: str, out_pat
     import litert_torch
     import torch
 
-    inputs = _load_npz(sample)
+    inputs = load_npz(sample)
     args = tuple(torch.from_numpy(inputs[f"arg{i}"]) for i in range(len(inputs)))
     route = "nn.Module"
     try:
@@ -173,7 +157,7 @@ def litert_torch_convert(pickled: str | None, program: str, sample: str, out_pat
     t0 = time.perf_counter()
     litert_torch.convert(model, args).export(out_path)
     return {"seconds": time.perf_counter() - t0, "route": route,
-            "versions": _versions("litert-torch", "litert-converter", "torch")}
+            "versions": package_versions("litert-torch", "litert-converter", "torch")}
 
 
 def aeq_quantize(float_model: str, out_path: str, recipe: str, calibration: str | None = None) -> dict[str, Any]:
@@ -198,7 +182,7 @@ def aeq_quantize(float_model: str, out_path: str, recipe: str, calibration: str 
         interp = Interpreter(float_model)
         key = next(iter(interp.get_signature_list()))
         details = interp.get_signature_runner(key).get_input_details()
-        calib = _load_npz(calibration)
+        calib = load_npz(calibration)
         count = len(next(iter(calib.values())))
         # the file's own input dtypes (litert-torch turns int64 inputs into int32), as a user feeding it would
         samples = [{name: calib[name][i:i + 1].astype(d["dtype"]) for name, d in details.items()} for i in range(count)]
@@ -217,7 +201,7 @@ def aeq_quantize(float_model: str, out_path: str, recipe: str, calibration: str 
         os.unlink(tmp)
         io_rewritten = True
     return {"seconds": time.perf_counter() - t0, "io_rewritten_to_int8": io_rewritten,
-            "versions": _versions("ai-edge-quantizer", "ai-edge-litert", "litert-torch")}
+            "versions": package_versions("ai-edge-quantizer", "ai-edge-litert", "litert-torch")}
 
 
 def _has_float_io(path: str) -> bool:

@@ -13,23 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from converters.worker_loop import package_versions
+
 MAX_LOADED = 8
 """Interpreters / SavedModels kept loaded per worker (a cell loads one or two, then the next cell's replace them)."""
 
 
-def _versions(*names: str) -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not-installed"
-    return out
-
-
-def _load_npz(path: str) -> dict[str, np.ndarray]:
+def load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
@@ -80,7 +70,7 @@ def tflite_inspect(path: str) -> dict[str, Any]:
                     tensor = graph.Tensors(int(i))
                     io[kind].append({"name": tensor.Name().decode(), "dtype": type_names.get(tensor.Type())})
     return {"size_bytes": len(buf), "weights": weights, "ops": sorted(ops), **io,
-            "versions": _versions("ai-edge-litert")}
+            "versions": package_versions("ai-edge-litert")}
 
 
 # ------------------------------------------------------------------------------------------------ execution
@@ -115,7 +105,7 @@ def tflite_load(path: str, delegates: str = "default", threads: int = 2) -> dict
         runner = interp.get_signature_runner(key)
         sig = {"key": key, "inputs": {n: _details(d) for n, d in runner.get_input_details().items()},
                "outputs": {n: _details(d) for n, d in runner.get_output_details().items()}}
-    version = getattr(ai_edge_litert, "__version__", None) or _versions("ai-edge-litert")["ai-edge-litert"]
+    version = getattr(ai_edge_litert, "__version__", None) or package_versions("ai-edge-litert")["ai-edge-litert"]
     return {"handle": handle, "signature": sig, "runtime_version": version,
             "inputs": [_details(d) for d in interp.get_input_details()],
             "outputs": [_details(d) for d in interp.get_output_details()]}
@@ -124,7 +114,7 @@ def tflite_load(path: str, delegates: str = "default", threads: int = 2) -> dict
 def tflite_run(handle: str, inputs: str, outputs: str) -> dict[str, Any]:
     """Run one invocation: ``inputs`` .npz keyed by signature input name (or ``#index``), outputs likewise."""
     interp = _INTERPRETERS[handle]
-    feeds = _load_npz(inputs)
+    feeds = load_npz(inputs)
     t0 = time.perf_counter()
     if not any(k.startswith("#") for k in feeds):
         signatures = interp.get_signature_list()
@@ -169,7 +159,7 @@ def savedmodel_run(handle: str, inputs: str, outputs: str) -> dict[str, Any]:
     import tensorflow as tf
 
     _, fn = _SAVEDMODELS[handle]
-    feeds = {k: tf.constant(v) for k, v in _load_npz(inputs).items()}
+    feeds = {k: tf.constant(v) for k, v in load_npz(inputs).items()}
     t0 = time.perf_counter()
     result = fn(**feeds)
     seconds = time.perf_counter() - t0

@@ -18,6 +18,19 @@ from typing import Any
 Handler = Callable[..., dict[str, Any]]
 
 
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of distributions (``not-installed`` when absent); stdlib only, usable in any worker."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not-installed"
+    return out
+
+
 def _error_text(exc: BaseException, lines: int = 4) -> str:
     """``Type: first lines`` of an exception and of its root cause (like converters.torchscript.error_head)."""
 

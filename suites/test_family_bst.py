@@ -80,7 +80,7 @@ def test_registered_variants() -> None:
     for name, spec in SPECS.items():
         assert spec.family == "bst"
         assert spec.smoke is (name == "bst_cg_ap")
-        assert [lim.target for lim in spec.limitations] == ["torchscript:script"]
+        assert "torchscript:script" in [lim.target for lim in spec.limitations]
         assert spec.reference_params == PARAMS_C25[name]
         assert spec.dynamic_batch
         expected = ["JnB", "shuttle", "video_len"] if name == "bst_0" else ["JnB", "shuttle", "pos", "video_len"]

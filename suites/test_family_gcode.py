@@ -48,7 +48,7 @@ def test_registered_specs(specs: dict[str, ModelSpec]) -> None:
     assert st.outputs[0].shape == ("B", 170) and st.outputs[0].kind == "logits"
     for spec in specs.values():
         assert spec.family == "gcode" and spec.dynamic_batch
-        assert [lim.target for lim in spec.limitations] == ["torchscript:script"]
+        assert "torchscript:script" in [lim.target for lim in spec.limitations]
 
 
 def test_fingerprint_param_count(specs: dict[str, ModelSpec], encoder: gcode.GCodeFingerprintEncoder) -> None:

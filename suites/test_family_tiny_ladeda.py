@@ -37,7 +37,7 @@ def test_registered_variants() -> None:
     assert SPECS["tiny_ladeda"].smoke
     for spec in SPECS.values():
         assert spec.family == "tiny_ladeda"
-        assert [lim.target for lim in spec.limitations] == ["torchscript:script"]
+        assert "torchscript:script" in [lim.target for lim in spec.limitations]
         assert spec.input_names == ["input"]
         assert spec.inputs[0].shape == ("B", 3, 256, 256) and spec.inputs[0].layout == "NCHW"
         assert spec.dynamic_batch
