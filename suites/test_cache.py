@@ -81,7 +81,10 @@ def test_unexpected_errors_are_not_cached(tmp_path: Path) -> None:
 def test_cache_key_tracks_weights_target_and_versions() -> None:
     spec = next(s for s in tiny_ladeda.specs() if s.name == "tiny_ladeda")
     model = spec.build()
-    trace, script, onnx_legacy, onnx_dynamo = builtin_targets()
+    by_name = {t.name: t for t in builtin_targets()}
+    trace, script, onnx_legacy, onnx_dynamo = (
+        by_name[n] for n in ("torchscript:trace", "torchscript:script", "onnx:fp32", "onnx:fp32[dynamo]")
+    )
     h = state_dict_hash(model)
     keys = {t.cache_key(spec, h, {}) for t in (trace, script, onnx_legacy, onnx_dynamo)}
     assert len(keys) == 4
