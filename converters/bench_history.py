@@ -256,7 +256,7 @@ def cell_chart(name: str, series: list[tuple[str, Point | None, str]], base: Poi
                x0: float = 0, y0: float = 0, w: float = 330, h: float = 170) -> str:
     """One small multiple: median ms per run with IQR whiskers, the baseline's IQR band, its median and the
     gate's ms-equivalent threshold (baseline median x (1 + min_effect), at unchanged eager time)."""
-    left, right, top, bottom = 46, 8, 30, 30
+    left, right, top, bottom = 56, 8, 30, 30
     pw, ph = w - left - right, h - top - bottom
     vals = [v for _, p, _ in series if p for v in (p.q1_ms, p.q3_ms, p.median_ms) if math.isfinite(v)]
     if base:

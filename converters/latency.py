@@ -12,8 +12,9 @@ consumes the *paired* timings produced here. Design (measured on the shared 2-co
   loaded box wall-clock medians swung 2x between runs while thread CPU time moved 1-2%. Wall time is still
   recorded for every round (that is the latency a user sees on an idle core); multi-threaded and
   out-of-process runtimes are timed on the wall clock.
-- **A pinned allocator.** glibc raises its mmap threshold after the first large free, which made the same eager
-  model 2-3x faster half-way through a session; :func:`pin_allocator` fixes it for the whole run.
+- **A pinned allocator.** glibc mmaps large blocks afresh on every call (page faults paid each time, varying by
+  process) and moves its mmap threshold after the first large free, so the same eager model ran 2-4x faster or
+  slower depending on what ran before; :func:`pinned_allocator` keeps freed memory in the heap while timing.
 - **Inputs prepared outside the timed region**; only the runner call is timed (its own dtype/contiguity
   normalisation included, as a user would pay it).
 - **Threads fixed and recorded**: ``torch.set_num_threads`` for eager and TorchScript, ONNX Runtime's
@@ -131,11 +132,12 @@ class PairedTimings:
         cpu = sum(self.target) + sum(self.reference)
         return (sum(self.wall_target) + sum(self.wall_reference)) / cpu if cpu > 0 else None
 
-    def to_dict(self, digits: int = 5) -> dict[str, list[float]]:
-        """Raw timings in milliseconds, rounded to ``digits`` significant digits (for benchmark JSON)."""
+    def to_dict(self, digits: int = 4, wall: bool = False) -> dict[str, list[float]]:
+        """Raw timings in milliseconds, rounded to ``digits`` significant digits (for benchmark JSON; the wall
+        clock arrays only with ``wall=True``: their summary is stored anyway and they double the file)."""
         out = {"target_ms": [_sig(t * 1e3, digits) for t in self.target],
                "eager_ms": [_sig(t * 1e3, digits) for t in self.reference]}
-        if self.wall_target:
+        if wall and self.wall_target:
             out["wall_target_ms"] = [_sig(t * 1e3, digits) for t in self.wall_target]
             out["wall_eager_ms"] = [_sig(t * 1e3, digits) for t in self.wall_reference]
         return out
@@ -195,9 +197,9 @@ class BenchSettings:
     batches: tuple[int, ...] = (1, 4, 16)
     threads: int = 1
     clock: str = "auto"
-    allocator_mmap_threshold_mb: int = 32
+    pin_allocator: bool = True
     plan: TimingPlan = field(default_factory=TimingPlan)
-    smoke_seconds: float = 0.5
+    smoke_seconds: float = 1.0
     smoke_targets: tuple[str, ...] = ("onnx:fp32", "torchscript:trace")
     budget_rounds: int = 200
     budget_seconds: float = 10.0
@@ -300,6 +302,11 @@ class InterleavedRounds:
             self.round()
         return self.timings
 
+    def release(self) -> None:
+        """Drop the callables (and with them the runner, its session and the inputs): pytest-benchmark keeps
+        its timer, :meth:`clock`, alive until the end of the session."""
+        self.target = self.reference = None  # type: ignore[assignment]
+
 
 def measure_paired(target: Callable[[], Any], reference: Callable[[], Any], rounds: int, iterations: int = 1,
                    timer: Timer = time.perf_counter) -> PairedTimings:
@@ -319,8 +326,13 @@ Valid only when all the work runs on the calling thread (one intra-op thread, in
 
 def offloaded_share(fn: Callable[[], Any], calls: int = 10, min_seconds: float = 0.05) -> float:
     """Fraction of ``fn``'s CPU time spent on threads other than the caller (0 = all on the calling thread),
-    over at least ``calls`` calls and ``min_seconds`` of process CPU time."""
-    p0, t0 = time.process_time(), time.thread_time()
+    over at least ``calls`` calls and ``min_seconds`` of process CPU time. CPU that other threads burn anyway
+    (an earlier session's thread pool still spinning down) is measured while idle and subtracted."""
+    gc.collect()
+    w0, p0 = time.perf_counter(), time.process_time()
+    time.sleep(0.02)
+    background = (time.process_time() - p0) / max(time.perf_counter() - w0, 1e-9)
+    w0, p0, t0 = time.perf_counter(), time.process_time(), time.thread_time()
     n = 0
     while n < calls or time.process_time() - p0 < min_seconds:
         fn()
@@ -328,7 +340,8 @@ def offloaded_share(fn: Callable[[], Any], calls: int = 10, min_seconds: float =
         if n >= 10 * calls:
             break
     process, thread = time.process_time() - p0, time.thread_time() - t0
-    return max(0.0, (process - thread) / process) if process > 0 else 0.0
+    others = process - thread - background * (time.perf_counter() - w0)
+    return max(0.0, others / process) if process > 0 else 0.0
 
 
 def choose_clock(setting: str, threads: int, runner: Any, fns: Sequence[Callable[[], Any]],
@@ -354,28 +367,37 @@ def choose_clock(setting: str, threads: int, runner: Any, fns: Sequence[Callable
     return "thread-cpu", "one intra-op thread, all work on the calling thread"
 
 
-def pin_allocator(mmap_threshold_mb: int = 32) -> str:
-    """Fix glibc's mmap threshold (and trim threshold at twice it) for the whole process.
+@contextlib.contextmanager
+def pinned_allocator(enabled: bool = True) -> Iterator[str]:
+    """Within the block, glibc malloc never uses mmap and never trims the heap below 1 GB; afterwards its
+    default thresholds (128 kB) are restored. Yields a description for the record.
 
-    glibc raises its mmap threshold dynamically after the first large free, so the same eager model runs
-    2-3x faster (fewer page faults) once that has happened, and a benchmark's result depends on what ran
-    before it. Fixing the threshold gives every benchmark the warmed allocator from the start. Returns a
-    description for the record; a no-op (described as such) on non-glibc platforms or with 0.
+    Large tensors (PyTorch eager at batch 16: tens of MB) are otherwise mmap'd fresh on every call and their
+    page faults are paid again each time: on this box the same eager model took 81 ms with the heap and 187-314
+    ms with mmap (tiny_ladeda, batch 16), varying from process to process, and glibc's dynamic threshold made
+    batch-1 eager 2-3x faster half-way through a session. Keeping freed blocks in the heap gives every call the
+    warmed allocator a serving process would have.
     """
-    if mmap_threshold_mb <= 0:
-        return "allocator left alone"
+    if not enabled:
+        yield "allocator left alone"
+        return
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
-        return "allocator left alone (no glibc mallopt)"
-    size = mmap_threshold_mb * 1024 * 1024
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = mallopt(m_mmap_threshold, size) == 1 and mallopt(m_trim_threshold, 2 * size) == 1
-    return f"glibc mmap_threshold={mmap_threshold_mb}MB fixed" if ok else "allocator left alone (mallopt refused)"
+        yield "allocator left alone (no glibc mallopt)"
+        return
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
+    ok = mallopt(m_mmap_max, 0) == 1 and mallopt(m_trim_threshold, 1 << 30) == 1
+    try:
+        yield "glibc malloc pinned: no mmap, heap trimmed only above 1 GB" if ok else \
+            "allocator left alone (mallopt refused)"
+    finally:
+        mallopt(m_mmap_max, 65536)
+        mallopt(m_trim_threshold, 128 * 1024)
+        mallopt(m_mmap_threshold, 128 * 1024)
 
 
 # ----------------------------------------------------------------------------------------------- runners
@@ -398,10 +420,14 @@ class EagerRunner:
 
 
 class SlowedRunner:
-    """Wraps a runner and spins after each call so every call takes ``factor`` times its own duration.
+    """Wraps a runner and spins before each call for ``factor - 1`` times the previous call's duration, so
+    every call takes ``factor`` times as long (``factor=1.2`` is a 20% regression).
 
-    Used by the gate's self-tests to inject a known slowdown (``factor=1.2`` is a 20% regression). Spinning,
-    not sleeping, so the slowdown behaves like extra computation on the same core.
+    Used by the gate's self-tests to inject a known slowdown. Spinning, not sleeping, so the slowdown behaves
+    like extra computation on the same core. The spin comes *before* the call so the PyTorch eager reference,
+    which follows each artifact call in a round, runs exactly as it does without the wrapper: spinning after the
+    call let a memory-heavy neighbour evict the eager model's cache lines meanwhile, which made eager slower and
+    hid a quarter of the injected 20% from the ratio (measured +14% under a streaming neighbour).
     """
 
     def __init__(self, runner: Callable[[Inputs], Any], factor: float, timer: Timer = time.perf_counter) -> None:
@@ -410,14 +436,16 @@ class SlowedRunner:
         self.runner = runner
         self.factor = factor
         self.timer = timer
+        self.last = 0.0
         self.info = {**dict(getattr(runner, "info", {}) or {}), "injected_slowdown": factor}
 
     def __call__(self, inputs: Inputs) -> Any:
-        t0 = self.timer()
-        out = self.runner(inputs)
-        end = t0 + (self.timer() - t0) * self.factor
+        end = self.timer() + self.last * (self.factor - 1.0)
         while self.timer() < end:
             pass
+        t0 = self.timer()
+        out = self.runner(inputs)
+        self.last = self.timer() - t0
         return out
 
     def __getattr__(self, name: str) -> Any:
@@ -590,11 +618,25 @@ def artifact_sha256(path: str | Path) -> str:
 
 
 def cpu_model() -> str:
-    """CPU model name from ``/proc/cpuinfo`` (falls back to ``platform.processor()``)."""
+    """CPU model name from ``/proc/cpuinfo``, with family/model numbers and the widest x86 SIMD level.
+
+    Hypervisors often report a bare "AMD EPYC": two such machines (Zen 2 without AVX-512, Zen 4 with it) gave
+    ONNX Runtime ratios-to-eager 30% apart, so the name alone does not say the timings are comparable.
+    Falls back to ``platform.processor()``."""
     with contextlib.suppress(OSError):
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        info = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
         if match:
-            return match.group(1).strip()
+            family = re.search(r"^cpu family\s*:\s*(\d+)$", info, re.M)
+            model = re.search(r"^model\s*:\s*(\d+)$", info, re.M)
+            flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.M) or re.match("()", "")).group(1).split())
+            isa = next((name for name in ("avx512f", "avx2", "avx") if name in flags), None)
+            parts = [match.group(1).strip()]
+            if family and model:
+                parts.append(f"f{family.group(1)}m{model.group(1)}")
+            if isa:
+                parts.append(isa)
+            return " ".join(parts)
     return platform.processor() or platform.machine()
 
 
