@@ -22,7 +22,7 @@ from converters.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from models.registry import Registry, default_registry
 from models.spec import ModelSpec
 
-pytest_plugins = ["pytester", "suites.plugin_latency"]
+pytest_plugins = ["pytester", "suites.plugin_latency", "suites.plugin_accuracy"]
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CACHE = ROOT / ".harness-cache"

@@ -2,7 +2,7 @@
 
 No pytest here: a script can time any artifact with these helpers. The pytest suite (``suites/test_latency.py``)
 drives them through pytest-benchmark's ``pedantic`` mode; the regression gate (``converters/latency_gate.py``)
-consumes the *paired* timings produced here. Design (measured on the shared 2-core box, see docs_latency.md):
+consumes the *paired* timings produced here. Design (measured on the shared 2-core box, see the README):
 
 - **Paired, interleaved rounds.** A round alternates artifact and PyTorch eager calls (``t, e, t, e, ...``,
   enough of them to last ``TimingPlan.round_seconds``) and keeps both per-call means. The per-round ratio

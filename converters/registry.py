@@ -21,7 +21,23 @@ def builtin_targets() -> list[Target]:
         OnnxExportTarget("torchscript", opset=17),
         OnnxExportTarget("dynamo", opset=18),
         GuideQuantizerTarget(),
+        *_method_targets(),
         *_tflite_targets(),
+    ]
+
+
+def _method_targets() -> list[Target]:
+    """Compression methods of the accuracy gates (ONNX Runtime fp16 / int8, torch dynamic int8, L1 pruning)."""
+    from converters.ort_methods import OrtDynamicInt8Target, OrtFp16Target, OrtStaticInt8Target
+    from converters.torch_methods import TorchDynamicInt8Target, TorchPrunedTarget
+
+    return [
+        OrtFp16Target(),
+        OrtDynamicInt8Target(),
+        *(OrtStaticInt8Target(method) for method in OrtStaticInt8Target.METHODS),
+        OrtStaticInt8Target("minmax", per_channel=False),
+        TorchDynamicInt8Target(),
+        TorchPrunedTarget(0.2),
     ]
 
 

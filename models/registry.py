@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 from collections.abc import Iterable
@@ -58,9 +59,12 @@ class Registry:
 
 def builtin_specs() -> list[ModelSpec]:
     """Every variant of the bundled zoo, in family order."""
+    from models.method_limitations import with_method_limitations
+
     out: list[ModelSpec] = []
     for module_name in BUILTIN_FAMILIES:
-        out.extend(importlib.import_module(module_name).specs())
+        for spec in importlib.import_module(module_name).specs():
+            out.append(dataclasses.replace(spec, limitations=with_method_limitations(spec.name, spec.limitations)))
     return out
 
 

@@ -2,7 +2,7 @@
 
 Loaded from the root ``conftest.py`` (``pytest_plugins``). The measuring and the statistics live in
 ``converters/latency.py`` and ``converters/latency_gate.py``; this module only orchestrates pytest-benchmark.
-Usage and design: ``docs_latency.md``.
+Usage and design: README, "Latency benchmarks and the regression gate".
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SCOPES = ("smoke", "full")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("latency", "latency suite and regression gate (docs_latency.md)")
+    group = parser.getgroup("latency", "latency suite and regression gate (README: Latency benchmarks)")
     group.addoption("--latency-scope", default=os.environ.get("HARNESS_LATENCY_SCOPE", "smoke"), choices=SCOPES,
                     help="smoke (default): smoke models at batch 1, small time budget; full: every passing cell "
                          "at every batch size (env HARNESS_LATENCY_SCOPE)")
@@ -712,7 +712,7 @@ def _write_gate(tr: Any, state: LatencyState) -> None:
                   f"newest {b.datetime[:19]}, commit {str(b.commit_info.get('id', '?'))[:10]})")
     if len(b.paths) < 2:
         tr.write_line("note: a single-session baseline cannot tell run-to-run noise from a regression; record "
-                      f"{state.gate.baseline_sessions} sessions (docs_latency.md)")
+                      f"{state.gate.baseline_sessions} sessions (README: Latency benchmarks)")
     foreign = lg.kind_mismatch(b.machine_kind, lat.machine_kind())
     if foreign:
         tr.write_line(f"WARNING: baseline machine kind differs: {foreign} (gate.machine_mismatch = "

@@ -202,7 +202,13 @@ def test_guide_defect_positive_only_tensor_clips_zero_point():
         assert zero_point == qrange[0] and x_hat[1] == 1.0
 
 
-@given(vectors.filter(_positive_only), st.booleans())
+#: Strictly positive, non-constant vectors, built directly: filtering ``vectors`` kept ~1 draw in 8 and tripped
+#: Hypothesis's filter_too_much health check on unlucky seeds.
+positive_vectors = hnp.arrays(np.float64, st.integers(2, 6),
+                              elements=st.floats(1e-3, 1e6, allow_nan=False, allow_subnormal=False)).filter(_positive_only)
+
+
+@given(positive_vectors, st.booleans())
 def test_fixed_positive_only_round_trip_within_half_step(x, signed):
     """Same property, harness quantizer: range [0, x_max], zero point qmin, nothing saturates."""
     for example in (x, np.array([1.0, 2.0])):

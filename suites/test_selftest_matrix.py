@@ -48,7 +48,9 @@ def pytest_harness_targets(config):
 
 CORE_TARGETS = ("torchscript:trace", "torchscript:script", "onnx:fp32", "onnx:fp32[dynamo]",
                 "onnx:fp32[guide-quantizer-int8]")
-USER_CELLS = "user_mlp and not tflite and not savedmodel"  # the core targets above, whatever else is installed
+# the core targets above, whatever else is installed (TFLite backends, the accuracy suite's compression methods)
+USER_CELLS = ("user_mlp and not tflite and not savedmodel and not fp16 and not int8-dynamic and not int8-static "
+              "and not pruned")
 
 USER_MODEL_CONFTEST = '''
 import numpy as np

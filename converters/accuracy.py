@@ -1,0 +1,378 @@
+"""Accuracy gates: a compression method's task-metric drop vs the FP32 PyTorch reference, on real eval data.
+
+For one cell (ModelSpec x method Target) ``evaluate_accuracy`` exports the artifact through the cache (calibrated
+on the spec's calibration split), runs it over the proxy task's eval split, and for every task metric reports
+the FP32 metric, the method's metric, the drop and a paired bootstrap confidence interval of the drop. The gate:
+
+- **budget** (``baselines/accuracy_budgets.toml``): fails when the drop exceeds the method's threshold (absolute
+  percentage points or relative %) *and* the drop's CI excludes zero, so one flipped sample of a small eval set
+  is reported, not failed;
+- **ratchet** (``baselines/accuracy.json``): fails when the method's metric fell below its stored baseline by
+  more than both the stored tolerance and the half-width of the drop's CI, even within budget.
+
+A failing cell carries a localisation table (``converters.localize``). No pytest here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from converters.conformance import ModelIdentities, export_artifact
+from converters.localize import onnx_layer_report, torch_layer_report
+from converters.registry import TargetRegistry
+from converters.target import Target
+from models.proxy_tasks import Arrays, Metric, ProxyTask
+from models.spec import ModelSpec, to_torch
+
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+DEFAULT_BUDGETS = BASELINES_DIR / "accuracy_budgets.toml"
+DEFAULT_BASELINES = BASELINES_DIR / "accuracy.json"
+EVAL_BATCH = 16
+LOCALISE_SAMPLES = 4
+
+
+class BudgetError(ValueError):
+    """The budgets file is malformed (unknown drop type, override without a reason, ...)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Allowed drop of one metric for one cell: ``threshold`` in pp (``abs``) or % of the FP32 metric (``rel``)."""
+
+    method: str
+    drop: str
+    threshold: float
+    reason: str = ""
+    source: str = "default"
+
+    def describe(self) -> str:
+        unit = "pp" if self.drop == "abs" else "% rel"
+        return f"<= {self.threshold:g} {unit} ({self.source})"
+
+
+@dataclass(frozen=True)
+class ExpectedFailure:
+    reason: str
+    match: str = ""
+
+
+class Budgets:
+    """Budgets per method glob, overridable per model (and metric) with a written reason; xfails per cell."""
+
+    def __init__(self, data: dict[str, Any], source: str = "<dict>") -> None:
+        self.source = source
+        settings = data.get("settings", {})
+        self.ratchet_pp = float(settings.get("ratchet_tolerance_pp", 0.5))
+        self.confidence = float(settings.get("confidence", 0.95))
+        self.resamples = int(settings.get("bootstrap_resamples", 1000))
+        self.full_only: list[str] = list(settings.get("full_only_models", []))
+        self.full_only_targets: list[str] = list(settings.get("full_only_targets", []))
+        self.methods: dict[str, dict[str, Any]] = data.get("methods", {})
+        self.models: dict[str, dict[str, dict[str, Any]]] = data.get("models", {})
+        self.cells: dict[str, dict[str, Any]] = data.get("cells", {})
+        for glob, entry in self.methods.items():
+            self._check(entry, f"[methods.{glob!r}]", need_reason=False)
+        for model, per in self.models.items():
+            for glob, entry in per.items():
+                self._check(entry, f"[models.{model}.{glob!r}]", need_reason=True)
+        for cell, entry in self.cells.items():
+            if not str(entry.get("xfail", "")).strip():
+                raise BudgetError(f"{source} [cells.{cell!r}]: needs an 'xfail' reason")
+
+    def _check(self, entry: dict[str, Any], where: str, need_reason: bool) -> None:
+        if entry.get("drop", "abs") not in ("abs", "rel"):
+            raise BudgetError(f"{self.source} {where}: drop must be 'abs' or 'rel', got {entry.get('drop')!r}")
+        if "threshold" in entry and float(entry["threshold"]) < 0:
+            raise BudgetError(f"{self.source} {where}: negative threshold")
+        if need_reason and not str(entry.get("reason", "")).strip():
+            raise BudgetError(f"{self.source} {where}: an override needs a written 'reason'")
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_BUDGETS) -> Budgets:
+        path = Path(path)
+        try:
+            return cls(tomllib.loads(path.read_text()), source=str(path))
+        except FileNotFoundError:
+            raise BudgetError(f"{path}: budgets file does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise BudgetError(f"{path}: not valid TOML ({exc})") from exc
+
+    def method_glob(self, target: str) -> str | None:
+        """The first method entry naming ``target`` exactly or matching it as a glob (``[`` is literal first)."""
+        if target in self.methods:
+            return target
+        return next((g for g in self.methods if fnmatch.fnmatchcase(target, g)), None)
+
+    def full_only_target(self, target: str) -> bool:
+        """True when ``target`` runs only with ``--accuracy-full`` (``[settings] full_only_targets`` globs)."""
+        return any(fnmatch.fnmatchcase(target, glob) for glob in self.full_only_targets)
+
+    def covers(self, target: str) -> bool:
+        return self.method_glob(target) is not None
+
+    def budget(self, model: str, target: str, metric: str) -> Budget:
+        glob = self.method_glob(target)
+        if glob is None:
+            raise BudgetError(f"{self.source}: no budget for target {target!r}")
+        entry = self.methods[glob]
+        budget = Budget(glob, entry.get("drop", "abs"), float(entry["threshold"]), entry.get("reason", ""),
+                        f"method {glob}")
+        for mglob, override in self.models.get(model, {}).items():
+            if (target == mglob or fnmatch.fnmatchcase(target, mglob)) and override.get("metric", metric) == metric:
+                budget = Budget(glob, override.get("drop", budget.drop),
+                                float(override.get("threshold", budget.threshold)), override["reason"],
+                                f"override {model}/{mglob}")
+        return budget
+
+    def expected_failure(self, cell: str) -> ExpectedFailure | None:
+        entry = self.cells.get(cell)
+        return ExpectedFailure(entry["xfail"], entry.get("match", "")) if entry else None
+
+
+@dataclass
+class MetricResult:
+    """One metric of one cell: FP32 vs method, drop with its bootstrap CI, budget and ratchet verdicts."""
+
+    metric: str
+    higher_is_better: bool
+    chance: float
+    n_units: int
+    fp32: float
+    method: float
+    drop: float
+    ci_low: float
+    ci_high: float
+    budget: Budget
+    baseline: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def line(self) -> str:
+        unit = "pp" if self.budget.drop == "abs" else "% rel"
+        base = "-" if self.baseline is None else f"{self.baseline * 100:.2f}"
+        return (f"{self.metric}: fp32 {self.fp32 * 100:.2f} method {self.method * 100:.2f} drop {self.drop:+.2f} "
+                f"{unit} (95% CI {self.ci_low:+.2f}..{self.ci_high:+.2f}, n={self.n_units}) budget "
+                f"{self.budget.describe()} baseline {base} chance {self.chance * 100:.1f}")
+
+
+@dataclass
+class AccuracyResult:
+    """Everything measured for one accuracy cell."""
+
+    model: str
+    target: str
+    task: str
+    metrics: list[MetricResult] = field(default_factory=list)
+    artifact_key: str = ""
+    artifact_sha256: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    localisation: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model}-{self.target}"
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.metrics)
+
+    def message(self) -> str:
+        fails = [f for m in self.metrics for f in m.failures]
+        lines = [f"[accuracy] {self.cell_id}: " + ("; ".join(fails) if fails else "passed")]
+        lines += ["  " + m.line() for m in self.metrics] + ["  " + n for n in self.notes]
+        if self.localisation:
+            lines.append(self.localisation)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["cell"] = self.cell_id
+        out["passed"] = self.passed
+        return out
+
+
+def paired_bootstrap(metric: Metric, ref: Arrays, cand: Arrays, drop_fn: Any, resamples: int, confidence: float,
+                     seed: int = 0) -> tuple[float, float]:
+    """CI of ``drop_fn(ref_metric, cand_metric)`` resampling the same units for both (paired)."""
+    rng = np.random.default_rng(seed)
+    n = metric.n_units
+    if metric.unit_scores is not None:
+        a, b = metric.unit_scores(ref), metric.unit_scores(cand)
+        idx = rng.integers(0, n, size=(resamples, n))
+        drops = np.array([drop_fn(x, y) for x, y in zip(a[idx].mean(1), b[idx].mean(1), strict=True)])
+    else:
+        drops = np.empty(resamples)
+        for i in range(resamples):
+            sel = rng.integers(0, n, size=n)
+            drops[i] = drop_fn(metric(ref, sel), metric(cand, sel))
+    alpha = (1.0 - confidence) / 2.0
+    return float(np.quantile(drops, alpha)), float(np.quantile(drops, 1.0 - alpha))
+
+
+def drop_function(budget: Budget, higher_is_better: bool) -> Any:
+    sign = 1.0 if higher_is_better else -1.0
+    if budget.drop == "abs":
+        return lambda ref, cand: sign * (ref - cand) * 100.0
+    return lambda ref, cand: sign * (ref - cand) / max(abs(ref), 1e-12) * 100.0
+
+
+def run_batched(fn: Any, inputs: Arrays, batch: int = EVAL_BATCH) -> Arrays:
+    n = len(next(iter(inputs.values())))
+    parts = [fn({k: v[i:i + batch] for k, v in inputs.items()}) for i in range(0, n, batch)]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
+def artifact_sha256(path: Path) -> str:
+    """Content hash of the artifact that was evaluated (file, or every file of a directory)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def accuracy_spec(spec: ModelSpec, task: ProxyTask) -> ModelSpec:
+    """The spec with the task's calibration split attached (static quantizers read ``extra['calibration']``)."""
+    return replace(spec, extra={**spec.extra, "calibration": task.calibration, "calibration_id": task.data_hash})
+
+
+_REFERENCE_OUTPUTS: dict[tuple[str, str], Arrays] = {}
+
+
+def reference_outputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, identity: str) -> Arrays:
+    """FP32 PyTorch outputs on the eval split, computed once per (model, weights) in this process."""
+    from models.training import predict
+
+    key = (spec.name, identity)
+    if key not in _REFERENCE_OUTPUTS:
+        _REFERENCE_OUTPUTS[key] = predict(spec, model, task.eval_inputs, batch=EVAL_BATCH)
+    return _REFERENCE_OUTPUTS[key]
+
+
+def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: ProxyTask, *, cache: Any,
+                      targets: TargetRegistry, budgets: Budgets, baselines: dict[str, Any] | None = None,
+                      identities: ModelIdentities | None = None, localise: bool = True) -> AccuracyResult:
+    """Measure one accuracy cell; the result says pass/fail per metric (it does not raise on a failed gate)."""
+    identities = identities or ModelIdentities()
+    result = AccuracyResult(model=spec.name, target=target.name, task=task.name)
+    aspec = accuracy_spec(spec, task)
+    t0 = time.perf_counter()
+    artifact = export_artifact(target, aspec, model, cache, targets, identities)
+    result.seconds["export"] = round(time.perf_counter() - t0, 2)
+    result.artifact_key = artifact.key
+    result.artifact_sha256 = artifact_sha256(artifact.path)
+    t0 = time.perf_counter()
+    ref = reference_outputs(spec, model, task, identities.of(model))
+    result.seconds["fp32_eval"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    runner = target.load(artifact, aspec)
+    cand = run_batched(runner, task.eval_inputs)
+    result.seconds["method_eval"] = round(time.perf_counter() - t0, 2)
+    stored = (baselines or {}).get(result.cell_id, {}).get("metrics", {})
+    for metric in task.metrics:
+        budget = budgets.budget(spec.name, target.name, metric.name)
+        drop_fn = drop_function(budget, metric.higher_is_better)
+        fp32, meth = metric(ref), metric(cand)
+        low, high = paired_bootstrap(metric, ref, cand, drop_fn, budgets.resamples, budgets.confidence)
+        mr = MetricResult(metric.name, metric.higher_is_better, metric.chance, metric.n_units, fp32, meth,
+                          drop_fn(fp32, meth), low, high, budget, stored.get(metric.name, {}).get("method"))
+        if mr.drop > budget.threshold and low > 0.0:
+            mr.failures.append(f"{metric.name} drop {mr.drop:+.2f} exceeds budget {budget.describe()} and its "
+                               f"95% CI {low:+.2f}..{high:+.2f} excludes 0")
+        elif mr.drop > budget.threshold:
+            result.notes.append(f"{metric.name}: drop {mr.drop:+.2f} above budget but within noise "
+                                f"(CI {low:+.2f}..{high:+.2f} includes 0): not a regression")
+        if mr.baseline is not None:
+            fell = (mr.baseline - meth) * 100.0 * (1.0 if metric.higher_is_better else -1.0)
+            # The same eval units decide the metric now and in the baseline run, so the paired CI of this run's drop
+            # says how far one method's metric moves when a few units flip (int8 kernels differ by CPU, dynamic
+            # activation scales by batch): a fall inside it is noise, as for the budget.
+            noise = (high - low) / 2.0
+            tolerance = max(budgets.ratchet_pp, noise)
+            if fell > tolerance:
+                mr.failures.append(f"ratchet: {metric.name} {meth * 100:.2f} fell {fell:.2f} pp below the stored "
+                                   f"baseline {mr.baseline * 100:.2f} (tolerance {tolerance:.2f} pp = max("
+                                   f"{budgets.ratchet_pp:g}, CI half-width {noise:.2f}); update with "
+                                   "--accuracy-update-baselines if intended)")
+            elif fell > budgets.ratchet_pp:
+                result.notes.append(f"{metric.name}: {fell:.2f} pp below the stored baseline, within this run's "
+                                    f"noise (CI half-width {noise:.2f} pp): not a regression")
+        else:
+            result.notes.append(f"{metric.name}: no stored baseline (record with --accuracy-update-baselines)")
+        result.metrics.append(mr)
+    if localise and not result.passed:
+        result.localisation = localisation(spec, aspec, target, model, task, artifact, cache, targets, identities)
+    return result
+
+
+def localisation(spec: ModelSpec, aspec: ModelSpec, target: Target, model: nn.Module, task: ProxyTask,
+                 artifact: Any, cache: Any, targets: TargetRegistry, identities: ModelIdentities) -> str:
+    """The layer table for a failing cell (never raises: a localisation error is reported as text)."""
+    feeds = {i.name: np.ascontiguousarray(task.eval_inputs[i.name][:LOCALISE_SAMPLES], dtype=i.dtype)
+             for i in spec.inputs}
+    try:
+        if target.format == "onnx" and target.name != "onnx:fp32":
+            ref = export_artifact(targets.get("onnx:fp32"), aspec, model, cache, targets, identities)
+            return onnx_layer_report(ref.path, artifact.path, feeds).table()
+        transform = getattr(target, "transform", None)
+        if transform is not None:
+            candidate, _ = transform(model)
+            return torch_layer_report(model, candidate, to_torch(feeds, spec.input_names)).table()
+        return "localisation: not available for this target"
+    except Exception as exc:  # pragma: no cover - diagnostics must not mask the gate's verdict
+        return f"localisation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+# ------------------------------------------------------------------------------------------------- baselines
+
+
+def load_baselines(path: str | Path = DEFAULT_BASELINES) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("cells", {})
+
+
+def baseline_entry(result: AccuracyResult) -> dict[str, Any]:
+    return {"task": result.task, "artifact_sha256": result.artifact_sha256,
+            "metrics": {m.metric: {"fp32": round(m.fp32, 6), "method": round(m.method, 6), "drop": round(m.drop, 4),
+                                   "ci": [round(m.ci_low, 4), round(m.ci_high, 4)], "n": m.n_units}
+                        for m in result.metrics}}
+
+
+def update_baselines(entries: dict[str, dict[str, Any]], path: str | Path = DEFAULT_BASELINES) -> Path:
+    """Merge ``entries`` (cell id -> baseline_entry) into the baselines file, atomically."""
+    path = Path(path)
+    cells = load_baselines(path)
+    cells.update(entries)
+    data = {"_comment": "Accuracy baselines per cell (metric values in [0, 1]); update with "
+                        "`pytest suites/test_accuracy.py --accuracy-update-baselines`.",
+            "cells": dict(sorted(cells.items()))}
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def explains(expected: ExpectedFailure, message: str) -> bool:
+    return not expected.match or re.search(expected.match, message) is not None

@@ -1,0 +1,170 @@
+"""Localisation: which layer broke? Layer-by-layer comparison of a compressed artifact against its FP32 reference.
+
+- ONNX artifacts: every intermediate tensor whose name exists in both the FP32 ONNX graph and the method's
+  graph (QDQ, dynamic-quantized and float16 graphs keep the FP32 tensor names) is exposed as an extra graph output;
+  both graphs run on the same inputs and each tensor gets cosine similarity and SQNR (dB).
+- TorchScript methods (eager transforms): forward hooks on every leaf module of the FP32 model and of the
+  transformed copy (same qualified names).
+
+Rows are in execution order; ``first_bad`` are the first rows whose SQNR or cosine falls below threshold (errors
+propagate downstream, so the first one is where it broke), and the report also lists the worst rows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+SQNR_MIN_DB = 20.0
+COSINE_MIN = 0.99
+
+
+@dataclass
+class LayerRow:
+    """One compared tensor: its producing layer, op, cosine and SQNR against the reference."""
+
+    layer: str
+    op: str
+    tensor: str
+    cosine: float
+    sqnr_db: float
+
+    @property
+    def bad(self) -> bool:
+        return self.sqnr_db < SQNR_MIN_DB or self.cosine < COSINE_MIN
+
+
+@dataclass
+class LayerReport:
+    """Per-layer comparison in execution order."""
+
+    rows: list[LayerRow]
+    reference: str
+
+    def first_bad(self, n: int = 5) -> list[LayerRow]:
+        return [r for r in self.rows if r.bad][:n]
+
+    def worst(self, n: int = 3) -> list[LayerRow]:
+        return sorted(self.rows, key=lambda r: r.sqnr_db)[:n]
+
+    def table(self, n: int = 5) -> str:
+        first = self.first_bad(n)
+        lines = [f"localisation vs {self.reference}: {len(self.rows)} tensors compared, "
+                 f"{sum(r.bad for r in self.rows)} below SQNR {SQNR_MIN_DB:g} dB or cosine {COSINE_MIN}"]
+        head = f"  {'#':>3} {'layer':<48} {'op':<18} {'cosine':>9} {'SQNR dB':>8}"
+        if first:
+            lines += ["  first layers below threshold (execution order):", head]
+            lines += [self._row(self.rows.index(r), r) for r in first]
+        else:
+            lines.append("  no layer below threshold")
+        lines += ["  worst layers:", head] + [self._row(self.rows.index(r), r) for r in self.worst()]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _row(i: int, r: LayerRow) -> str:
+        return f"  {i:>3} {r.layer[:48]:<48} {r.op[:18]:<18} {r.cosine:>9.5f} {r.sqnr_db:>8.2f}"
+
+
+def compare_tensors(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    """(cosine, SQNR dB) of ``test`` against ``ref`` (float64; identical tensors give SQNR inf)."""
+    a = np.nan_to_num(np.asarray(ref, np.float64).ravel())
+    b = np.nan_to_num(np.asarray(test, np.float64).ravel())
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    cos = 1.0 if na == nb == 0 else (0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb)))
+    noise = float(np.sum((a - b) ** 2))
+    sqnr = float("inf") if noise == 0 else 10.0 * np.log10(max(float(np.sum(a * a)), 1e-30) / noise)
+    return cos, sqnr
+
+
+def layer_name(node_name: str) -> str:
+    """``/encoder/layers.0/attn/to_qkv/MatMul`` -> ``encoder.layers.0.attn.to_qkv`` (the PyTorch module path)."""
+    parts = [p for p in node_name.split("/") if p]
+    return ".".join(parts[:-1]) if len(parts) > 1 else node_name
+
+
+def _with_all_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    return model
+
+
+def _run_onnx(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        onnx.save(model, str(path))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        wanted = [n for n in names if n in {o.name for o in session.get_outputs()}]
+        values = session.run(wanted, dict(feeds))
+    return dict(zip(wanted, values, strict=True))
+
+
+def onnx_layer_report(reference: Path, candidate: Path, feeds: Mapping[str, np.ndarray]) -> LayerReport:
+    """Compare every shared intermediate float tensor of ``candidate`` against the FP32 ``reference`` graph."""
+    ref = onnx.load(str(reference))
+    cand = onnx.load(str(candidate))
+    cand_outputs = {o for n in cand.graph.node for o in n.output}
+    producers = [(n, o) for n in ref.graph.node for o in n.output if o and o in cand_outputs]
+    names = [o for _, o in producers]
+    ref_vals = _run_onnx(_with_all_outputs(ref, names), feeds, names)
+    cand_vals = _run_onnx(_with_all_outputs(cand, names), feeds, names)
+    rows = []
+    for node, out in producers:
+        a, b = ref_vals.get(out), cand_vals.get(out)
+        if a is None or b is None or a.shape != b.shape or not np.issubdtype(a.dtype, np.floating):
+            continue
+        if not np.issubdtype(b.dtype, np.floating):
+            continue
+        cos, sqnr = compare_tensors(a, b)
+        rows.append(LayerRow(layer_name(node.name or out), node.op_type, out, cos, sqnr))
+    return LayerReport(rows, reference=f"FP32 ONNX ({reference.parent.name[:12]})")
+
+
+def torch_layer_report(reference: nn.Module, candidate: nn.Module, args: tuple[torch.Tensor, ...]) -> LayerReport:
+    """Compare the outputs of every leaf module present (by name) in both eager models."""
+    def leaves(model: nn.Module) -> dict[str, nn.Module]:
+        return {n: m for n, m in model.named_modules() if n and not list(m.children())}
+
+    ref_leaves, cand_leaves = leaves(reference), leaves(candidate)
+    order: list[str] = []
+    captured: dict[str, dict[str, torch.Tensor]] = {"ref": {}, "cand": {}}
+
+    def hook(which: str, name: str):
+        def fn(_module: nn.Module, _inp: object, out: object) -> None:
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and name not in captured[which]:
+                captured[which][name] = t.detach().float().clone()
+                if which == "ref":
+                    order.append(name)
+        return fn
+
+    handles = [m.register_forward_hook(hook("ref", n)) for n, m in ref_leaves.items() if n in cand_leaves]
+    handles += [m.register_forward_hook(hook("cand", n)) for n, m in cand_leaves.items() if n in ref_leaves]
+    try:
+        with torch.no_grad():
+            reference(*args)
+            candidate(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for name in order:
+        a, b = captured["ref"].get(name), captured["cand"].get(name)
+        if b is None or a.shape != b.shape:
+            continue
+        cos, sqnr = compare_tensors(a.numpy(), b.numpy())
+        rows.append(LayerRow(name, type(cand_leaves[name]).__name__, name, cos, sqnr))
+    return LayerReport(rows, reference="FP32 PyTorch (eager)")

@@ -1,0 +1,224 @@
+"""pytest glue of the accuracy gates: options, the ``accuracy_cell`` matrix, trained models, baselines, summary.
+
+Cells are (model with a proxy task) x (target with a budget in baselines/accuracy_budgets.toml), with the same
+``MODEL-TARGET`` ids as the conformance matrix. All measuring happens in ``converters.accuracy``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converters.accuracy import (
+    DEFAULT_BASELINES,
+    DEFAULT_BUDGETS,
+    AccuracyResult,
+    Budgets,
+    baseline_entry,
+    evaluate_accuracy,
+    explains,
+    load_baselines,
+    update_baselines,
+)
+from converters.target import Target
+from models import datasets
+from models.proxy_tasks import has_task, task_for
+from models.spec import ModelSpec
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness-accuracy", "accuracy gates")
+    group.addoption("--accuracy-update-baselines", action="store_true",
+                    help="write the measured accuracy of every run cell into baselines/accuracy.json")
+    group.addoption("--accuracy-full", action="store_true",
+                    help="also run the models and targets listed in [settings] full_only_models / "
+                         "full_only_targets of the budgets file (the nightly job)")
+    group.addoption("--accuracy-budgets", default=str(DEFAULT_BUDGETS), help="budgets TOML file")
+    group.addoption("--accuracy-baselines", default=str(DEFAULT_BASELINES), help="baselines JSON file")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    datasets.set_data_dir(Path(config.getoption("--harness-cache")) / "data")
+    config._accuracy_results = {}  # type: ignore[attr-defined]
+    config._accuracy_training = {}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class AccuracyCell:
+    spec: ModelSpec
+    target: Target
+
+    @property
+    def id(self) -> str:
+        return f"{self.spec.name}-{self.target.name}"
+
+
+class _State:
+    """Session state: budgets, baselines and trained models (built once per model)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.budgets = Budgets.load(config.getoption("--accuracy-budgets"))
+        self.baselines = load_baselines(config.getoption("--accuracy-baselines"))
+        self.models: dict[str, Any] = {}
+
+
+def _state(config: pytest.Config) -> _State:
+    state = getattr(config, "_accuracy_state", None)
+    if state is None:
+        state = _State(config)
+        config._accuracy_state = state  # type: ignore[attr-defined]
+    return state
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "accuracy_cell" not in metafunc.fixturenames:
+        return
+    from conftest import get_harness
+
+    harness = get_harness(metafunc.config)
+    state = _state(metafunc.config)
+    params = []
+    full = metafunc.config.getoption("--accuracy-full")
+    for spec in harness.models.specs():
+        if not has_task(spec) or (spec.name in state.budgets.full_only and not full):
+            continue
+        for target in harness.targets.targets():
+            if not state.budgets.covers(target.name) or (state.budgets.full_only_target(target.name) and not full):
+                continue
+            cell = AccuracyCell(spec, target)
+            marks = [getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(spec, m)]
+            expected = state.budgets.expected_failure(cell.id)
+            if expected:
+                marks.append(pytest.mark.xfail(strict=True, reason=expected.reason, raises=_ExpectedAccuracyFailure))
+            params.append(pytest.param(cell, id=cell.id, marks=marks))
+    metafunc.parametrize("accuracy_cell", params)
+
+
+class _ExpectedAccuracyFailure(Exception):
+    pass
+
+
+def _trained(config: pytest.Config, spec: ModelSpec) -> Any:
+    """User weights (--harness-weights) when given, else the cached trained reference weights."""
+    from conftest import get_harness
+
+    state = _state(config)
+    if spec.name not in state.models:
+        harness = get_harness(config)
+        if spec.name in harness.weights:
+            state.models[spec.name] = harness.model(spec)
+            config._accuracy_training[spec.name] = {"source": harness.weights[spec.name]}  # type: ignore[attr-defined]
+        else:
+            from models.training import reference_weights
+
+            t0 = time.perf_counter()
+            path, record = reference_weights(spec)
+            record = {**record, "wall_seconds": round(time.perf_counter() - t0, 1)}
+            config._accuracy_training[spec.name] = record  # type: ignore[attr-defined]
+            state.models[spec.name] = spec.build(path)
+    return state.models[spec.name]
+
+
+@pytest.fixture
+def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
+    """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
+
+    def run(cell: AccuracyCell) -> AccuracyResult:
+        from conftest import get_harness
+
+        unavailable = getattr(cell.target, "unavailable_reason", None)
+        reason = unavailable() if callable(unavailable) else None
+        if reason:
+            pytest.skip(reason)
+        harness = get_harness(pytestconfig)
+        state = _state(pytestconfig)
+        model = _trained(pytestconfig, cell.spec)
+        task = task_for(cell.spec)
+        try:
+            result = evaluate_accuracy(cell.spec, cell.target, model, task, cache=harness.cache,
+                                       targets=harness.targets, budgets=state.budgets, baselines=state.baselines,
+                                       identities=harness.identities)
+        except Exception as exc:
+            message = f"[accuracy:export] {cell.id}: {type(exc).__name__}: {exc}"
+            expected = state.budgets.expected_failure(cell.id)
+            if expected and explains(expected, message):
+                raise _ExpectedAccuracyFailure(message) from None
+            pytest.fail(message, pytrace=False)
+        training = pytestconfig._accuracy_training.get(cell.spec.name, {})  # type: ignore[attr-defined]
+        record_property("accuracy", {**result.to_dict(), "training": training})
+        if not result.passed:
+            expected = state.budgets.expected_failure(cell.id)
+            if expected and explains(expected, result.message()):
+                raise _ExpectedAccuracyFailure(result.message())
+            pytest.fail(result.message(), pytrace=False)
+        return result
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    props = dict(getattr(report, "user_properties", []) or [])
+    if "accuracy" in props:
+        results = getattr(_CONFIG, "_accuracy_results", None)
+        if results is not None:
+            results[props["accuracy"]["cell"]] = (report.outcome, props["accuracy"])
+
+
+_CONFIG: pytest.Config | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _CONFIG
+    _CONFIG = session.config
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    results: dict[str, tuple[str, dict[str, Any]]] = getattr(config, "_accuracy_results", {})
+    if not results:
+        return
+    tr = terminalreporter
+    tr.section("accuracy gates (metric x100; drop in pp unless noted)")
+    tr.write_line(f"{'cell':<52} {'metric':<12} {'fp32':>7} {'method':>7} {'drop':>7} {'95% CI':>15} "
+                  f"{'budget':>7} {'result':<7}")
+    training: dict[str, dict[str, Any]] = {}
+    for cell_id, (outcome, res) in sorted(results.items()):
+        training[res["model"]] = res.get("training", {})
+        for m in res["metrics"]:
+            ci = f"{m['ci_low']:+.2f}..{m['ci_high']:+.2f}"
+            tr.write_line(f"{cell_id:<52} {m['metric']:<12} {m['fp32'] * 100:>7.2f} {m['method'] * 100:>7.2f} "
+                          f"{m['drop']:>+7.2f} {ci:>15} {m['budget']['threshold']:>7g} {outcome.upper():<7}")
+    tr.write_line("reference weights (proxy task; metric on the eval split; chance):")
+    for model, rec in sorted(training.items()):
+        if "source" in rec:
+            tr.write_line(f"  {model:<20} user weights {rec['source']}")
+            continue
+        metrics = ", ".join(f"{k} {v * 100:.1f} (chance {rec.get('chance', {}).get(k, 0) * 100:.1f})"
+                            for k, v in rec.get("metrics", {}).items())
+        state = "cached" if rec.get("cached") else f"trained in {rec.get('train_seconds')} s"
+        tr.write_line(f"  {model:<20} {rec.get('recipe', '?'):<34} {metrics}; {state}")
+    if config.getoption("--accuracy-update-baselines"):
+        entries = {cell: baseline_entry_from_dict(res) for cell, (_, res) in results.items()}
+        path = update_baselines(entries, config.getoption("--accuracy-baselines"))
+        tr.write_line(f"accuracy baselines updated for {len(entries)} cells in {path}")
+
+
+def baseline_entry_from_dict(res: dict[str, Any]) -> dict[str, Any]:
+    """``baseline_entry`` of a recorded (serialised) result."""
+    result = AccuracyResult(model=res["model"], target=res["target"], task=res["task"],
+                            artifact_sha256=res["artifact_sha256"])
+    from converters.accuracy import Budget, MetricResult
+
+    for m in res["metrics"]:
+        result.metrics.append(MetricResult(m["metric"], m["higher_is_better"], m["chance"], m["n_units"], m["fp32"],
+                                           m["method"], m["drop"], m["ci_low"], m["ci_high"], Budget(**m["budget"])))
+    return baseline_entry(result)

@@ -1,0 +1,17 @@
+"""The accuracy matrix: (model with a proxy task) x (compression method with a budget), ids ``MODEL-TARGET``.
+
+Each cell measures the method's task metric on the proxy task's held-out eval split against the FP32 PyTorch
+reference (trained reference weights, or ``--harness-weights``), and fails when the drop exceeds its budget
+(baselines/accuracy_budgets.toml) beyond bootstrap noise, or falls below the stored baseline (ratchet). A failing
+cell prints a per-layer localisation table. Update baselines: ``pytest suites/test_accuracy.py
+--accuracy-update-baselines``.
+"""
+
+from __future__ import annotations
+
+
+def test_accuracy(accuracy_cell, check_accuracy) -> None:
+    """Task-metric drop of one compression method on one model, within budget and ratchet."""
+    result = check_accuracy(accuracy_cell)
+    assert result.passed
+    assert result.metrics, "an accuracy cell must measure at least one metric"
