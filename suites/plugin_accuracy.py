@@ -7,7 +7,6 @@ Cells are (model with a proxy task) x (target with a budget in baselines/accurac
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from converters.accuracy import (
     load_baselines,
     update_baselines,
 )
-from converters.target import Target
 from models import datasets
 from models.proxy_tasks import has_task, task_for
 from models.spec import ModelSpec
@@ -47,16 +45,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config._accuracy_training = {}  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True)
-class AccuracyCell:
-    spec: ModelSpec
-    target: Target
-
-    @property
-    def id(self) -> str:
-        return f"{self.spec.name}-{self.target.name}"
-
-
 class _State:
     """Session state: budgets, baselines and trained models (built once per model)."""
 
@@ -77,7 +65,7 @@ def _state(config: pytest.Config) -> _State:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "accuracy_cell" not in metafunc.fixturenames:
         return
-    from conftest import get_harness
+    from conftest import Cell, get_harness  # the matrix's cell: same MODEL-TARGET ids
 
     harness = get_harness(metafunc.config)
     state = _state(metafunc.config)
@@ -89,7 +77,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for target in harness.targets.targets():
             if not state.budgets.covers(target.name) or (state.budgets.full_only_target(target.name) and not full):
                 continue
-            cell = AccuracyCell(spec, target)
+            cell = Cell(spec, target)
             marks = [getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(spec, m)]
             expected = state.budgets.expected_failure(cell.id)
             if expected:
@@ -127,7 +115,7 @@ def _trained(config: pytest.Config, spec: ModelSpec) -> Any:
 def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
     """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
 
-    def run(cell: AccuracyCell) -> AccuracyResult:
+    def run(cell: Any) -> AccuracyResult:
         from conftest import get_harness
 
         unavailable = getattr(cell.target, "unavailable_reason", None)

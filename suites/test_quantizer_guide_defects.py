@@ -204,8 +204,8 @@ def test_guide_defect_positive_only_tensor_clips_zero_point():
 
 #: Strictly positive, non-constant vectors, built directly: filtering ``vectors`` kept ~1 draw in 8 and tripped
 #: Hypothesis's filter_too_much health check on unlucky seeds.
-positive_vectors = hnp.arrays(np.float64, st.integers(2, 6),
-                              elements=st.floats(1e-3, 1e6, allow_nan=False, allow_subnormal=False)).filter(_positive_only)
+_POSITIVE = st.floats(1e-3, 1e6, allow_nan=False, allow_subnormal=False)
+positive_vectors = hnp.arrays(np.float64, st.integers(2, 6), elements=_POSITIVE).filter(_positive_only)
 
 
 @given(positive_vectors, st.booleans())
