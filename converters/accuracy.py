@@ -16,10 +16,8 @@ A failing cell carries a localisation table (``converters.localize``). No pytest
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 import tomllib
@@ -30,12 +28,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from converters.cache import artifact_sha256
 from converters.conformance import ModelIdentities, export_artifact
 from converters.localize import onnx_layer_report, torch_layer_report
 from converters.registry import TargetRegistry
 from converters.target import Target
 from models.proxy_tasks import Arrays, Metric, ProxyTask
-from models.spec import ModelSpec, to_torch
+from models.spec import Limitation, ModelSpec, to_torch
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 DEFAULT_BUDGETS = BASELINES_DIR / "accuracy_budgets.toml"
@@ -61,12 +60,6 @@ class Budget:
     def describe(self) -> str:
         unit = "pp" if self.drop == "abs" else "% rel"
         return f"<= {self.threshold:g} {unit} ({self.source})"
-
-
-@dataclass(frozen=True)
-class ExpectedFailure:
-    reason: str
-    match: str = ""
 
 
 class Budgets:
@@ -137,9 +130,10 @@ class Budgets:
                                 f"override {model}/{mglob}")
         return budget
 
-    def expected_failure(self, cell: str) -> ExpectedFailure | None:
+    def expected_failure(self, cell: str) -> Limitation | None:
+        """The cell's declared strict xfail (``[cells."MODEL-TARGET"]``), as a Limitation of that one cell."""
         entry = self.cells.get(cell)
-        return ExpectedFailure(entry["xfail"], entry.get("match", "")) if entry else None
+        return Limitation(cell, entry["xfail"], entry.get("match", "")) if entry else None
 
 
 @dataclass
@@ -237,16 +231,6 @@ def run_batched(fn: Any, inputs: Arrays, batch: int = EVAL_BATCH) -> Arrays:
     n = len(next(iter(inputs.values())))
     parts = [fn({k: v[i:i + batch] for k, v in inputs.items()}) for i in range(0, n, batch)]
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-
-
-def artifact_sha256(path: Path) -> str:
-    """Content hash of the artifact that was evaluated (file, or every file of a directory)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        digest.update(f.name.encode())
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
 
 
 def accuracy_spec(spec: ModelSpec, task: ProxyTask) -> ModelSpec:
@@ -372,7 +356,3 @@ def update_baselines(entries: dict[str, dict[str, Any]], path: str | Path = DEFA
         fh.write("\n")
     os.replace(tmp, path)
     return path
-
-
-def explains(expected: ExpectedFailure, message: str) -> bool:
-    return not expected.match or re.search(expected.match, message) is not None

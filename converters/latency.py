@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import inspect
 import math
 import os
@@ -601,20 +600,6 @@ def runtime_pid(runner: Any) -> int | str:
 
 
 # ----------------------------------------------------------------------------------------- identification
-
-
-def artifact_sha256(path: str | Path) -> str:
-    """Content hash of an artifact file, or of every file under an artifact directory (names included)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def cpu_model() -> str:

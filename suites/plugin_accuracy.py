@@ -19,7 +19,6 @@ from converters.accuracy import (
     Budgets,
     baseline_entry,
     evaluate_accuracy,
-    explains,
     load_baselines,
     update_baselines,
 )
@@ -65,7 +64,7 @@ def _state(config: pytest.Config) -> _State:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "accuracy_cell" not in metafunc.fixturenames:
         return
-    from conftest import Cell, get_harness  # the matrix's cell: same MODEL-TARGET ids
+    from conftest import Cell, ExpectedCellFailure, get_harness  # the matrix's cell: same MODEL-TARGET ids
 
     harness = get_harness(metafunc.config)
     state = _state(metafunc.config)
@@ -81,13 +80,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks = [getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(spec, m)]
             expected = state.budgets.expected_failure(cell.id)
             if expected:
-                marks.append(pytest.mark.xfail(strict=True, reason=expected.reason, raises=_ExpectedAccuracyFailure))
+                marks.append(pytest.mark.xfail(strict=True, reason=expected.reason, raises=ExpectedCellFailure))
             params.append(pytest.param(cell, id=cell.id, marks=marks))
     metafunc.parametrize("accuracy_cell", params)
-
-
-class _ExpectedAccuracyFailure(Exception):
-    pass
 
 
 def _trained(config: pytest.Config, spec: ModelSpec) -> Any:
@@ -116,7 +111,7 @@ def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
     """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
 
     def run(cell: Any) -> AccuracyResult:
-        from conftest import get_harness
+        from conftest import ExpectedCellFailure, get_harness
 
         unavailable = getattr(cell.target, "unavailable_reason", None)
         reason = unavailable() if callable(unavailable) else None
@@ -133,15 +128,15 @@ def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
         except Exception as exc:
             message = f"[accuracy:export] {cell.id}: {type(exc).__name__}: {exc}"
             expected = state.budgets.expected_failure(cell.id)
-            if expected and explains(expected, message):
-                raise _ExpectedAccuracyFailure(message) from None
+            if expected and expected.explains(message):
+                raise ExpectedCellFailure(message) from None
             pytest.fail(message, pytrace=False)
         training = pytestconfig._accuracy_training.get(cell.spec.name, {})  # type: ignore[attr-defined]
         record_property("accuracy", {**result.to_dict(), "training": training})
         if not result.passed:
             expected = state.budgets.expected_failure(cell.id)
-            if expected and explains(expected, result.message()):
-                raise _ExpectedAccuracyFailure(result.message())
+            if expected and expected.explains(result.message()):
+                raise ExpectedCellFailure(result.message())
             pytest.fail(result.message(), pytrace=False)
         return result
 

@@ -24,6 +24,7 @@ import pytest
 
 from converters import latency as lat
 from converters import latency_gate as lg
+from converters.cache import artifact_sha256
 from converters.conformance import CellFailure, CellResult, export_artifact
 from converters.target import Target
 from models.spec import ModelSpec
@@ -192,7 +193,7 @@ class LatencyState:
 
     def content_hash(self, artifact: Any) -> str:
         if artifact.key not in self._hashes:
-            self._hashes[artifact.key] = lat.artifact_sha256(artifact.path)
+            self._hashes[artifact.key] = artifact_sha256(artifact.path)
         return self._hashes[artifact.key]
 
 
