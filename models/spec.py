@@ -5,9 +5,10 @@ Importable without pytest; a user's script can build a model and its inputs from
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ class ModelSpec:
 
     def build(self, weights: str | Path | None = None, *, allow_pickle: bool = False) -> nn.Module:
         """Build the model in eval mode: seeded init, then ``weights`` (state_dict, checkpoint or TorchScript)."""
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _one_thread():
             torch.manual_seed(self.seed)
             model = self.factory()
         if weights is not None:
@@ -138,6 +139,18 @@ class ModelSpec:
 
     def limitation_for(self, target_name: str) -> Limitation | None:
         return next((lim for lim in self.limitations if lim.matches(target_name)), None)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Seeded init must not depend on the caller's thread count: ``orthogonal_`` (a QR) rounds differently with one
+    and two threads (sign_gru's ``weight_hh`` moved by 2e-7, so its weights' identity changed with the threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -117,3 +117,21 @@ def test_non_tensor_entry(tmp_path: Path, trained) -> None:
     torch.save({**trained.state_dict(), "note": "hello"}, tmp_path / "w.pt")
     with pytest.raises(WeightsError, match="key 'note' is not a tensor"):
         load_weights(SPEC.build(), tmp_path / "w.pt")
+
+
+def test_seeded_init_does_not_depend_on_thread_count() -> None:
+    """sign_gru's orthogonal ``weight_hh`` init is a QR whose rounding moved with torch's thread count: the same
+    seed gave two weights identities (and two trained-weights cache entries) in a 1-thread and a 2-thread process."""
+    from models import sign_language
+
+    spec = next(s for s in sign_language.specs() if s.name == "sign_gru")
+    threads = torch.get_num_threads()
+    try:
+        hashes = set()
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            hashes.add(state_dict_hash(spec.build()))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(hashes) == 1
+    assert torch.get_num_threads() == threads
