@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from converters.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from models.registry import Registry, default_registry
 from models.spec import ModelSpec
 
-pytest_plugins = ["pytester", "suites.plugin_latency", "suites.plugin_accuracy"]
+pytest_plugins = ["pytester", "suites.plugin_accuracy", "suites.plugin_latency"]  # latency imports accuracy
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CACHE = ROOT / ".harness-cache"
@@ -85,12 +86,36 @@ class Harness:
     weights: dict[str, str]
     allow_pickle: bool
     identities: ModelIdentities = field(default_factory=ModelIdentities)
+    weights_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     _built: dict[str, Any] = field(default_factory=dict)
+    _reference: dict[str, Any] = field(default_factory=dict)
 
     def model(self, spec: ModelSpec) -> Any:
+        """The conformance matrix's model: the user's weights (--harness-weights), else seeded weights."""
         if spec.name not in self._built:
             self._built[spec.name] = spec.build(self.weights.get(spec.name), allow_pickle=self.allow_pickle)
         return self._built[spec.name]
+
+    def reference_model(self, spec: ModelSpec) -> Any:
+        """The model whose artifacts the accuracy gates measure and the latency suite times (one artifact, one
+        sha256): the user's weights, else the cached trained reference weights of the spec's proxy task (trained on a
+        cache miss), else seeded weights. ``weights_records[spec.name]`` says which."""
+        if spec.name not in self._reference:
+            from models.proxy_tasks import has_task
+
+            if spec.name in self.weights or not has_task(spec):
+                self._reference[spec.name] = self.model(spec)
+                source = self.weights.get(spec.name)
+                self.weights_records[spec.name] = {"source": source} if source else {"source": "seeded"}
+            else:
+                from models.training import reference_weights
+
+                t0 = time.perf_counter()
+                path, record = reference_weights(spec)
+                self.weights_records[spec.name] = {**record, "source": "trained reference weights",
+                                                   "wall_seconds": round(time.perf_counter() - t0, 1)}
+                self._reference[spec.name] = spec.build(path)
+        return self._reference[spec.name]
 
     def run(self, spec: ModelSpec, target: Target) -> CellResult:
         return run_cell(spec, target, self.model(spec), cache=self.cache, thresholds=self.thresholds,

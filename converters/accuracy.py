@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import tempfile
 import time
 import tomllib
@@ -30,7 +31,7 @@ from torch import nn
 
 from converters.cache import artifact_sha256
 from converters.conformance import ModelIdentities, export_artifact
-from converters.localize import onnx_layer_report, torch_layer_report
+from converters.localize import limits_for, onnx_layer_report, tflite_layer_report, torch_layer_report
 from converters.registry import TargetRegistry
 from converters.target import Target
 from models.proxy_tasks import Arrays, Metric, ProxyTask
@@ -131,9 +132,14 @@ class Budgets:
         return budget
 
     def expected_failure(self, cell: str) -> Limitation | None:
-        """The cell's declared strict xfail (``[cells."MODEL-TARGET"]``), as a Limitation of that one cell."""
-        entry = self.cells.get(cell)
+        """The cell's declared strict xfail, as a Limitation of that one cell: ``[cells."MODEL-TARGET"]``, else the
+        first key matching it with ``*`` as the only wildcard (``[`` ``]`` stay literal: ``bst*-tflite:*[onnx2tf]``)."""
+        entry = self.cells.get(cell) or next((e for key, e in self.cells.items() if _star_match(key, cell)), None)
         return Limitation(cell, entry["xfail"], entry.get("match", "")) if entry else None
+
+
+def _star_match(pattern: str, name: str) -> bool:
+    return "*" in pattern and re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name) is not None
 
 
 @dataclass
@@ -313,16 +319,31 @@ def localisation(spec: ModelSpec, aspec: ModelSpec, target: Target, model: nn.Mo
     feeds = {i.name: np.ascontiguousarray(task.eval_inputs[i.name][:LOCALISE_SAMPLES], dtype=i.dtype)
              for i in spec.inputs}
     try:
-        if target.format == "onnx" and target.name != "onnx:fp32":
-            ref = export_artifact(targets.get("onnx:fp32"), aspec, model, cache, targets, identities)
-            return onnx_layer_report(ref.path, artifact.path, feeds).table()
-        transform = getattr(target, "transform", None)
-        if transform is not None:
-            candidate, _ = transform(model)
-            return torch_layer_report(model, candidate, to_torch(feeds, spec.input_names)).table()
-        return "localisation: not available for this target"
+        report = _layer_report(spec, aspec, target, model, artifact, cache, targets, identities, feeds)
+        if report is None:
+            return "localisation: not available for this target"
+        report.sqnr_min_db, report.cosine_min = limits_for(target.tier)
+        return report.table()
     except Exception as exc:  # pragma: no cover - diagnostics must not mask the gate's verdict
         return f"localisation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _layer_report(spec: ModelSpec, aspec: ModelSpec, target: Target, model: nn.Module, artifact: Any, cache: Any,
+                  targets: TargetRegistry, identities: ModelIdentities, feeds: dict[str, np.ndarray]) -> Any:
+    """The method's layers against its FP32 reference: FP32 ONNX, the same converter's FP32 .tflite, or eager."""
+    if target.format == "onnx" and target.name != "onnx:fp32":
+        ref = export_artifact(targets.get("onnx:fp32"), aspec, model, cache, targets, identities)
+        return onnx_layer_report(ref.path, artifact.path, feeds)
+    fp32_sibling = f"tflite:fp32[{target.backend}]"
+    if target.format == "tflite" and target.name != fp32_sibling and fp32_sibling in targets.names():
+        sibling = targets.get(fp32_sibling)
+        ref = export_artifact(sibling, aspec, model, cache, targets, identities)
+        return tflite_layer_report(sibling.load(ref, aspec), target.load(artifact, aspec), feeds)
+    transform = getattr(target, "transform", None)
+    if transform is not None:
+        candidate, _ = transform(model)
+        return torch_layer_report(model, candidate, to_torch(feeds, spec.input_names))
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- baselines

@@ -3,6 +3,10 @@
 - ONNX artifacts: every intermediate tensor whose name exists in both the FP32 ONNX graph and the method's
   graph (QDQ, dynamic-quantized and float16 graphs keep the FP32 tensor names) is exposed as an extra graph output;
   both graphs run on the same inputs and each tensor gets cosine similarity and SQNR (dB).
+- TFLite artifacts: the method's .tflite against the FP32 .tflite of the same converter, tensor by tensor (what
+  TFLite's quantization debugger compares): both run on the interpreter's reference kernels keeping every
+  intermediate tensor, quantized tensors are dequantized, tensors are matched by name (converters keep the float
+  graph's tensor names when they quantize it).
 - TorchScript methods (eager transforms): forward hooks on every leaf module of the FP32 model and of the
   transformed copy (same qualified names).
 
@@ -13,9 +17,11 @@ propagate downstream, so the first one is where it broke), and the report also l
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,6 +30,12 @@ from torch import nn
 
 SQNR_MIN_DB = 20.0
 COSINE_MIN = 0.99
+FULL_INT8_LIMITS = (10.0, 0.95)
+"""Methods that quantize activations too (int8 static / full integer): one int8 rounding of a real activation with
+outliers already measures 15-19 dB (TinyLaDeDa-patch int8-full, every layer, both converters), so a layer is
+flagged below 10 dB SQNR (noise a tenth of the signal's power) or cosine 0.95."""
+FULL_INT8_TIERS = ("int8-static", "int8-full")
+MASK_MAGNITUDE = 1e30
 
 
 @dataclass
@@ -36,10 +48,6 @@ class LayerRow:
     cosine: float
     sqnr_db: float
 
-    @property
-    def bad(self) -> bool:
-        return self.sqnr_db < SQNR_MIN_DB or self.cosine < COSINE_MIN
-
 
 @dataclass
 class LayerReport:
@@ -47,9 +55,16 @@ class LayerReport:
 
     rows: list[LayerRow]
     reference: str
+    sqnr_min_db: float = SQNR_MIN_DB
+    cosine_min: float = COSINE_MIN
+    clean_hint: str = ""
+    """Appended to "no layer below threshold" (what a clean comparison against this reference means)."""
+
+    def bad(self, row: LayerRow) -> bool:
+        return row.sqnr_db < self.sqnr_min_db or row.cosine < self.cosine_min
 
     def first_bad(self, n: int = 5) -> list[LayerRow]:
-        return [r for r in self.rows if r.bad][:n]
+        return [r for r in self.rows if self.bad(r)][:n]
 
     def worst(self, n: int = 3) -> list[LayerRow]:
         return sorted(self.rows, key=lambda r: r.sqnr_db)[:n]
@@ -57,13 +72,13 @@ class LayerReport:
     def table(self, n: int = 5) -> str:
         first = self.first_bad(n)
         lines = [f"localisation vs {self.reference}: {len(self.rows)} tensors compared, "
-                 f"{sum(r.bad for r in self.rows)} below SQNR {SQNR_MIN_DB:g} dB or cosine {COSINE_MIN}"]
+                 f"{sum(map(self.bad, self.rows))} below SQNR {self.sqnr_min_db:g} dB or cosine {self.cosine_min}"]
         head = f"  {'#':>3} {'layer':<48} {'op':<18} {'cosine':>9} {'SQNR dB':>8}"
         if first:
             lines += ["  first layers below threshold (execution order):", head]
             lines += [self._row(self.rows.index(r), r) for r in first]
         else:
-            lines.append("  no layer below threshold")
+            lines.append(f"  no layer below threshold{self.clean_hint}")
         lines += ["  worst layers:", head] + [self._row(self.rows.index(r), r) for r in self.worst()]
         return "\n".join(lines)
 
@@ -72,10 +87,21 @@ class LayerReport:
         return f"  {i:>3} {r.layer[:48]:<48} {r.op[:18]:<18} {r.cosine:>9.5f} {r.sqnr_db:>8.2f}"
 
 
+def limits_for(tier: str) -> tuple[float, float]:
+    """(SQNR dB, cosine) below which a layer is flagged, for a method of this thresholds tier."""
+    return FULL_INT8_LIMITS if tier in FULL_INT8_TIERS else (SQNR_MIN_DB, COSINE_MIN)
+
+
 def compare_tensors(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     """(cosine, SQNR dB) of ``test`` against ``ref`` (float64; identical tensors give SQNR inf)."""
-    a = np.nan_to_num(np.asarray(ref, np.float64).ravel())
-    b = np.nan_to_num(np.asarray(test, np.float64).ravel())
+    a = np.asarray(ref, np.float64).ravel()
+    b = np.asarray(test, np.float64).ravel()
+    # Attention masks hold -inf or the float32 minimum, which FP16 stores as -inf: such elements are compared only
+    # in that both are masked; a finite reference element that became inf/NaN is a break (cosine 0, SQNR -inf).
+    masked = ~np.isfinite(a) | (np.abs(np.nan_to_num(a)) >= MASK_MAGNITUDE)
+    if np.any(~masked & ~np.isfinite(b)):
+        return 0.0, float("-inf")
+    a, b = a[~masked], np.clip(b[~masked], -MASK_MAGNITUDE, MASK_MAGNITUDE)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     cos = 1.0 if na == nb == 0 else (0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb)))
     noise = float(np.sum((a - b) ** 2))
@@ -131,6 +157,57 @@ def onnx_layer_report(reference: Path, candidate: Path, feeds: Mapping[str, np.n
         cos, sqnr = compare_tensors(a, b)
         rows.append(LayerRow(layer_name(node.name or out), node.op_type, out, cos, sqnr))
     return LayerReport(rows, reference=f"FP32 ONNX ({reference.parent.name[:12]})")
+
+
+def tflite_layer_name(tensor: str) -> str:
+    """A readable layer for a TFLite tensor. litert-torch names a fused tensor by the scopes of its ops
+    (``pkg.Net/torch.nn.modules.container.Sequential_layer1/pkg.Block_0/torch.nn.modules.activation.ReLU_relu;;
+    .../torch.nn.modules.conv.Conv2d_conv1``): these become PyTorch module paths, ``layer1.0.relu+conv1``. Other
+    names (onnx2tf's ``model/tf.nn.relu/Relu;...``) keep their first component, without TF's ``model/`` prefix;
+    an ONNX-scoped one becomes the module path like :func:`layer_name`."""
+    parts = [p for p in tensor.split(";") if p and not p.isdigit()]  # ";1": a uniquifying suffix
+    paths = [path for path in map(_litert_module_path, parts) if path]
+    if paths and len(paths) == len(parts):
+        paths = list(dict.fromkeys(paths))
+        prefix = paths[0].rsplit(".", 1)[0] + "." if "." in paths[0] else ""
+        return paths[0] + "".join("+" + p.removeprefix(prefix) if p.startswith(prefix) else "+" + p
+                                  for p in paths[1:])
+    name = parts[0] if parts else tensor
+    for prefix in ("StatefulPartitionedCall/", "model/", "wa/"):
+        name = name.removeprefix(prefix)
+    return layer_name(name) if name.startswith("/") else name
+
+
+def _litert_module_path(scope: str) -> str | None:
+    """``pkg.Net/torch...Sequential_layer1/pkg.Block_0`` -> ``layer1.0``; None when it is not such a scope."""
+    scopes = scope.split("/")[1:]  # the first scope is the root module's class
+    attrs = [s.rsplit(".", 1)[-1].split("_", 1)[1] for s in scopes if "_" in s.rsplit(".", 1)[-1]]
+    return ".".join(attrs) if attrs and len(attrs) == len(scopes) else None
+
+
+def tflite_layer_report(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray]) -> LayerReport:
+    """Compare every operator output of ``candidate`` (a TFLiteRunner) with the same-named tensor of the FP32
+    ``reference`` runner of the same converter, in the reference's execution order."""
+    ref_ops, ref_vals = reference.intermediates(inputs)
+    _, cand_vals = candidate.intermediates(inputs)
+    # Fused tensors are named "a;b;c" and quantizing re-fuses the tail differently: match the exact name, else the
+    # first component when it names one tensor on each side.
+    firsts = Counter(n.split(";")[0] for n in cand_vals)
+    by_first = {n.split(";")[0]: n for n in cand_vals if firsts[n.split(";")[0]] == 1}
+    ref_firsts = Counter(n.split(";")[0] for n in ref_vals)
+    rows = []
+    for op in ref_ops:
+        for name in op["outputs"]:
+            first = name.split(";")[0]
+            match = name if name in cand_vals else by_first.get(first) if ref_firsts[first] == 1 else None
+            a, b = ref_vals[name], cand_vals.get(match) if match else None
+            if b is None or a.shape != b.shape:
+                continue
+            cos, sqnr = compare_tensors(a, b)
+            rows.append(LayerRow(tflite_layer_name(name), op["op"], name, cos, sqnr))
+    return LayerReport(rows, reference=f"FP32 TFLite of the same converter ({reference.path.parent.name[:12]})",
+                       clean_hint=": the method's layers match the converter's FP32 .tflite, so what was lost was "
+                                  "lost in the FP32 conversion (see its tflite:fp32 conformance cell)")
 
 
 def torch_layer_report(reference: nn.Module, candidate: nn.Module, args: tuple[torch.Tensor, ...]) -> LayerReport:

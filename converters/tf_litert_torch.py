@@ -55,6 +55,10 @@ class LiteRTTorchTFLite(TFLiteTarget):
     def depends_on(self) -> tuple[str, ...]:  # type: ignore[override]
         return () if self.precision == "fp32" else ("tflite:fp32[litert-torch]",)
 
+    @property
+    def calibrated(self) -> bool:  # type: ignore[override]
+        return self.precision == "int8-full"
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "export_batch": EXPORT_BATCH, "recipe": RECIPES.get(self.precision)}
 

@@ -67,6 +67,7 @@ class Onnx2tfSavedModel(SavedModelTarget):
 
     backend_spec = ONNX2TF
     depends_on = ("onnx:fp32",)
+    calibrated = True  # int8-full .tflite of the bundle
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "quant_type": QUANT_TYPE, "files": ONNX2TF_FILES}

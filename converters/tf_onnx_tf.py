@@ -45,6 +45,7 @@ class OnnxTfSavedModel(SavedModelTarget):
 
     backend_spec = ONNX_TF
     depends_on = ("onnx:fp32",)
+    calibrated = True  # int8-full .tflite of the bundle
 
     def convert(self, spec: ModelSpec, model: nn.Module, workdir: Path, deps: Mapping[str, Artifact]) -> dict[str, Any]:
         calib = workdir / "calibration.npz"

@@ -22,15 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.tf_worker_runtime import (
-    load_npz,
-    savedmodel_load,
-    savedmodel_run,
-    tflite_inspect,
-    tflite_load,
-    tflite_run,
-    tflite_unload,
-)
+from converters.tf_worker_runtime import RUNTIME_HANDLERS, load_npz, tflite_inspect
 from converters.worker_loop import package_versions, serve
 
 ONNX2TF_IMAGE_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -214,12 +206,7 @@ HANDLERS = {
     "onnx_tf_convert": onnx_tf_convert,
     "litert_torch_convert": litert_torch_convert,
     "aeq_quantize": aeq_quantize,
-    "tflite_inspect": tflite_inspect,
-    "tflite_load": tflite_load,
-    "tflite_run": tflite_run,
-    "tflite_unload": tflite_unload,
-    "savedmodel_load": savedmodel_load,
-    "savedmodel_run": savedmodel_run,
+    **RUNTIME_HANDLERS,  # defined there so that a new execution op does not change this file (the cache key)
 }
 
 if __name__ == "__main__":

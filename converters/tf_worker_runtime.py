@@ -114,8 +114,14 @@ def tflite_load(path: str, delegates: str = "default", threads: int = 2) -> dict
 def tflite_run(handle: str, inputs: str, outputs: str) -> dict[str, Any]:
     """Run one invocation: ``inputs`` .npz keyed by signature input name (or ``#index``), outputs likewise."""
     interp = _INTERPRETERS[handle]
-    feeds = load_npz(inputs)
     t0 = time.perf_counter()
+    result = _invoke(interp, load_npz(inputs))
+    seconds = time.perf_counter() - t0
+    np.savez(outputs, **{k: np.asarray(v) for k, v in result.items()})
+    return {"seconds": seconds}
+
+
+def _invoke(interp: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if not any(k.startswith("#") for k in feeds):
         signatures = interp.get_signature_list()
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
@@ -129,9 +135,62 @@ def tflite_run(handle: str, inputs: str, outputs: str) -> dict[str, Any]:
             interp.set_tensor(index, v)
         interp.invoke()
         result = {f"#{d['index']}": interp.get_tensor(d["index"]) for d in interp.get_output_details()}
-    seconds = time.perf_counter() - t0
-    np.savez(outputs, **{k: np.asarray(v) for k, v in result.items()})
-    return {"seconds": seconds}
+    return result
+
+
+def _dequantized(value: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    """A tensor's real value: int8/uint8/int16 tensors through their (per-tensor or per-axis) scale and zero point."""
+    q = details.get("quantization_parameters", {})
+    scales, zps = np.asarray(q.get("scales", [])), np.asarray(q.get("zero_points", []))
+    if value.dtype.kind not in "iu" or not scales.size:
+        return value.astype(np.float32) if value.dtype.kind == "f" else value
+    shape = [1] * value.ndim
+    if scales.size > 1 and value.ndim:
+        shape[int(q.get("quantized_dimension", 0))] = scales.size
+    return ((value.astype(np.float64) - zps.reshape(shape)) * scales.reshape(shape)).astype(np.float32)
+
+
+def _real_valued(details: dict[str, Any]) -> bool:
+    """Float tensors, and integer tensors carrying a quantization scale (not indices, shapes or token ids)."""
+    kind = np.dtype(details["dtype"]).kind
+    return kind == "f" or (kind in "iu" and len(details.get("quantization_parameters", {}).get("scales", [])) > 0)
+
+
+def tflite_intermediates(path: str, inputs: list[str], outputs: str) -> dict[str, Any]:
+    """Every operator's output tensors, for localisation (what TFLite's quantization debugger compares).
+
+    Runs each feed file of ``inputs`` (one sample each, keyed like :func:`tflite_run`) once on the reference
+    kernels with ``experimental_preserve_all_tensors`` (delegates would fuse and free intermediates), and writes
+    every float or quantized operator output, dequantized to float32 and stacked over the samples, into the
+    ``outputs`` .npz keyed by tensor name. Returns the operators in execution order with their output names.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=path, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    details = {d["index"]: d for d in interp.get_tensor_details() if _real_valued(d)}
+    ops = [op for op in interp._get_ops_details() if len(op["outputs"])]  # the only API giving execution order
+    values: dict[str, list[np.ndarray]] = {}
+    for feed in inputs:
+        _invoke(interp, load_npz(feed))
+        for op in ops:
+            for index in op["outputs"]:
+                det = details.get(int(index))
+                if det is None:
+                    continue
+                try:
+                    value = interp.get_tensor(int(index))
+                except ValueError:  # freed or never written (e.g. a control-flow subgraph's tensor)
+                    continue
+                values.setdefault(det["name"], []).append(_dequantized(np.array(value), det))
+    stacked = {name: np.stack(v) for name, v in values.items() if len(v) == len(inputs)
+               and len({a.shape for a in v}) == 1}
+    np.savez(outputs, **{f"t{i}": v for i, v in enumerate(stacked.values())})
+    order = [{"op": op["op_name"], "outputs": [details[int(i)]["name"] for i in op["outputs"]
+                                                if int(i) in details and details[int(i)]["name"] in stacked]}
+             for op in ops]
+    return {"names": list(stacked), "ops": [o for o in order if o["outputs"]]}
 
 
 def tflite_unload(handle: str) -> dict[str, Any]:
@@ -165,3 +224,14 @@ def savedmodel_run(handle: str, inputs: str, outputs: str) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     np.savez(outputs, **{k: v.numpy() for k, v in result.items()})
     return {"seconds": seconds}
+
+
+RUNTIME_HANDLERS = {
+    "tflite_inspect": tflite_inspect,
+    "tflite_intermediates": tflite_intermediates,
+    "tflite_load": tflite_load,
+    "tflite_run": tflite_run,
+    "tflite_unload": tflite_unload,
+    "savedmodel_load": savedmodel_load,
+    "savedmodel_run": savedmodel_run,
+}

@@ -115,7 +115,11 @@ def _backend_versions(backend: Backend) -> dict[str, str]:
 
 
 def calibration_data(spec: ModelSpec, samples: int = CALIBRATION_SAMPLES) -> dict[str, np.ndarray]:
-    """``samples`` realistic inputs per input name (PyTorch layout) from the spec's own generators."""
+    """Calibration inputs per input name (PyTorch layout): the split attached as ``spec.extra['calibration']``
+    (the accuracy suite's proxy-task calibration split, disjoint from its eval split), else ``samples`` realistic
+    inputs from the spec's own generators."""
+    if "calibration" in spec.extra:
+        return {name: np.asarray(spec.extra["calibration"][name]) for name in spec.input_names}
     return spec.example_inputs(samples, seed=CALIBRATION_SEED)
 
 
@@ -153,6 +157,15 @@ class TFTarget(Target):
 
     def config(self) -> dict[str, Any]:
         return {"worker_code": _worker_code_hash(), "calibration": [CALIBRATION_SAMPLES, CALIBRATION_SEED]}
+
+    calibrated = False
+    """True when ``convert`` reads :func:`calibration_data`: an attached calibration split is then part of the key."""
+
+    def cache_key(self, spec: ModelSpec, model_identity: str, deps: Mapping[str, Artifact]) -> str:
+        key = super().cache_key(spec, model_identity, deps)
+        if self.calibrated and "calibration_id" in spec.extra:
+            key = hashlib.sha256(f"{key}|calibration:{spec.extra['calibration_id']}".encode()).hexdigest()
+        return key
 
     def is_deterministic_failure(self, exc: BaseException) -> bool:
         """Converter errors and crashes recur with the same inputs; a timeout may not, so it is never cached."""

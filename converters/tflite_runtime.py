@@ -254,6 +254,7 @@ class TFLiteRunner(_WorkerRunner):
                  channels_last: Sequence[str] = (), check_delegates: bool = False,
                  extra_info: Mapping[str, Any] | None = None) -> None:
         super().__init__(spec, python, dict(env), worker_name)
+        self.path = Path(path)
         loaded = self._call("tflite_load", path=str(path), delegates="default")
         self.handle = loaded["handle"]
         sig = loaded["signature"]
@@ -283,6 +284,21 @@ class TFLiteRunner(_WorkerRunner):
         if self.reference_handle is not None:
             self._check_delegates(out, self._run_all("tflite_run", self.reference_handle, inputs))
         return out
+
+    def intermediates(self, inputs: Mapping[str, np.ndarray]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """Every operator's (dequantized) output tensor on these spec-layout inputs, run sample by sample on the
+        reference kernels: (operators in execution order with their output tensor names, name -> stacked array)."""
+        feeds = []
+        for i in range(len(next(iter(inputs.values())))):
+            path = self._tmp / f"sample{i}.npz"
+            sample = {b.key: b.to_artifact(np.asarray(inputs[name])[i:i + 1]) for name, b in self.inputs.items()}
+            np.savez(path, **sample)
+            feeds.append(str(path))
+        out = self._tmp / "intermediates.npz"
+        result = self._call("tflite_intermediates", path=str(self.path), inputs=feeds, outputs=str(out))
+        with np.load(out, allow_pickle=False) as data:
+            values = {name: data[f"t{i}"] for i, name in enumerate(result["names"])}
+        return result["ops"], values
 
     def _check_delegates(self, out: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> None:
         """Flag a runtime defect when the default path and the reference kernels disagree beyond rounding."""

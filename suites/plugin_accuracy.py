@@ -6,7 +6,6 @@ Cells are (model with a proxy task) x (target with a budget in baselines/accurac
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from converters.accuracy import (
 )
 from models import datasets
 from models.proxy_tasks import has_task, task_for
-from models.spec import ModelSpec
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,16 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     datasets.set_data_dir(Path(config.getoption("--harness-cache")) / "data")
     config._accuracy_results = {}  # type: ignore[attr-defined]
-    config._accuracy_training = {}  # type: ignore[attr-defined]
 
 
 class _State:
-    """Session state: budgets, baselines and trained models (built once per model)."""
+    """Session state: budgets and baselines."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.budgets = Budgets.load(config.getoption("--accuracy-budgets"))
         self.baselines = load_baselines(config.getoption("--accuracy-baselines"))
-        self.models: dict[str, Any] = {}
 
 
 def _state(config: pytest.Config) -> _State:
@@ -85,27 +81,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("accuracy_cell", params)
 
 
-def _trained(config: pytest.Config, spec: ModelSpec) -> Any:
-    """User weights (--harness-weights) when given, else the cached trained reference weights."""
-    from conftest import get_harness
-
-    state = _state(config)
-    if spec.name not in state.models:
-        harness = get_harness(config)
-        if spec.name in harness.weights:
-            state.models[spec.name] = harness.model(spec)
-            config._accuracy_training[spec.name] = {"source": harness.weights[spec.name]}  # type: ignore[attr-defined]
-        else:
-            from models.training import reference_weights
-
-            t0 = time.perf_counter()
-            path, record = reference_weights(spec)
-            record = {**record, "wall_seconds": round(time.perf_counter() - t0, 1)}
-            config._accuracy_training[spec.name] = record  # type: ignore[attr-defined]
-            state.models[spec.name] = spec.build(path)
-    return state.models[spec.name]
-
-
 @pytest.fixture
 def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
     """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
@@ -119,7 +94,7 @@ def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
             pytest.skip(reason)
         harness = get_harness(pytestconfig)
         state = _state(pytestconfig)
-        model = _trained(pytestconfig, cell.spec)
+        model = harness.reference_model(cell.spec)
         task = task_for(cell.spec)
         try:
             result = evaluate_accuracy(cell.spec, cell.target, model, task, cache=harness.cache,
@@ -131,7 +106,7 @@ def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
             if expected and expected.explains(message):
                 raise ExpectedCellFailure(message) from None
             pytest.fail(message, pytrace=False)
-        training = pytestconfig._accuracy_training.get(cell.spec.name, {})  # type: ignore[attr-defined]
+        training = harness.weights_records.get(cell.spec.name, {})
         record_property("accuracy", {**result.to_dict(), "training": training})
         if not result.passed:
             expected = state.budgets.expected_failure(cell.id)
@@ -141,6 +116,24 @@ def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
         return result
 
     return run
+
+
+def accuracy_gate_of(config: pytest.Config, cell_id: str, sha256: str) -> dict[str, Any] | None:
+    """What the accuracy gate said about this exact artifact (issue: the artifact that passed the gate is the one
+    benchmarked): this session's verdict on the cell if it measured the same sha256, else the stored baseline's
+    if it recorded that sha256; ``verdict: "other artifact"`` when the cell measured different bytes; None when
+    no accuracy cell has this id."""
+    outcome, res = getattr(config, "_accuracy_results", {}).get(cell_id, (None, {}))
+    if outcome and res.get("artifact_sha256") == sha256:
+        return {"cell": cell_id, "verdict": outcome, "source": "this session"}
+    path = config.getoption("--accuracy-baselines")
+    stored = load_baselines(path).get(cell_id, {})
+    if stored.get("artifact_sha256") == sha256:
+        return {"cell": cell_id, "verdict": "within stored baseline", "source": str(path)}
+    if outcome or stored:
+        return {"cell": cell_id, "verdict": "other artifact",
+                "measured_sha256": res.get("artifact_sha256") or stored.get("artifact_sha256")}
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -182,8 +175,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                           f"{m['drop']:>+7.2f} {ci:>15} {m['budget']['threshold']:>7g} {outcome.upper():<7}")
     tr.write_line("reference weights (proxy task; metric on the eval split; chance):")
     for model, rec in sorted(training.items()):
-        if "source" in rec:
-            tr.write_line(f"  {model:<20} user weights {rec['source']}")
+        if rec.get("source") != "trained reference weights":
+            tr.write_line(f"  {model:<20} weights: {rec.get('source')}")
             continue
         metrics = ", ".join(f"{k} {v * 100:.1f} (chance {rec.get('chance', {}).get(k, 0) * 100:.1f})"
                             for k, v in rec.get("metrics", {}).items())

@@ -25,11 +25,13 @@ import pytest
 from converters import latency as lat
 from converters import latency_gate as lg
 from converters.cache import artifact_sha256
-from converters.conformance import CellFailure, CellResult, export_artifact
+from converters.conformance import CellFailure, CellResult, export_artifact, run_cell
 from converters.target import Target
 from models.spec import ModelSpec
+from suites.plugin_accuracy import accuracy_gate_of
 
 EAGER = "torch:eager"
+ACCURACY_PASSED = ("passed", "within stored baseline")
 """Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against)."""
 
 SCOPES = ("smoke", "full")
@@ -186,7 +188,9 @@ class LatencyState:
         key = f"{spec.name}-{target.name}"
         if key not in self._conformance:
             try:
-                self._conformance[key] = harness.run(spec, target)
+                self._conformance[key] = run_cell(spec, target, harness.reference_model(spec), cache=harness.cache,
+                                                  thresholds=harness.thresholds, targets=harness.targets,
+                                                  identities=harness.identities)
             except CellFailure as failure:
                 self._conformance[key] = failure.result
         return self._conformance[key]
@@ -394,7 +398,7 @@ class LatencyDriver:
         """Conformance first (a failing cell is skipped, saying why), then inputs, runner, threads and memory."""
         state = self.state
         spec, target = case.spec, case.target
-        model = harness.model(spec)
+        model = harness.reference_model(spec)  # the weights the accuracy gates measured: one artifact, one sha256
         eager = lat.EagerRunner(spec, model)
         inputs = spec.example_inputs(case.batch, seed=0)
         if target is None:
@@ -423,8 +427,11 @@ class LatencyDriver:
         probe.__exit__(None, None, None)
         memory = probe.result() | {"covers": "load + first run" if pid == "self" else "first run (runtime process)"}
         meta = artifact.meta
-        info = {"cache_key": artifact.key, "sha256": state.content_hash(artifact), "size_bytes": meta.get("size_bytes"),
-                "file": meta.get("main"), "target": target.name}
+        sha256 = state.content_hash(artifact)
+        info = {"cache_key": artifact.key, "sha256": sha256, "size_bytes": meta.get("size_bytes"),
+                "file": meta.get("main"), "target": target.name,
+                "weights": harness.weights_records.get(spec.name, {}).get("source"),
+                "accuracy_gate": accuracy_gate_of(self.request.config, f"{spec.name}-{target.name}", sha256)}
         worst = result.worst()
         return Prepared(case, inputs, runner, eager, threads, memory, info,
                         {"status": result.status, **{k: v for k, v in worst.items() if v is not None}},
@@ -674,6 +681,10 @@ def _write_table(tr: Any, state: LatencyState) -> None:
             f"{s['iqr_ms']:>7.3f} {s['p90_ms']:>8.3f} {s['p99_ms']:>8.3f} {w['median_ms']:>8.3f} "
             f"{e['throughput_per_s']:>9.1f} {e['speedup_vs_eager']:>6.2f}x {_fmt(rss, '.0f'):>6}  "
             f"{rec.verdict.status if rec.verdict else '-'}")
+    gated = [r for r in state.records if r.target != EAGER]
+    passed = [r for r in gated if (r.extra["artifact"].get("accuracy_gate") or {}).get("verdict") in ACCURACY_PASSED]
+    tr.write_line(f"accuracy-gated artifacts: {len(passed)} of {len(gated)} timed artifacts are the exact bytes "
+                  "(sha256) an accuracy cell passed (extra_info.artifact.accuracy_gate has the verdict)")
     tr.write_line("times in ms per call; clock cpu = thread CPU time (one thread, in-process), wall = wall clock; "
                   "x_eager = speedup vs PyTorch eager measured in the same rounds; rss+MB = peak RSS added by "
                   "loading and running the artifact (peak_rss in extra_info has the absolute peak)")

@@ -1,6 +1,7 @@
-"""Self-tests of the accuracy gates: a deliberately broken quantization fails with its drop and is localised to
-the broken layer first; the ratchet fails a cell within budget; noise of a small eval set is not a regression;
-budget overrides need a reason. The function names contain ``accuracy`` like the accuracy suite's."""
+"""Self-tests of the accuracy gates: a deliberately broken quantization (an ONNX and a TFLite one) fails with its
+drop and is localised to the broken layer first; the ratchet fails a cell within budget; noise of a small eval set
+is not a regression; budget overrides need a reason. The function names contain ``accuracy`` like the accuracy
+suite's."""
 
 from __future__ import annotations
 
@@ -12,9 +13,22 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from converters.accuracy import Budget, BudgetError, Budgets, drop_function, evaluate_accuracy, paired_bootstrap
+from converters.accuracy import (
+    Budget,
+    BudgetError,
+    Budgets,
+    accuracy_spec,
+    drop_function,
+    evaluate_accuracy,
+    paired_bootstrap,
+    update_baselines,
+)
+from converters.conformance import export_artifact
+from converters.localize import limits_for, tflite_layer_name
 from converters.ort_methods import OrtDynamicInt8Target
+from converters.tf_litert_torch import LiteRTTorchTFLite
 from models.proxy_tasks import Metric, task_for
+from suites.plugin_accuracy import accuracy_gate_of
 
 BROKEN_LAYER = "/layer1/layer1.0/conv1/"
 
@@ -43,6 +57,41 @@ class BrokenScaleTarget(OrtDynamicInt8Target):
         return {"broken": scale_name}
 
 
+class BrokenScaleTFLite(LiteRTTorchTFLite):
+    """litert-torch full-integer int8 whose ``conv_index``-th CONV_2D has its weight scale zeroed in the flatbuffer."""
+
+    def __init__(self, conv_index: int = 2) -> None:
+        super().__init__("int8-full")
+        self.conv_index = conv_index
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "broken_conv": self.conv_index}
+
+    def convert(self, spec, model, workdir: Path, deps) -> dict[str, Any]:
+        meta = super().convert(spec, model, workdir, deps)
+        meta["broken_tensor"] = zero_weight_scale(workdir / meta["main"], "CONV_2D", self.conv_index)
+        return meta
+
+
+def zero_weight_scale(path: Path, op_type: str, nth: int) -> str:
+    """Zero the weight (input 1) scale of the ``nth`` ``op_type`` operator of a .tflite; returns its output's name."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema  # the flatbuffer schema only: no runtime is loaded
+
+    buf = path.read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(buf, 0)
+    graph = model.subgraphs[0]
+    wanted = getattr(schema.BuiltinOperator, op_type)
+    ops = [op for op in graph.operators if max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                                               model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == wanted]
+    weight = graph.tensors[ops[nth].inputs[1]]
+    weight.quantization.scale = [0.0] * len(weight.quantization.scale)
+    builder = flatbuffers.Builder(len(buf))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())
+    return graph.tensors[ops[nth].outputs[0]].name.decode()
+
+
 @pytest.fixture(scope="module")
 def ladeda(harness) -> tuple[Any, Any, Any]:
     from models.training import trained_model
@@ -62,6 +111,26 @@ def test_accuracy_gate_fails_and_localises_broken_layer(harness, ladeda) -> None
     assert "exceeds budget" in message and "drop" in message
     first = message.split("first layers below threshold (execution order):")[1].splitlines()[2]
     assert "layer1.0.conv1" in first, message
+
+
+def test_accuracy_gate_fails_and_localises_broken_tflite_layer(harness) -> None:
+    from models.training import trained_model
+
+    target = BrokenScaleTFLite()
+    if target.unavailable_reason():
+        pytest.skip(target.unavailable_reason())
+    spec = harness.models.get("tiny_ladeda_patch")
+    model, task = trained_model(spec), task_for(spec)
+    result = evaluate_accuracy(spec, target, model, task, cache=harness.cache, targets=harness.targets,
+                               budgets=Budgets.load(), identities=harness.identities)
+    assert not result.passed
+    (auc,) = result.metrics
+    assert auc.drop > 20.0 and auc.ci_low > 0.0, auc.line()
+    message = result.message()
+    assert "localisation vs FP32 TFLite of the same converter" in message, message
+    broken = harness.cache.lookup(result.artifact_key, target.name).meta["broken_tensor"]  # named by convert()
+    first = message.split("first layers below threshold (execution order):")[1].splitlines()[2]
+    assert tflite_layer_name(broken)[:48] in first, message
 
 
 def test_accuracy_ratchet_fails_within_budget(harness, ladeda) -> None:
@@ -98,3 +167,56 @@ def test_accuracy_budget_override_needs_reason() -> None:
     data["models"]["m"]["onnx:fp16"]["reason"] = "measured"
     assert Budgets(data).budget("m", "onnx:fp16", "top1").threshold == 5.0
     assert Budgets(data).budget("other", "onnx:fp16", "top1").threshold == 0.1
+
+
+def test_accuracy_localisation_names_tflite_layers() -> None:
+    scope = "pkg.Net/torch.nn.modules.container.Sequential_layer1/pkg.Block_0/torch.nn.modules.{}"
+    ops = ("activation.ReLU_relu", "batchnorm.BatchNorm2d_bn1", "conv.Conv2d_conv1")
+    fused = ";;".join(scope.format(op) for op in ops)
+    assert tflite_layer_name(fused) == "layer1.0.relu+bn1+conv1"  # litert-torch: PyTorch module paths
+    assert tflite_layer_name("pkg.Net/torch.nn.modules.linear.Linear_fc;1") == "fc"
+    assert tflite_layer_name("model/tf.nn.relu/Relu;model/tf.math.add/Add") == "tf.nn.relu/Relu"  # onnx2tf
+    assert tflite_layer_name("/layer1/layer1.0/conv1/Conv") == "layer1.layer1.0.conv1"  # ONNX scope
+    assert limits_for("int8-full") == limits_for("int8-static") == (10.0, 0.95)
+    assert limits_for("fp16") == limits_for("int8-dynamic") == (20.0, 0.99)
+
+
+def test_accuracy_and_latency_share_one_artifact(harness, ladeda) -> None:
+    """The latency suite times the reference model's artifact: the same cache key (and so sha256) as the accuracy
+    cell's, although the accuracy cell's spec carries the calibration split."""
+    spec, _, task = ladeda
+    model = harness.reference_model(spec)
+    assert harness.reference_model(spec) is model
+    assert harness.weights_records[spec.name]["source"] == "trained reference weights"
+    fp32 = harness.targets.get("onnx:fp32")
+    timed = export_artifact(fp32, spec, model, harness.cache, harness.targets, harness.identities)
+    gated = export_artifact(fp32, accuracy_spec(spec, task), model, harness.cache, harness.targets, harness.identities)
+    assert timed.key == gated.key
+
+
+def test_accuracy_gate_of_matches_by_sha256(tmp_path: Path) -> None:
+    baselines = tmp_path / "accuracy.json"
+    update_baselines({"m-onnx:fp32": {"artifact_sha256": "aaa", "metrics": {}}}, baselines)
+
+    class Config:
+        def __init__(self) -> None:
+            self._accuracy_results = {"m-onnx:fp16": ("passed", {"artifact_sha256": "bbb"})}
+
+        def getoption(self, name: str) -> str:
+            assert name == "--accuracy-baselines"
+            return str(baselines)
+
+    config = Config()
+    assert accuracy_gate_of(config, "m-onnx:fp16", "bbb")["verdict"] == "passed"
+    assert accuracy_gate_of(config, "m-onnx:fp16", "ccc")["verdict"] == "other artifact"
+    assert accuracy_gate_of(config, "m-onnx:fp32", "aaa")["verdict"] == "within stored baseline"
+    assert accuracy_gate_of(config, "m-torchscript:trace", "aaa") is None
+
+
+def test_accuracy_xfail_cells_match_star_globs_only() -> None:
+    budgets = Budgets({"cells": {"bst*-tflite:*[onnx2tf]": {"xfail": "onnx2tf cannot rebuild BST"},
+                                 "m-onnx:fp16": {"xfail": "exact"}}})
+    assert budgets.expected_failure("bst_0-tflite:int8-full[onnx2tf]").reason == "onnx2tf cannot rebuild BST"
+    assert budgets.expected_failure("bst_0-tflite:int8-full[litert-torch]") is None  # [ ] are literal
+    assert budgets.expected_failure("m-onnx:fp16").reason == "exact"
+    assert budgets.expected_failure("m-onnx:fp16x") is None
