@@ -30,12 +30,11 @@ import numpy as np
 from torch import nn
 
 from converters.cache import artifact_sha256
-from converters.conformance import ModelIdentities, export_artifact
-from converters.localize import limits_for, onnx_layer_report, tflite_layer_report, torch_layer_report
+from converters.conformance import ModelIdentities, export_artifact, localisation
 from converters.registry import TargetRegistry
 from converters.target import Target
 from models.proxy_tasks import Arrays, Metric, ProxyTask
-from models.spec import Limitation, ModelSpec, to_torch
+from models.spec import Limitation, ModelSpec
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 DEFAULT_BUDGETS = BASELINES_DIR / "accuracy_budgets.toml"
@@ -309,41 +308,11 @@ def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: P
             result.notes.append(f"{metric.name}: no stored baseline (record with --accuracy-update-baselines)")
         result.metrics.append(mr)
     if localise and not result.passed:
-        result.localisation = localisation(spec, aspec, target, model, task, artifact, cache, targets, identities)
+        feeds = {i.name: np.ascontiguousarray(task.eval_inputs[i.name][:LOCALISE_SAMPLES], dtype=i.dtype)
+                 for i in spec.inputs}
+        result.localisation = localisation(aspec, target, model, artifact, feeds, cache=cache, targets=targets,
+                                           identities=identities) or "localisation: not available for this target"
     return result
-
-
-def localisation(spec: ModelSpec, aspec: ModelSpec, target: Target, model: nn.Module, task: ProxyTask,
-                 artifact: Any, cache: Any, targets: TargetRegistry, identities: ModelIdentities) -> str:
-    """The layer table for a failing cell (never raises: a localisation error is reported as text)."""
-    feeds = {i.name: np.ascontiguousarray(task.eval_inputs[i.name][:LOCALISE_SAMPLES], dtype=i.dtype)
-             for i in spec.inputs}
-    try:
-        report = _layer_report(spec, aspec, target, model, artifact, cache, targets, identities, feeds)
-        if report is None:
-            return "localisation: not available for this target"
-        report.sqnr_min_db, report.cosine_min = limits_for(target.tier)
-        return report.table()
-    except Exception as exc:  # pragma: no cover - diagnostics must not mask the gate's verdict
-        return f"localisation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
-def _layer_report(spec: ModelSpec, aspec: ModelSpec, target: Target, model: nn.Module, artifact: Any, cache: Any,
-                  targets: TargetRegistry, identities: ModelIdentities, feeds: dict[str, np.ndarray]) -> Any:
-    """The method's layers against its FP32 reference: FP32 ONNX, the same converter's FP32 .tflite, or eager."""
-    if target.format == "onnx" and target.name != "onnx:fp32":
-        ref = export_artifact(targets.get("onnx:fp32"), aspec, model, cache, targets, identities)
-        return onnx_layer_report(ref.path, artifact.path, feeds)
-    fp32_sibling = f"tflite:fp32[{target.backend}]"
-    if target.format == "tflite" and target.name != fp32_sibling and fp32_sibling in targets.names():
-        sibling = targets.get(fp32_sibling)
-        ref = export_artifact(sibling, aspec, model, cache, targets, identities)
-        return tflite_layer_report(sibling.load(ref, aspec), target.load(artifact, aspec), feeds)
-    transform = getattr(target, "transform", None)
-    if transform is not None:
-        candidate, _ = transform(model)
-        return torch_layer_report(model, candidate, to_torch(feeds, spec.input_names))
-    return None
 
 
 # ------------------------------------------------------------------------------------------------- baselines

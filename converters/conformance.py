@@ -19,11 +19,12 @@ from torch import nn
 
 from converters.cache import Artifact, ArtifactCache, CachedFailure
 from converters.compare import ParityResult, compare
+from converters.localize import LayerReport, limits_for, onnx_layer_report, tflite_layer_report, torch_layer_report
 from converters.registry import TargetRegistry
 from converters.target import StageError, Target
 from converters.thresholds import Thresholds
 from converters.torchscript import error_head
-from models.spec import ModelSpec, model_code_hash, run_torch
+from models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from models.weights import state_dict_hash
 
 PARITY_BATCHES = (1, 3)
@@ -108,6 +109,42 @@ def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: Ar
                                cacheable_error=target.is_deterministic_failure)
 
 
+def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
+                 feeds: Mapping[str, np.ndarray], *, cache: ArtifactCache, targets: TargetRegistry,
+                 identities: ModelIdentities) -> LayerReport | None:
+    """The artifact's layers against its FP32 reference: the FP32 ONNX graph (ONNX methods), the same converter's
+    FP32 .tflite (TFLite precisions), or the eager model (TorchScript transforms); None for an FP32 reference."""
+    if target.format == "onnx" and target.name != "onnx:fp32":
+        ref = export_artifact(targets.get("onnx:fp32"), spec, model, cache, targets, identities)
+        return onnx_layer_report(ref.path, artifact.path, feeds)
+    fp32_sibling = f"tflite:fp32[{target.backend}]"
+    if target.format == "tflite" and target.name != fp32_sibling and fp32_sibling in targets.names():
+        sibling = targets.get(fp32_sibling)
+        ref = export_artifact(sibling, spec, model, cache, targets, identities)
+        return tflite_layer_report(sibling.load(ref, spec), target.load(artifact, spec), feeds)
+    transform = getattr(target, "transform", None)
+    if transform is not None:
+        candidate, _ = transform(model)
+        return torch_layer_report(model, candidate, to_torch(feeds, spec.input_names))
+    return None
+
+
+def localisation(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
+                 feeds: Mapping[str, np.ndarray], *, cache: ArtifactCache, targets: TargetRegistry,
+                 identities: ModelIdentities) -> str:
+    """The layer table of a failing cell, "" when the target has no FP32 reference to compare with. Never raises:
+    a localisation error is reported as text (diagnostics must not mask the verdict)."""
+    try:
+        report = layer_report(spec, target, model, artifact, feeds, cache=cache, targets=targets,
+                              identities=identities)
+        if report is None:
+            return ""
+        report.sqnr_min_db, report.cosine_min = limits_for(target.tier)
+        return report.table()
+    except Exception as exc:
+        return f"localisation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: ArtifactCache, thresholds: Thresholds,
              targets: TargetRegistry, identities: ModelIdentities | None = None, seed: int = 0,
              batches: Sequence[int] = PARITY_BATCHES) -> CellResult:
@@ -147,7 +184,10 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
                 saved = save_failure_io(cache.root / "failures" / result.cell_id, batch, inputs, expected, actual)
                 lines.append(f"inputs and outputs saved to {saved}")
                 report = f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
-                raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report)
+                table = localisation(spec, target, model, artifact, inputs, cache=cache, targets=targets,
+                                     identities=identities)
+                raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report
+                            + (f"\n{table}" if table else ""))
     except _Fail as exc:
         raise _failure(result, stage, str(exc)) from None
     except CachedFailure as exc:

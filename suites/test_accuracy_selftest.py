@@ -23,7 +23,7 @@ from converters.accuracy import (
     paired_bootstrap,
     update_baselines,
 )
-from converters.conformance import export_artifact
+from converters.conformance import CellFailure, export_artifact
 from converters.localize import limits_for, tflite_layer_name
 from converters.ort_methods import OrtDynamicInt8Target
 from converters.tf_litert_torch import LiteRTTorchTFLite
@@ -220,3 +220,14 @@ def test_accuracy_xfail_cells_match_star_globs_only() -> None:
     assert budgets.expected_failure("bst_0-tflite:int8-full[litert-torch]") is None  # [ ] are literal
     assert budgets.expected_failure("m-onnx:fp16").reason == "exact"
     assert budgets.expected_failure("m-onnx:fp16x") is None
+
+
+def test_parity_failure_is_localised_too(harness) -> None:
+    """The conformance matrix's parity gate carries the same layer table as the accuracy gate."""
+    spec = harness.models.get("tiny_ladeda")
+    with pytest.raises(CellFailure) as failure:
+        harness.run(spec, BrokenScaleTarget())
+    result = failure.value.result
+    assert result.stage == "parity", result.message
+    first = result.message.split("first layers below threshold (execution order):")[1].splitlines()[2]
+    assert "layer1.0.conv1" in first, result.message
