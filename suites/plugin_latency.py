@@ -31,8 +31,9 @@ from models.spec import ModelSpec
 from suites.plugin_accuracy import accuracy_gate_of
 
 EAGER = "torch:eager"
-ACCURACY_PASSED = ("passed", "within stored baseline")
 """Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against)."""
+ACCURACY_PASSED = ("passed", "within stored baseline")
+"""``accuracy_gate_of`` verdicts that mean an accuracy cell passed these exact bytes."""
 
 SCOPES = ("smoke", "full")
 

@@ -195,21 +195,23 @@ def test_accuracy_and_latency_share_one_artifact(harness, ladeda) -> None:
 
 
 def test_accuracy_gate_of_matches_by_sha256(tmp_path: Path) -> None:
-    baselines = tmp_path / "accuracy.json"
-    update_baselines({"m-onnx:fp32": {"artifact_sha256": "aaa", "metrics": {}}}, baselines)
+    baselines, budgets = tmp_path / "accuracy.json", tmp_path / "budgets.toml"
+    update_baselines({"m-onnx:fp32": {"artifact_sha256": "aaa", "metrics": {}},
+                      "m-onnx:int8-dynamic": {"artifact_sha256": "ddd", "metrics": {}}}, baselines)
+    budgets.write_text('[cells."m-onnx:int8-dynamic"]\nxfail = "measured to fail"\n')
 
     class Config:
         def __init__(self) -> None:
             self._accuracy_results = {"m-onnx:fp16": ("passed", {"artifact_sha256": "bbb"})}
 
         def getoption(self, name: str) -> str:
-            assert name == "--accuracy-baselines"
-            return str(baselines)
+            return str({"--accuracy-baselines": baselines, "--accuracy-budgets": budgets}[name])
 
     config = Config()
     assert accuracy_gate_of(config, "m-onnx:fp16", "bbb")["verdict"] == "passed"
     assert accuracy_gate_of(config, "m-onnx:fp16", "ccc")["verdict"] == "other artifact"
     assert accuracy_gate_of(config, "m-onnx:fp32", "aaa")["verdict"] == "within stored baseline"
+    assert accuracy_gate_of(config, "m-onnx:int8-dynamic", "ddd")["verdict"] == "declared failing (strict xfail)"
     assert accuracy_gate_of(config, "m-torchscript:trace", "aaa") is None
 
 
