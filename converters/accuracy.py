@@ -311,7 +311,8 @@ def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: P
         feeds = {i.name: np.ascontiguousarray(task.eval_inputs[i.name][:LOCALISE_SAMPLES], dtype=i.dtype)
                  for i in spec.inputs}
         result.localisation = localisation(aspec, target, model, artifact, feeds, cache=cache, targets=targets,
-                                           identities=identities) or "localisation: not available for this target"
+                                           identities=identities, runner=runner) \
+            or "localisation: not available for this target"
     return result
 
 

@@ -111,9 +111,10 @@ def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: Ar
 
 def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
                  feeds: Mapping[str, np.ndarray], *, cache: ArtifactCache, targets: TargetRegistry,
-                 identities: ModelIdentities) -> LayerReport | None:
+                 identities: ModelIdentities, runner: Any = None) -> LayerReport | None:
     """The artifact's layers against its FP32 reference: the FP32 ONNX graph (ONNX methods), the same converter's
-    FP32 .tflite (TFLite precisions), or the eager model (TorchScript transforms); None for an FP32 reference."""
+    FP32 .tflite (TFLite precisions), or the eager model (TorchScript transforms); None for an FP32 reference.
+    ``runner``: the artifact already loaded by the caller (else it is loaded here)."""
     if target.format == "onnx" and target.name != "onnx:fp32":
         ref = export_artifact(targets.get("onnx:fp32"), spec, model, cache, targets, identities)
         return onnx_layer_report(ref.path, artifact.path, feeds)
@@ -121,7 +122,7 @@ def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Ar
     if target.format == "tflite" and target.name != fp32_sibling and fp32_sibling in targets.names():
         sibling = targets.get(fp32_sibling)
         ref = export_artifact(sibling, spec, model, cache, targets, identities)
-        return tflite_layer_report(sibling.load(ref, spec), target.load(artifact, spec), feeds)
+        return tflite_layer_report(sibling.load(ref, spec), runner or target.load(artifact, spec), feeds)
     transform = getattr(target, "transform", None)
     if transform is not None:
         candidate, _ = transform(model)
@@ -131,12 +132,12 @@ def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Ar
 
 def localisation(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
                  feeds: Mapping[str, np.ndarray], *, cache: ArtifactCache, targets: TargetRegistry,
-                 identities: ModelIdentities) -> str:
+                 identities: ModelIdentities, runner: Any = None) -> str:
     """The layer table of a failing cell, "" when the target has no FP32 reference to compare with. Never raises:
     a localisation error is reported as text (diagnostics must not mask the verdict)."""
     try:
         report = layer_report(spec, target, model, artifact, feeds, cache=cache, targets=targets,
-                              identities=identities)
+                              identities=identities, runner=runner)
         if report is None:
             return ""
         report.sqnr_min_db, report.cosine_min = limits_for(target.tier)
@@ -185,7 +186,7 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
                 lines.append(f"inputs and outputs saved to {saved}")
                 report = f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
                 table = localisation(spec, target, model, artifact, inputs, cache=cache, targets=targets,
-                                     identities=identities)
+                                     identities=identities, runner=runner)
                 raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report
                             + (f"\n{table}" if table else ""))
     except _Fail as exc:

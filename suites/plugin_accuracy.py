@@ -126,12 +126,12 @@ def accuracy_gate_of(config: pytest.Config, cell_id: str, sha256: str) -> dict[s
     outcome, res = getattr(config, "_accuracy_results", {}).get(cell_id, (None, {}))
     if outcome and res.get("artifact_sha256") == sha256:
         return {"cell": cell_id, "verdict": outcome, "source": "this session"}
-    path = config.getoption("--accuracy-baselines")
-    stored = load_baselines(path).get(cell_id, {})
+    state = _state(config)  # the session's budgets and baselines, loaded once
+    stored = state.baselines.get(cell_id, {})
     if stored.get("artifact_sha256") == sha256:
-        declared = _state(config).budgets.expected_failure(cell_id)  # failing cells are stored too (with metrics)
+        declared = state.budgets.expected_failure(cell_id)  # failing cells are stored too (with metrics)
         return {"cell": cell_id, "verdict": "declared failing (strict xfail)" if declared else "within stored baseline",
-                "source": str(path)}
+                "source": config.getoption("--accuracy-baselines")}
     if outcome or stored:
         return {"cell": cell_id, "verdict": "other artifact",
                 "measured_sha256": res.get("artifact_sha256") or stored.get("artifact_sha256")}
