@@ -27,6 +27,7 @@ import re
 import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,8 @@ class _WorkerRunner:
         self.env = dict(env)
         self.worker_name = worker_name
         self._tmp = Path(tempfile.mkdtemp(dir=_scratch_root()))
+        # A session loads hundreds of runners: each one's exchange files go when it does, not at exit.
+        weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
         self.inputs: dict[str, _Binding] = {}
         self.outputs: dict[str, _Binding] = {}
 
