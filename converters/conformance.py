@@ -21,7 +21,7 @@ from converters.cache import Artifact, ArtifactCache, CachedFailure
 from converters.compare import ParityResult, compare
 from converters.localize import LayerReport, limits_for, onnx_layer_report, tflite_layer_report, torch_layer_report
 from converters.registry import TargetRegistry
-from converters.target import StageError, Target
+from converters.target import Runner, StageError, Target
 from converters.thresholds import Thresholds
 from converters.torchscript import error_head
 from models.spec import ModelSpec, model_code_hash, run_torch, to_torch
@@ -111,7 +111,7 @@ def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: Ar
 
 def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
                  feeds: Mapping[str, np.ndarray], *, cache: ArtifactCache, targets: TargetRegistry,
-                 identities: ModelIdentities, runner: Any = None) -> LayerReport | None:
+                 identities: ModelIdentities, runner: Runner | None = None) -> LayerReport | None:
     """The artifact's layers against its FP32 reference: the FP32 ONNX graph (ONNX methods), the same converter's
     FP32 .tflite (TFLite precisions), or the eager model (TorchScript transforms); None for an FP32 reference.
     ``runner``: the artifact already loaded by the caller (else it is loaded here)."""
@@ -122,7 +122,8 @@ def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Ar
     if target.format == "tflite" and target.name != fp32_sibling and fp32_sibling in targets.names():
         sibling = targets.get(fp32_sibling)
         ref = export_artifact(sibling, spec, model, cache, targets, identities)
-        return tflite_layer_report(sibling.load(ref, spec), runner or target.load(artifact, spec), feeds)
+        candidate = runner if runner is not None else target.load(artifact, spec)
+        return tflite_layer_report(sibling.load(ref, spec), candidate, feeds)
     transform = getattr(target, "transform", None)
     if transform is not None:
         candidate, _ = transform(model)
@@ -132,7 +133,7 @@ def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Ar
 
 def localisation(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
                  feeds: Mapping[str, np.ndarray], *, cache: ArtifactCache, targets: TargetRegistry,
-                 identities: ModelIdentities, runner: Any = None) -> str:
+                 identities: ModelIdentities, runner: Runner | None = None) -> str:
     """The layer table of a failing cell, "" when the target has no FP32 reference to compare with. Never raises:
     a localisation error is reported as text (diagnostics must not mask the verdict)."""
     try:
