@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from converters import matrix_report
 from converters.cache import ArtifactCache
 from converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
 from converters.registry import TargetRegistry, default_target_registry
@@ -27,6 +28,7 @@ pytest_plugins = ["pytester", "suites.plugin_accuracy", "suites.plugin_latency"]
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CACHE = ROOT / ".harness-cache"
+WEIGHTS_SOURCES = ("reference", "seeded")
 
 
 class HarnessHookspecs:
@@ -59,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allow full pickles in weight files (only for files you trust)")
     group.addoption("--harness-report", default=None, metavar="PATH",
                     help="write every cell's metrics as JSON to PATH")
+    group.addoption("--harness-weights-source", default=os.environ.get("HARNESS_WEIGHTS_SOURCE", "reference"),
+                    choices=WEIGHTS_SOURCES,
+                    help="weights of the conformance matrix: 'reference' (default: the trained reference weights the "
+                         "accuracy gates measure, so every suite converts one artifact per cell) or 'seeded' "
+                         "(deterministic untrained init); --harness-weights always wins (env HARNESS_WEIGHTS_SOURCE)")
     group.addoption("--harness-hypothesis-profile", default=None,
                     help="Hypothesis profile: dev or ci (env HARNESS_HYPOTHESIS_PROFILE; ci when CI is set)")
 
@@ -66,6 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "smoke: fast subset, one model variant per family")
     config.addinivalue_line("markers", "slow: large or slow cells")
+    config.addinivalue_line("markers", "cell: a conformance-matrix or accuracy cell (added automatically)")
+    config.addinivalue_line("markers", "latency: timing tests; run serially, never beside another job (tox runs them "
+                                       "as their own step after the parallel suites)")
     config.addinivalue_line("markers", "harness_targets(*globs): restrict a cell test to targets matching globs")
     _parse_weights(config.getoption("--harness-weights"))  # fail fast, as a usage error
     if not config.getoption("hypothesis_profile", None):  # Hypothesis's own --hypothesis-profile wins
@@ -87,14 +97,34 @@ class Harness:
     allow_pickle: bool
     identities: ModelIdentities = field(default_factory=ModelIdentities)
     weights_records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _built: dict[str, Any] = field(default_factory=dict)
     _reference: dict[str, Any] = field(default_factory=dict)
+    weights_source: str = "reference"
+    _seeded: dict[str, Any] = field(default_factory=dict)
+    _cell_specs: dict[str, ModelSpec] = field(default_factory=dict)
 
     def model(self, spec: ModelSpec) -> Any:
-        """The conformance matrix's model: the user's weights (--harness-weights), else seeded weights."""
-        if spec.name not in self._built:
-            self._built[spec.name] = spec.build(self.weights.get(spec.name), allow_pickle=self.allow_pickle)
-        return self._built[spec.name]
+        """The conformance matrix's model: the reference model (one weights notion for matrix, accuracy and latency),
+        or the seeded one with ``--harness-weights-source=seeded``."""
+        return self.seeded_model(spec) if self.weights_source == "seeded" else self.reference_model(spec)
+
+    def seeded_model(self, spec: ModelSpec) -> Any:
+        """The user's weights (--harness-weights), else the spec's deterministic seeded init."""
+        if spec.name not in self._seeded:
+            self._seeded[spec.name] = spec.build(self.weights.get(spec.name), allow_pickle=self.allow_pickle)
+        return self._seeded[spec.name]
+
+    def cell_spec(self, spec: ModelSpec) -> ModelSpec:
+        """The spec every suite converts: with the proxy task's calibration split attached when the model has a task
+        (static quantizers then calibrate on real data, and matrix, accuracy and latency share each artifact)."""
+        if spec.name not in self._cell_specs:
+            from models.proxy_tasks import has_task, task_for
+
+            self._cell_specs[spec.name] = spec
+            if has_task(spec):
+                from converters.accuracy import accuracy_spec
+
+                self._cell_specs[spec.name] = accuracy_spec(spec, task_for(spec))
+        return self._cell_specs[spec.name]
 
     def reference_model(self, spec: ModelSpec) -> Any:
         """The model whose artifacts the accuracy gates measure and the latency suite times (one artifact, one
@@ -104,7 +134,7 @@ class Harness:
             from models.proxy_tasks import has_task
 
             if spec.name in self.weights or not has_task(spec):
-                self._reference[spec.name] = self.model(spec)
+                self._reference[spec.name] = self.seeded_model(spec)
                 source = self.weights.get(spec.name)
                 self.weights_records[spec.name] = {"source": source} if source else {"source": "seeded"}
             else:
@@ -118,7 +148,8 @@ class Harness:
         return self._reference[spec.name]
 
     def run(self, spec: ModelSpec, target: Target) -> CellResult:
-        return run_cell(spec, target, self.model(spec), cache=self.cache, thresholds=self.thresholds,
+        """One conformance cell on the matrix's model and the spec as every suite converts it."""
+        return run_cell(self.cell_spec(spec), target, self.model(spec), cache=self.cache, thresholds=self.thresholds,
                         targets=self.targets, identities=self.identities)
 
 
@@ -152,6 +183,7 @@ def get_harness(config: pytest.Config) -> Harness:
             thresholds=Thresholds.load(config.getoption("--harness-thresholds")),
             weights=_parse_weights(config.getoption("--harness-weights")),
             allow_pickle=config.getoption("--harness-allow-pickle"),
+            weights_source=config.getoption("--harness-weights-source"),
         )
         unknown = [name for name in harness.weights if name not in models]
         if unknown:
@@ -217,6 +249,52 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ])
 
 
+def _item_model(item: pytest.Item) -> str | None:
+    """The model a matrix / accuracy / latency item exercises, None for other tests."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for name in ("cell", "accuracy_cell"):
+        if name in params:
+            return params[name].spec.name
+    return None
+
+
+def load_durations(path: Path) -> dict[str, float]:
+    """pytest-split's stored durations (``.test_durations``), keyed by node id without xdist's ``@group`` suffix."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise pytest.UsageError(f"{path}: not a pytest-split durations file ({exc})") from None
+    return {nodeid.split("@")[0]: float(seconds) for nodeid, seconds in data.items()}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every matrix / accuracy cell gets the ``cell`` marker. Under pytest-xdist, every cell of one model (matrix and
+    accuracy) joins one ``xdist_group``, so one worker converts that model's artifacts and the other never waits on
+    its cache locks; groups are ordered longest first by the stored durations (``--dist loadgroup`` hands them out in
+    collection order: longest-processing-time-first scheduling)."""
+    for item in items:
+        if _item_model(item) is not None:
+            item.add_marker(pytest.mark.cell)
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") == "no":
+        return
+    for item in items:
+        model = _item_model(item)
+        if model is not None:
+            item.add_marker(pytest.mark.xdist_group(model))
+    durations = load_durations(Path(config.getoption("durations_path", None) or config.rootpath / ".test_durations"))
+    if not durations:
+        return
+    mean = sum(durations.values()) / len(durations)
+    cost: dict[str, float] = {}
+    for item in items:
+        group = _item_model(item) or item.nodeid
+        cost[group] = cost.get(group, 0.0) + durations.get(item.nodeid, mean)
+    items.sort(key=lambda item: (-cost[_item_model(item) or item.nodeid], _item_model(item) or ""))  # stable
+
+
 @pytest.fixture
 def check_cell(harness: Harness, record_property: Any) -> Any:
     """``check_cell(cell) -> CellResult``: runs it, records metrics, maps a declared limitation to xfail."""
@@ -259,49 +337,19 @@ def _cell_rows(terminalreporter: Any) -> list[tuple[str, dict[str, Any]]]:
     return sorted(rows, key=lambda r: r[1]["cell"])
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    rows = _cell_rows(terminalreporter)
-    if not rows:
+    cells = [dict(cell, outcome=outcome) for outcome, cell in _cell_rows(terminalreporter)]
+    if not cells:
         return
     tr = terminalreporter
     tr.section("export conformance matrix")
-    header = f"{'cell':<48} {'result':<7} {'stage':<9} {'cosine(min)':>12} {'max_abs':>9} {'top1':>5} " \
-             f"{'size_kB':>8} {'export_s':>8} artifact"
-    tr.write_line(header)
-    for outcome, cell in rows:
-        worst, art = cell["worst"], cell["artifact"]
-        size = art.get("size_bytes")
-        tr.write_line(
-            f"{cell['cell']:<48} {outcome:<7} {(cell['stage'] or '-'):<9} {_fmt(worst['cosine'], '.9f'):>12} "
-            f"{_fmt(worst['max_abs'], '.2e'):>9} {_fmt(worst['top1'], '.2f'):>5} "
-            f"{_fmt(size / 1024 if size else None, '.0f'):>8} {_fmt(cell['seconds'].get('export'), '.2f'):>8} "
-            f"{cell['cache']}"
-        )
-    how = {k: sum(1 for _, c in rows if c["cache"] == k) for k in ("converted", "conversion-failed", "hit",
-                                                                    "failure-replayed")}
-    counts: dict[str, int] = {}
-    for outcome, _ in rows:
-        counts[outcome] = counts.get(outcome, 0) + 1
-    tr.write_line(f"cells: {len(rows)} ({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))}); "
-                  f"conversions performed this run: {how['converted'] + how['conversion-failed']} "
-                  f"({how['conversion-failed']} failed); served from cache: {how['hit']} artifacts, "
-                  f"{how['failure-replayed']} known failures")
+    for line in matrix_report.table_lines(cells):
+        tr.write_line(line)
     report_path = config.getoption("--harness-report")
     if report_path:
-        _write_report(Path(report_path), [dict(c, outcome=o) for o, c in rows])
+        matrix_report.write_report(report_path, cells)
         tr.write_line(f"cell metrics written to {report_path}")
         from converters import export_results  # guide 002's export_results.json per model + support table
 
-        written = export_results.write([dict(c, outcome=o) for o, c in rows], Path(report_path).parent)
+        written = export_results.write(cells, Path(report_path).parent)
         tr.write_line(f"export_results/<model>.json and {written[-1].name} written to {Path(report_path).parent}")
-
-
-def _write_report(path: Path, cells: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"cells": cells}, indent=1, default=str))
-    os.replace(tmp, path)

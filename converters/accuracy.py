@@ -73,6 +73,7 @@ class Budgets:
         self.resamples = int(settings.get("bootstrap_resamples", 1000))
         self.full_only: list[str] = list(settings.get("full_only_models", []))
         self.full_only_targets: list[str] = list(settings.get("full_only_targets", []))
+        self.unmeasured_targets: dict[str, str] = dict(settings.get("unmeasured_targets", {}))
         self.methods: dict[str, dict[str, Any]] = data.get("methods", {})
         self.models: dict[str, dict[str, dict[str, Any]]] = data.get("models", {})
         self.cells: dict[str, dict[str, Any]] = data.get("cells", {})
@@ -134,7 +135,16 @@ class Budgets:
         """The cell's declared strict xfail, as a Limitation of that one cell: ``[cells."MODEL-TARGET"]``, else the
         first key matching it with ``*`` as the only wildcard (``[`` ``]`` stay literal: ``bst*-tflite:*[onnx2tf]``)."""
         entry = self.cells.get(cell) or next((e for key, e in self.cells.items() if _star_match(key, cell)), None)
-        return Limitation(cell, entry["xfail"], entry.get("match", "")) if entry else None
+        if not entry:
+            return None
+        lacks = entry.get("cpu_lacks", ())
+        limitation = Limitation(cell, entry["xfail"], entry.get("match", ""),
+                                cpu_lacks=(lacks,) if isinstance(lacks, str) else tuple(lacks))
+        return limitation if limitation.applies_here() else None
+
+    def unmeasured(self, target: str) -> str | None:
+        """Why ``target``'s accuracy cells are skipped (``[settings.unmeasured_targets]`` globs -> reason), or None."""
+        return next((why for glob, why in self.unmeasured_targets.items() if fnmatch.fnmatchcase(target, glob)), None)
 
 
 def _star_match(pattern: str, name: str) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,19 @@ class OutputSpec:
         return self.kind in ("logits", "log_probs") and isinstance(self.shape[-1], int) and self.shape[-1] > 1
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (``/proc/cpuinfo``; ``$HARNESS_CPU_FLAGS``, space-separated, overrides for tests)."""
+    override = os.environ.get("HARNESS_CPU_FLAGS")
+    if override is not None:
+        return frozenset(override.split())
+    with contextlib.suppress(OSError):
+        match = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if match:
+            return frozenset(match.group(1).split())
+    return frozenset()
+
+
 @dataclass(frozen=True)
 class Limitation:
     """A declared, known-unsupported cell: ``target`` is a glob over target names (``onnx:*``)."""
@@ -77,9 +92,17 @@ class Limitation:
     match: str = ""
     """Regex the cell's failure message must contain; a different failure is reported as a real failure."""
     strict: bool = True
+    cpu_lacks: tuple[str, ...] = ()
+    """CPU-dependent failures: the declaration holds only on a CPU that has none of these ``/proc/cpuinfo`` flags
+    (e.g. ONNX Runtime's u8s8 int8 kernels saturate without ``avx512_vnni`` / ``avx_vnni``); elsewhere the cell
+    must pass."""
 
     def matches(self, target_name: str) -> bool:
-        return fnmatch.fnmatchcase(target_name, self.target)
+        return fnmatch.fnmatchcase(target_name, self.target) and self.applies_here()
+
+    def applies_here(self) -> bool:
+        """False when the CPU has one of ``cpu_lacks``' flags (the failure does not happen on it)."""
+        return not self.cpu_lacks or not (cpu_flags() & set(self.cpu_lacks))
 
     def explains(self, failure_message: str) -> bool:
         return not self.match or re.search(self.match, failure_message) is not None

@@ -77,6 +77,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             expected = state.budgets.expected_failure(cell.id)
             if expected:
                 marks.append(pytest.mark.xfail(strict=True, reason=expected.reason, raises=ExpectedCellFailure))
+            unmeasured = state.budgets.unmeasured(target.name)
+            if unmeasured:
+                marks.append(pytest.mark.skip(reason=unmeasured))
             params.append(pytest.param(cell, id=cell.id, marks=marks))
     metafunc.parametrize("accuracy_cell", params)
 

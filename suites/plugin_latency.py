@@ -189,7 +189,8 @@ class LatencyState:
         key = f"{spec.name}-{target.name}"
         if key not in self._conformance:
             try:
-                self._conformance[key] = run_cell(spec, target, harness.reference_model(spec), cache=harness.cache,
+                self._conformance[key] = run_cell(harness.cell_spec(spec), target, harness.reference_model(spec),
+                                                  cache=harness.cache,
                                                   thresholds=harness.thresholds, targets=harness.targets,
                                                   identities=harness.identities)
             except CellFailure as failure:
@@ -414,7 +415,8 @@ class LatencyDriver:
             known = f" (declared limitation: {limitation.reason})" if limitation else ""
             first = failed.message.splitlines()[0] if failed.message else ""
             pytest.skip(f"conformance failed at stage {failed.stage}{known}: {first[:300]}")
-        artifact = export_artifact(target, spec, model, harness.cache, harness.targets, harness.identities)
+        artifact = export_artifact(target, harness.cell_spec(spec), model, harness.cache, harness.targets,
+                                   harness.identities)
 
         def load() -> tuple[Any, dict[str, Any]]:
             return lat.load_runner(target, artifact, spec, state.threads)

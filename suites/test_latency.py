@@ -7,6 +7,10 @@ smoke models at batch 1; ``--latency-scope=full`` times every cell at every batc
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.latency
+
 
 def test_latency(latency_case, latency, harness, benchmark) -> None:
     """Conformance first (failing cells skip, saying why), then fixed-round pedantic timing of the artifact's

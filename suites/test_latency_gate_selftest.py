@@ -26,6 +26,8 @@ from converters import latency as lat
 from converters import latency_gate as lg
 from converters.conformance import export_artifact
 
+pytestmark = pytest.mark.latency  # timings: the serial step, never beside the parallel suites
+
 ROOT = Path(__file__).resolve().parent.parent
 INJECTED = 1.2
 """The injected slowdown: every call of the wrapped runner takes 1.2x its own time (a 20% regression)."""

@@ -1,0 +1,81 @@
+"""Sharding across machines: N pytest-split shards of the matrix, merged, equal one run's report cell for cell.
+
+Each shard is a separate pytest process (as on separate CI machines) writing its own ``--harness-report``; the
+``converters.matrix_report merge`` command joins them. The shards share the session's artifact cache, as CI shards
+share a restored ``actions/cache`` (a cold shard converts; the verdicts and metrics must not depend on it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from converters import matrix_report
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("tiny_ladeda", "sign_gru")
+# the two models' cells on the ONNX / TorchScript targets (the TF backends have their own suites)
+SELECTION = "(tiny_ladeda- or sign_gru-) and not tflite and not savedmodel"
+VERDICT_AND_METRICS = ("cell", "model", "target", "outcome", "status", "stage", "message", "worst", "parity")
+
+
+def _matrix(pytestconfig: pytest.Config, report: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "suites" / "test_matrix.py"), "-p", "no:cacheprovider",
+           "-q", "-k", SELECTION, f"--harness-cache={pytestconfig.getoption('--harness-cache')}",
+           f"--harness-report={report}", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def _essentials(cells: list[dict]) -> dict[str, dict]:
+    """What must not depend on how the matrix was split: verdict, stage, message and every metric."""
+    return {c["cell"]: {k: c[k] for k in VERDICT_AND_METRICS} for c in cells}
+
+
+def test_three_shards_merged_equal_one_run(pytestconfig: pytest.Config, tmp_path: Path) -> None:
+    single = _matrix(pytestconfig, tmp_path / "single.json")
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+    shards = []
+    for group in (1, 2, 3):
+        shard = tmp_path / f"shard-{group}.json"
+        run = _matrix(pytestconfig, shard, "--splits=3", f"--group={group}")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert f"Running group {group}/3" in run.stdout
+        shards.append(shard)
+    sizes = [len(matrix_report.load_report(s)) for s in shards]
+    assert all(sizes), f"every shard must run cells: {sizes}"
+
+    merged = tmp_path / "merged" / "matrix-report.json"
+    cli = subprocess.run([sys.executable, "-m", "converters.matrix_report", "merge", *map(str, shards), "-o",
+                          str(merged)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    one = matrix_report.load_report(tmp_path / "single.json")
+    both = matrix_report.load_report(merged)
+    assert {c["model"] for c in one} == set(MODELS)
+    assert sum(sizes) == len(one) == len(both)
+    assert _essentials(both) == _essentials(one)
+    # the merged run renders the same table lines (cache columns aside) and the same guide-002 files
+    strip = [line.rsplit(" ", 1)[0] for line in matrix_report.table_lines(one)[1:-1]]
+    assert [line.rsplit(" ", 1)[0] for line in matrix_report.table_lines(both)[1:-1]] == strip
+    for model in MODELS:
+        record = json.loads((merged.parent / "export_results" / f"{model}.json").read_text())
+        assert record["model"] == model
+
+
+def test_merge_rejects_overlapping_or_foreign_reports(tmp_path: Path) -> None:
+    cell = {"cell": "m-onnx:fp32", "model": "m", "target": "onnx:fp32", "outcome": "PASSED", "status": "passed",
+            "stage": None, "message": "", "cache": "hit", "artifact": {}, "seconds": {}, "parity": [],
+            "worst": {"cosine": 1.0, "max_abs": 0.0, "top1": None}}
+    a = matrix_report.write_report(tmp_path / "a.json", [cell])
+    with pytest.raises(ValueError, match=r"m-onnx:fp32 is in both .*a\.json and .*a\.json"):
+        matrix_report.merge([a, a])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"cells": ')
+    with pytest.raises(ValueError, match=r"bad\.json: not a readable matrix report"):
+        matrix_report.merge([a, bad])
+    (tmp_path / "other.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"other\.json: not a matrix report"):
+        matrix_report.load_report(tmp_path / "other.json")
