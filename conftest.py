@@ -66,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="weights of the conformance matrix: 'reference' (default: the trained reference weights the "
                          "accuracy gates measure, so every suite converts one artifact per cell) or 'seeded' "
                          "(deterministic untrained init); --harness-weights always wins (env HARNESS_WEIGHTS_SOURCE)")
-    group.addoption("--harness-hypothesis-profile", default=None,
+    group.addoption("--harness-hypothesis-profile", default=None, choices=("dev", "ci"),
                     help="Hypothesis profile: dev or ci (env HARNESS_HYPOTHESIS_PROFILE; ci when CI is set)")
 
 

@@ -4,6 +4,7 @@ pytest writes the XML (``--junitxml``; tox's py311 env writes ``.tox/py311/tmp/j
 cold and a warm run of the same suite (``--warm``), and the Markdown goes to stdout or ``-o FILE``::
 
     python -m converters.ci_costs .tox/py311/tmp/junit.xml --warm warm.xml -o docs/results/ci-costs.md
+    python -m converters.ci_costs .tox/py311/tmp/junit.xml --store-durations .test_durations   # pytest-split's file
 
 Times are the tests' own durations (setup + call + teardown) summed per row: with pytest-xdist they add up to
 more than the wall clock (two workers), which the header states. No pytest here.
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-CELL = re.compile(r"^test_(?:cell|accuracy|latency)\[(?P<model>[A-Za-z0-9_.]+)-(?P<target>.+?)(?:-b\d+)?\]")
+CELL = re.compile(r"^test_(?:cell|accuracy|latency)\[(?P<model>[A-Za-z0-9_.]+)-(?P<target>.+?)(?:-b\d+)?\]$")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,26 @@ class Case:
     outcome: str
     model: str | None = None
     backend: str | None = None
+    nodeid: str = ""
+    """pytest's node id as the run saw it (under ``--dist loadgroup`` with xdist's ``@group`` suffix)."""
+
+
+def _nodeid(classname: str, name: str) -> str:
+    """``suites.test_matrix`` + ``test_cell[x]`` -> ``suites/test_matrix.py::test_cell[x]`` (Test classes kept)."""
+    parts, classes = classname.split("."), []
+    while len(parts) > 1 and parts[-1][:1].isupper():
+        classes.insert(0, parts.pop())
+    return "/".join(parts) + ".py::" + "::".join([*classes, name])
+
+
+def durations(cases: Iterable[Case]) -> dict[str, float]:
+    """pytest-split's ``.test_durations``: seconds per node id, under both the plain id and xdist's ``@group`` one
+    (pytest-split looks tests up by the id the run collects: with or without ``--dist loadgroup``)."""
+    out: dict[str, float] = {}
+    for case in cases:
+        out[case.nodeid] = round(case.seconds, 3)
+        out[case.nodeid.split("@")[0]] = round(case.seconds, 3)
+    return dict(sorted(out.items()))
 
 
 def backend_of(target: str) -> str:
@@ -54,7 +75,8 @@ def read_cases(path: str | Path) -> list[Case]:
         raise ValueError(f"{path}: not a readable JUnit XML file ({exc})") from None
     cases = []
     for tc in root.iter("testcase"):
-        name = tc.get("name", "").split("@")[0]
+        full = tc.get("name", "")
+        name = full.split("@")[0]
         suite = tc.get("classname", "").split(".")[-1] or "?"
         outcome = "passed"
         for child in tc:
@@ -64,7 +86,8 @@ def read_cases(path: str | Path) -> list[Case]:
                 outcome = "xfail" if "xfail" in (child.get("type", "") + child.get("message", "")) else "skipped"
         m = CELL.match(name)
         cases.append(Case(suite=suite, name=name, seconds=float(tc.get("time") or 0.0), outcome=outcome,
-                          model=m["model"] if m else None, backend=backend_of(m["target"]) if m else None))
+                          model=m["model"] if m else None, backend=backend_of(m["target"]) if m else None,
+                          nodeid=_nodeid(tc.get("classname", ""), full)))
     if not cases:
         raise ValueError(f"{path}: no <testcase> elements")
     return cases
@@ -120,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("junit", help="JUnit XML of a (cold) run")
     parser.add_argument("--warm", help="JUnit XML of a warm run of the same selection")
     parser.add_argument("-o", "--output", help="write the Markdown here (default: stdout)")
+    parser.add_argument("--store-durations", metavar="PATH",
+                        help="write the run's per-test seconds as pytest-split's durations file instead")
     args = parser.parse_args(argv)
     try:
         cold = read_cases(args.junit)
@@ -127,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from converters.matrix_report import write_json_atomic, write_text_atomic
+
+    if args.store_durations:
+        write_json_atomic(args.store_durations, durations(cold))
+        print(f"{len(cold)} test durations written to {args.store_durations}")
+        return 0
     text = render(cold, warm, tuple(Path(p).name for p in (args.junit, args.warm) if p))
     if args.output:
-        from converters.matrix_report import write_text_atomic
-
         write_text_atomic(args.output, text)
     else:
         sys.stdout.write(text)

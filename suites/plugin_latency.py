@@ -7,10 +7,12 @@ Usage and design: README, "Latency benchmarks and the regression gate".
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fnmatch
 import gc
 import json
+import math
 import os
 import platform
 import time
@@ -41,17 +43,44 @@ SCOPES = ("smoke", "full")
 # ------------------------------------------------------------------------------------------------ options
 
 
+def _positive(kind: type, *, zero: bool = False) -> Any:
+    """An argparse ``type=`` that accepts a finite number > 0 (>= 0 with ``zero``): a bad value is a usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'>= 0' if zero else '> 0'}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    """``1,4,16`` -> (1, 4, 16); empty, non-integer or non-positive sizes are usage errors."""
+    try:
+        sizes = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,4,16, got {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    return sizes
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("latency", "latency suite and regression gate (README: Latency benchmarks)")
     group.addoption("--latency-scope", default=os.environ.get("HARNESS_LATENCY_SCOPE", "smoke"), choices=SCOPES,
                     help="smoke (default): smoke models at batch 1, small time budget; full: every passing cell "
                          "at every batch size (env HARNESS_LATENCY_SCOPE)")
-    group.addoption("--latency-batches", default=None, metavar="1,4,16",
+    group.addoption("--latency-batches", default=None, metavar="1,4,16", type=_batches,
                     help="batch sizes to time (default: [bench] batches of the config in full scope, 1 in smoke)")
-    group.addoption("--latency-seconds", default=None, type=float, metavar="S",
+    group.addoption("--latency-seconds", default=None, type=_positive(float), metavar="S",
                     help="time budget per benchmark in seconds of the benchmark clock (default [bench] seconds, "
                          "smoke_seconds in smoke scope)")
-    group.addoption("--latency-threads", default=None, type=int, metavar="N",
+    group.addoption("--latency-threads", default=None, type=_positive(int, zero=True), metavar="N",
                     help="intra-op threads for eager/TorchScript/ONNX Runtime (default [bench] threads; 0 = runtime "
                          "defaults)")
     group.addoption("--latency-config", default=str(lg.DEFAULT_CONFIG), metavar="FILE",
@@ -214,13 +243,7 @@ def _state(config: pytest.Config) -> LatencyState:
         except (OSError, ValueError, TypeError) as exc:
             raise pytest.UsageError(f"--latency-config {config.getoption('--latency-config')}: {exc}") from None
         scope = config.getoption("--latency-scope")
-        raw = config.getoption("--latency-batches")
-        try:
-            batches = tuple(int(b) for b in raw.split(",")) if raw else (settings.batches if scope == "full" else (1,))
-        except ValueError:
-            raise pytest.UsageError(f"--latency-batches expects integers like 1,4,16, got {raw!r}") from None
-        if min(batches) < 1:
-            raise pytest.UsageError(f"--latency-batches must be positive, got {raw!r}")
+        batches = config.getoption("--latency-batches") or (settings.batches if scope == "full" else (1,))
         threads = config.getoption("--latency-threads")
         profile = config.getoption("--latency-budgets")
         if profile and not any(b.profile == profile for b in budgets):
