@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,8 +149,10 @@ def localisation(spec: ModelSpec, target: Target, model: nn.Module, artifact: Ar
 
 def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: ArtifactCache, thresholds: Thresholds,
              targets: TargetRegistry, identities: ModelIdentities | None = None, seed: int = 0,
-             batches: Sequence[int] = PARITY_BATCHES) -> CellResult:
-    """Run every stage of one cell; returns the result or raises CellFailure at the first failing stage."""
+             batches: Sequence[int] = PARITY_BATCHES, localise: Callable[[str], bool] | bool = True) -> CellResult:
+    """Run every stage of one cell; returns the result or raises CellFailure at the first failing stage.
+    ``localise``: whether a parity failure gets its layer table, or a predicate on the failure message (the matrix
+    skips it for a failure its declared limitation explains)."""
     result = CellResult(model=spec.name, target=target.name)
     identities = identities or ModelIdentities()
     stage = "export"
@@ -186,10 +188,12 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
                 saved = save_failure_io(cache.root / "failures" / result.cell_id, batch, inputs, expected, actual)
                 lines.append(f"inputs and outputs saved to {saved}")
                 report = f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
-                table = localisation(spec, target, model, artifact, inputs, cache=cache, targets=targets,
-                                     identities=identities, runner=runner)
-                raise _Fail(f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report
-                            + (f"\n{table}" if table else ""))
+                message = f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report
+                if localise(message) if callable(localise) else localise:
+                    table = localisation(spec, target, model, artifact, inputs, cache=cache, targets=targets,
+                                         identities=identities, runner=runner)
+                    message += f"\n{table}" if table else ""
+                raise _Fail(message)
     except _Fail as exc:
         raise _failure(result, stage, str(exc)) from None
     except CachedFailure as exc:
