@@ -271,19 +271,14 @@ def load_durations(path: Path) -> dict[str, float]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every matrix / accuracy cell gets the ``cell`` marker. Under pytest-xdist, every cell of one model (matrix and
-    accuracy) joins one ``xdist_group``, so one worker converts that model's artifacts and the other never waits on
-    its cache locks; groups are ordered longest first by the stored durations (``--dist loadgroup`` hands them out in
-    collection order: longest-processing-time-first scheduling)."""
+    """Every matrix / accuracy cell gets the ``cell`` marker. Under ``--dist loadgroup`` the items are ordered by
+    model group, longest first by the stored durations (the scheduler hands groups out in collection order:
+    longest-processing-time-first)."""
     for item in items:
         if _item_model(item) is not None:
             item.add_marker(pytest.mark.cell)
     if not getattr(config.option, "loadgroup", False):  # set in pytest-xdist workers of ``--dist loadgroup``
         return
-    for item in items:
-        model = _item_model(item)
-        if model is not None:
-            item.add_marker(pytest.mark.xdist_group(model))
     durations = load_durations(Path(config.getoption("durations_path", None) or config.rootpath / ".test_durations"))
     if not durations:
         return
@@ -293,6 +288,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _item_model(item) or item.nodeid
         cost[group] = cost.get(group, 0.0) + durations.get(item.nodeid, mean)
     items.sort(key=lambda item: (-cost[_item_model(item) or item.nodeid], _item_model(item) or ""))  # stable
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with one group per model: every matrix and accuracy cell of a model runs on one worker,
+    so that worker converts the model's artifacts and no other worker waits on their cache locks. (The group comes
+    from the cell id, ``test_x[MODEL-TARGET]``: pytest-xdist 3.8's ``xdist_group`` marker renames node ids through an
+    attribute pytest 9 no longer reads, so marked tests were not grouped.)"""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    models = sorted(get_harness(config).models.names(), key=len, reverse=True)
+
+    class ModelGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            params = nodeid.partition("[")[2]
+            return next((f"model:{m}" for m in models if params.startswith(f"{m}-")), nodeid)
+
+    return ModelGroupScheduling(config, log)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ class Case:
     model: str | None = None
     backend: str | None = None
     nodeid: str = ""
-    """pytest's node id as the run saw it (under ``--dist loadgroup`` with xdist's ``@group`` suffix)."""
+    """pytest's node id (``suites/test_matrix.py::test_cell[...]``)."""
 
 
 def _nodeid(classname: str, name: str) -> str:
@@ -47,11 +47,9 @@ def _nodeid(classname: str, name: str) -> str:
 
 
 def durations(cases: Iterable[Case]) -> dict[str, float]:
-    """pytest-split's ``.test_durations``: seconds per node id, under both the plain id and xdist's ``@group`` one
-    (pytest-split looks tests up by the id the run collects: with or without ``--dist loadgroup``)."""
+    """pytest-split's ``.test_durations``: seconds per node id."""
     out: dict[str, float] = {}
     for case in cases:
-        out[case.nodeid] = round(case.seconds, 3)
         out[case.nodeid.split("@")[0]] = round(case.seconds, 3)
     return dict(sorted(out.items()))
 

@@ -36,12 +36,11 @@ def test_cost_table_per_suite_backend_and_model(junit: Path) -> None:
     assert "| sign_gru | 2 | 0.53 |" in text and "| onnx2tf | 1 | 0.51 |" in text
 
 
-def test_durations_file_has_plain_and_xdist_group_ids(junit: Path, tmp_path: Path) -> None:
+def test_durations_file_has_the_node_ids(junit: Path, tmp_path: Path) -> None:
     out = tmp_path / ".test_durations"
     assert ci_costs.main([str(junit), "--store-durations", str(out)]) == 0
     stored = json.loads(out.read_text())
     assert stored["suites/test_matrix.py::test_cell[sign_gru-onnx:fp32]"] == 1.5
-    assert stored["suites/test_matrix.py::test_cell[sign_gru-onnx:fp32]@sign_gru"] == 1.5
     assert stored["suites/test_zoo.py::test_params[bst]"] == 2.0
 
 
