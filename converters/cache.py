@@ -9,11 +9,14 @@ re-attempted on every run; ``retry_failed=True`` ignores them.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -68,10 +71,15 @@ class ArtifactCache:
         entry = self.entry_dir(key)
         meta_file = entry / "meta.json"
         if meta_file.is_file():
-            return Artifact(target=target, key=key, directory=entry, meta=json.loads(meta_file.read_text()))
+            artifact = Artifact(target=target, key=key, directory=entry, meta=json.loads(meta_file.read_text()))
+            with contextlib.suppress(OSError):
+                os.utime(meta_file)  # last use, for ``prune`` (a cache kept across CI runs must not grow forever)
+            return artifact
         failure = entry.with_name(key + ".failure.json")
         if failure.is_file() and not self.retry_failed:
             record = json.loads(failure.read_text())
+            with contextlib.suppress(OSError):
+                os.utime(failure)
             self.stats.failures_replayed += 1
             raise CachedFailure(record["message"])
         return None
@@ -153,3 +161,46 @@ def artifact_sha256(path: str | Path) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def prune(root: str | Path, unused_days: float, now: float | None = None) -> dict[str, int]:
+    """Remove entries not used for ``unused_days`` (published artifacts by their last hit, recorded failures by their
+    date), and work directories of conversions that ended more than a day ago (a killed process leaves them behind).
+    Trained weights and data (``weights/``, ``data/``) stay. Returns counts of what was removed."""
+    root, now = Path(root), time.time() if now is None else now
+    cutoff, removed = now - unused_days * 86400, {"artifacts": 0, "failures": 0, "tmp": 0, "bytes": 0}
+    for meta in root.glob("??/*/meta.json"):
+        if meta.stat().st_mtime < cutoff:
+            removed["bytes"] += _tree_size(meta.parent)
+            shutil.rmtree(meta.parent, ignore_errors=True)
+            removed["artifacts"] += 1
+    for failure in root.glob("??/*.failure.json"):
+        if failure.stat().st_mtime < cutoff:
+            failure.unlink(missing_ok=True)
+            removed["failures"] += 1
+    for work in (root / "tmp").glob("*"):
+        if work.stat().st_mtime < now - 86400:
+            removed["bytes"] += _tree_size(work)
+            shutil.rmtree(work, ignore_errors=True)
+            removed["tmp"] += 1
+    return removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m converters.cache", description="artifact cache maintenance")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="remove entries unused for N days and leftover work directories")
+    p.add_argument("root", help="the cache directory (--harness-cache / $HARNESS_CACHE)")
+    p.add_argument("--unused-days", type=float, default=14.0)
+    args = parser.parse_args(argv)
+    if not Path(args.root).is_dir():
+        print(f"error: {args.root}: no such cache directory", file=sys.stderr)
+        return 2
+    removed = prune(args.root, args.unused_days)
+    print(f"pruned {args.root}: {removed['artifacts']} artifacts, {removed['failures']} failure records, "
+          f"{removed['tmp']} work dirs ({removed['bytes'] / 2**20:.0f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

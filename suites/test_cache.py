@@ -97,3 +97,27 @@ def test_cache_key_tracks_weights_target_and_versions() -> None:
         assert onnx_legacy.cache_key(spec, h, {}) not in keys
     finally:
         onnx_legacy.opset = 17
+
+
+def test_prune_removes_unused_entries_and_leftover_work_dirs(tmp_path: Path) -> None:
+    import os
+
+    from converters.cache import prune
+
+    def produce(workdir: Path) -> dict:
+        (workdir / "m.bin").write_bytes(b"1")
+        return {"main": "m.bin"}
+
+    cache = ArtifactCache(tmp_path)
+    old = cache.get_or_create("aa" * 32, "t", produce)
+    cache.get_or_create("bb" * 32, "t", produce)
+    leftover = tmp_path / "tmp" / "killed-conversion"
+    leftover.mkdir()
+    month_ago = time.time() - 30 * 86400
+    os.utime(old.directory / "meta.json", (month_ago, month_ago))
+    os.utime(leftover, (month_ago, month_ago))
+    assert ArtifactCache(tmp_path).lookup("bb" * 32, "t") is not None  # a hit marks the entry as used
+    removed = prune(tmp_path, unused_days=14)
+    assert removed["artifacts"] == 1 and removed["tmp"] == 1
+    assert not old.directory.exists() and not leftover.exists()
+    assert ArtifactCache(tmp_path).lookup("bb" * 32, "t") is not None
