@@ -257,6 +257,12 @@ def accuracy_spec(spec: ModelSpec, task: ProxyTask) -> ModelSpec:
 _REFERENCE_OUTPUTS: dict[tuple[str, str], Arrays] = {}
 
 
+def forget_reference_outputs(model_name: str) -> None:
+    """Drop the cached FP32 eval outputs of one model (its cells are done in this process)."""
+    for key in [k for k in _REFERENCE_OUTPUTS if k[0] == model_name]:
+        del _REFERENCE_OUTPUTS[key]
+
+
 def reference_outputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, identity: str) -> Arrays:
     """FP32 PyTorch outputs on the eval split, computed once per (model, weights) in this process."""
     from models.training import predict

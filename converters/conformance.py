@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,17 +87,18 @@ class CellFailure(AssertionError):
 
 
 class ModelIdentities:
-    """Identity of each built model: its weights hash plus its code hash, computed once per model object."""
+    """Identity of each built model: its weights hash plus its code hash, computed once per model object (held
+    weakly: a model the harness released is freed)."""
 
     def __init__(self) -> None:
-        self._known: dict[int, tuple[nn.Module, str]] = {}
+        self._known: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
     def of(self, model: nn.Module) -> str:
-        hit = self._known.get(id(model))
-        if hit is None or hit[0] is not model:
-            hit = (model, f"weights:{state_dict_hash(model)}|code:{model_code_hash(model)}")
-            self._known[id(model)] = hit
-        return hit[1]
+        identity = self._known.get(model)
+        if identity is None:
+            identity = f"weights:{state_dict_hash(model)}|code:{model_code_hash(model)}"
+            self._known[model] = identity
+        return identity
 
 
 def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: ArtifactCache,

@@ -490,6 +490,11 @@ def task_for(spec: ModelSpec) -> ProxyTask:
     return _CACHE[spec.name]
 
 
+def forget_task(name: str) -> None:
+    """Drop one model's cached task (its data splits); ``task_for`` rebuilds it on the next call."""
+    _CACHE.pop(name, None)
+
+
 def calibration_inputs(spec: ModelSpec) -> tuple[Arrays, str]:
     """(calibration inputs, identity) for static quantization; falls back to seeded ``example_inputs``."""
     if has_task(spec):
