@@ -245,16 +245,6 @@ def specs() -> list[ModelSpec]:
             smoke=True,
             limitations=(
                 Limitation(
-                    target="tflite:int8-full[[]onnx2tf]", match=r"value_output: cosine 0\.9",
-                    reason="full-int8 value head: one tanh scalar per sample (|v| ~ 0.1 on seeded weights) spans a "
-                    "few int8 steps; measured cosine 0.9823 over 3 scalars vs tier 0.99 (policy 0.99999).",
-                ),
-                Limitation(
-                    target="tflite:int8-full[[]litert-torch]", match=r"value_output: cosine 0\.[0-9]",
-                    reason="ai-edge-quantizer fixes the tanh output scale at 1/128, so the ~0.07 value head is ~10 "
-                    "int8 steps; measured cosine 0.7868 over 3 scalars vs tier 0.99 (policy 0.99999).",
-                ),
-                Limitation(
                     target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
                     reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the opset-17 export contains "
                     "Unsqueeze-13: BackendIsNotSupposedToImplementIt.",

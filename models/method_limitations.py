@@ -1,9 +1,12 @@
 """Known-unsupported (model, compression method) cells of the conformance matrix, declared as data.
 
+One row per declaration: model names, then the Limitation (target glob, reason with the measured numbers, the regex
+the real failure must match, and ``cpu_lacks`` for a failure that happens only on CPUs without those flags).
 Target globs are fnmatch patterns: a literal ``[`` is written ``[[]``.
 
 ``builtin_specs()`` appends these to each zoo spec's ``limitations`` (strict xfail: a different error is a real
-failure, a pass is an XPASS that fails the run). Measured with the pinned stack (README "Accuracy gates").
+failure, a pass is an XPASS that fails the run). Measured with the pinned stack on the trained reference weights
+(the matrix's default), on AMD EPYC f25m1 (2 cores, AVX2, no VNNI).
 """
 
 from __future__ import annotations
@@ -11,47 +14,72 @@ from __future__ import annotations
 from models.spec import Limitation
 
 _BST = ("bst_0", "bst", "bst_cg", "bst_ap", "bst_cg_ap")
+_NO_VNNI = ("avx512_vnni", "avx_vnni")
+_U8S8 = ("on x86 without VNNI, ONNX Runtime's u8s8 int8 kernels (VPMADDUBSW) saturate their 16-bit sums (ORT's "
+         "quantization docs recommend reduce_range there); the AVX-512 VNNI machine of the committed accuracy "
+         "baselines kept the task metric")
 _INF_MASK = ("the attention mask is built with masked_fill(-inf), so ORT's histogram calibrators see an infinite "
              "activation range and refuse it")
+_POOLED_INT8 = ("the trained TinyLaDeDa's pooled logit (3 scalars at batch 3, magnitude ~6) moves to cosine 0.98731 "
+                "vs tier 0.99")
+_FP16_ATOL = r"max_abs 0\.0\d+ at .* exceeds atol 0\.01"
 
-METHOD_LIMITATIONS: dict[str, tuple[Limitation, ...]] = {
-    **{name: (
-        Limitation("onnx:int8-static[[]entropy]", f"{_INF_MASK} (ValueError: supplied range of [-inf, inf] is not "
-                   "finite)", match=r"range of \[-inf, inf\] is not finite"),
-        Limitation("onnx:int8-static[[]percentile]", f"{_INF_MASK} (ValueError: autodetected range ... not finite)",
-                   match=r"autodetected range of .* is not finite"),
-        Limitation("onnx:int8-static[[]minmax*", "static int8 QDQ of the masked attention (MinMax ranges stretched "
-                   "by the -inf mask / softmax): cosine 0.80-0.92 vs PyTorch on the matrix inputs",
-                   match=r"cosine 0\.\d+ < 0\.99"),
-    ) for name in _BST},
-    "gcode_decoder_step": (
-        Limitation("onnx:int8-static[[]entropy]", f"{_INF_MASK} (causal mask)", match=r"is not finite"),
-        Limitation("onnx:int8-static[[]percentile]", f"{_INF_MASK} (causal mask)", match=r"is not finite"),
-        Limitation("onnx:int8-static[[]minmax*", "static int8 QDQ of the causal-masked decoder: cosine 0.935 vs "
-                   "PyTorch on the matrix inputs (top-1 still agrees)", match=r"cosine 0\.9\d+ < 0\.99"),
-    ),
-    "gcode_fingerprint": (
-        Limitation("torchscript:int8-dynamic", "quantize_dynamic swaps nn.MultiheadAttention's out_proj for a "
-                   "quantized Linear whose packed weight has no .device, which the fusion's SDPA path reads "
-                   "(AttributeError: 'function' object has no attribute 'device')",
-                   match=r"has no attribute 'device'"),
-    ),
-    "alphazero_chess": (
-        Limitation("torchscript:pruned-l1-20", "20% L1 pruning changes the function: the value head (one tanh scalar "
-                   "per position) moves to cosine 0.897 vs the unpruned model (policy head 0.99976); the accuracy "
-                   "suite measures what it costs", match=r"value_output: cosine 0\.\d+ < 0\.95"),
-    ),
-    "tiny_ladeda_patch": (
-        Limitation("torchscript:pruned-l1-20", "20% L1 pruning changes the function: the patch-logit map (values "
-                   "near zero) moves to cosine 0.916 vs the unpruned model; the pooled variant stays above 0.95",
-                   match=r"patch_logits: cosine 0\.\d+ < 0\.95"),
-    ),
-    "sign_transformer": (
-        Limitation("onnx:int8-static[[]percentile]", "ORT's percentile calibrator cannot histogram one activation "
-                   "(ValueError: Too many bins for data range. Cannot create 2048 finite-sized bins.)",
-                   match=r"Too many bins for data range"),
-    ),
-}
+_ROWS: tuple[tuple[tuple[str, ...], Limitation], ...] = (
+    (_BST, Limitation("onnx:int8-static[[]entropy]", f"{_INF_MASK} (ValueError: supplied range of [-inf, inf] is "
+                      "not finite)", match=r"range of \[-inf, inf\] is not finite")),
+    (_BST, Limitation("onnx:int8-static[[]percentile]", f"{_INF_MASK} (ValueError: autodetected range ... not finite)",
+                      match=r"autodetected range of .* is not finite")),
+    (_BST, Limitation("onnx:int8-static[[]minmax*", "static int8 QDQ of the masked attention (MinMax ranges "
+                      "stretched by the -inf mask / softmax): cosine 0.80-0.92 vs PyTorch on the matrix inputs",
+                      match=r"cosine 0\.\d+ < 0\.99")),
+    (_BST, Limitation("onnx:int8-dynamic", f"{_U8S8}: cosine 0.906-0.992 vs tier 0.998 (bst_0 0.906, bst_cg 0.971, "
+                      "bst_cg_ap 0.976, bst 0.982, bst_ap 0.992)",
+                      match=r"shot_predictions: cosine 0\.9\d+ < 0\.998", cpu_lacks=_NO_VNNI)),
+    (("bst",), Limitation("onnx:fp16", "ORT float16 compute of the trained BST: max_abs 0.0133 on logits of "
+                          "magnitude ~0.14 (atol 0.0119 would pass) vs the fp16 tier's 0.01; cosine 0.99999985",
+                          match=rf"shot_predictions: {_FP16_ATOL}")),
+    (("bst_cg_ap",), Limitation("onnx:fp16", "ORT float16 compute of the trained BST: max_abs 0.018 on logits of "
+                                "magnitude ~6.5 (atol 0.012 would pass) vs the fp16 tier's 0.01; cosine 0.9999997",
+                                match=rf"shot_predictions: {_FP16_ATOL}")),
+    (("bst_cg_ap",), Limitation("torchscript:pruned-l1-20", "20% L1 pruning of the trained BST without fine-tuning: "
+                                "cosine 0.9496 vs the pruned tier's 0.95 sanity bound (the accuracy suite: -37 pp)",
+                                match=r"shot_predictions: cosine 0\.9[0-4]\d* < 0\.95")),
+    (("gcode_decoder_step",), Limitation("onnx:int8-static[[]entropy]", f"{_INF_MASK} (causal mask)",
+                                         match=r"is not finite")),
+    (("gcode_decoder_step",), Limitation("onnx:int8-static[[]percentile]", f"{_INF_MASK} (causal mask)",
+                                         match=r"is not finite")),
+    (("gcode_decoder_step",), Limitation("onnx:int8-static[[]minmax*", "static int8 QDQ of the causal-masked "
+                                         "decoder: cosine 0.935 vs PyTorch on the matrix inputs (top-1 agrees)",
+                                         match=r"cosine 0\.9\d+ < 0\.99")),
+    (("gcode_fingerprint",), Limitation("torchscript:int8-dynamic", "quantize_dynamic swaps nn.MultiheadAttention's "
+                                        "out_proj for a quantized Linear whose packed weight has no .device, which "
+                                        "the fusion's SDPA path reads (AttributeError: 'function' object has no "
+                                        "attribute 'device')", match=r"has no attribute 'device'")),
+    (("sign_transformer",), Limitation("onnx:int8-static[[]percentile]", "ORT's percentile calibrator cannot "
+                                       "histogram one activation (ValueError: Too many bins for data range. Cannot "
+                                       "create 2048 finite-sized bins.)", match=r"Too many bins for data range")),
+    (("sign_transformer",), Limitation("onnx:int8-dynamic", f"{_U8S8}: category_logits cosine 0.982 vs tier 0.998 "
+                                       "(gloss 0.9987)", match=r"category_logits: cosine 0\.9\d+ < 0\.998",
+                                       cpu_lacks=_NO_VNNI)),
+    (("sign_transformer",), Limitation("onnx:int8-static[[]*", f"{_U8S8}: category_logits cosine 0.971-0.972 vs "
+                                       "tier 0.99 (MinMax, per-tensor MinMax, Entropy; gloss 0.998)",
+                                       match=r"category_logits: cosine 0\.9\d+ < 0\.99", cpu_lacks=_NO_VNNI)),
+    (("tiny_ladeda",), Limitation("onnx:int8-static[[]m*", f"static int8 (MinMax, per-tensor MinMax): {_POOLED_INT8}; "
+                                  "Percentile passes", match=r"logit: cosine 0\.98\d+ < 0\.99")),
+    (("tiny_ladeda",), Limitation("onnx:int8-static[[]entropy]", f"static int8 (Entropy): {_POOLED_INT8}",
+                                  match=r"logit: cosine 0\.98\d+ < 0\.99")),
+    (("tiny_ladeda",), Limitation("tflite:int8-full[[]onnx2tf]", f"full-integer int8 (onnx2tf): {_POOLED_INT8}, the "
+                                  "same number as ORT's static int8", match=r"logit: cosine 0\.98\d+ < 0\.99")),
+    (("tiny_ladeda_patch",), Limitation("*:fp16*", "fp16 of the trained patch map (values up to |62|): max_abs "
+                                        "0.038-0.053, and near the zero crossings 0.0151-0.0154 above rtol*|ref| vs "
+                                        "the fp16 tier's atol 0.01 (ORT and all three TFLite converters; cosine >= "
+                                        "0.99999996)", match=rf"patch_logits: {_FP16_ATOL}")),
+)
+
+METHOD_LIMITATIONS: dict[str, tuple[Limitation, ...]] = {}
+for _models, _limitation in _ROWS:
+    for _name in _models:
+        METHOD_LIMITATIONS[_name] = (*METHOD_LIMITATIONS.get(_name, ()), _limitation)
 
 
 def with_method_limitations(name: str, limitations: tuple[Limitation, ...]) -> tuple[Limitation, ...]:
