@@ -302,11 +302,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not durations:
         return
     mean = sum(durations.values()) / len(durations)
+    group = {item.nodeid: _item_model(item) or item.nodeid for item in items}
     cost: dict[str, float] = {}
     for item in items:
-        group = _item_model(item) or item.nodeid
-        cost[group] = cost.get(group, 0.0) + durations.get(item.nodeid, mean)
-    items.sort(key=lambda item: (-cost[_item_model(item) or item.nodeid], _item_model(item) or ""))  # stable
+        cost[group[item.nodeid]] = cost.get(group[item.nodeid], 0.0) + durations.get(item.nodeid, mean)
+    items.sort(key=lambda item: (-cost[group[item.nodeid]], group[item.nodeid]))  # stable within a group
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

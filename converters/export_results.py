@@ -14,12 +14,13 @@ Input: the cell records of a run (``--harness-report`` JSON, ``{"cells": [...]}`
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from converters.matrix_report import write_text_atomic
 
 TF_COLUMNS = [
     ("onnx2tf", ["tf:savedmodel", "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-full"]),
@@ -103,18 +104,12 @@ def write(cells: list[Mapping[str, Any]], out_dir: str | Path) -> list[Path]:
     written = []
     for model, record in model_records(cells).items():
         path = out / "export_results" / f"{model}.json"
-        _atomic_write(path, json.dumps(record, indent=1, default=str))
+        write_text_atomic(path, json.dumps(record, indent=1, default=str))
         written.append(path)
     table = out / "support_table.md"
-    _atomic_write(table, support_table(cells))
+    write_text_atomic(table, support_table(cells))
     written.append(table)
     return written
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:
