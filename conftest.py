@@ -81,10 +81,29 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "as their own step after the parallel suites)")
     config.addinivalue_line("markers", "harness_targets(*globs): restrict a cell test to targets matching globs")
     _parse_weights(config.getoption("--harness-weights"))  # fail fast, as a usage error
+    if not hasattr(config, "workerinput"):
+        share_cores_among_workers(config)
     if not config.getoption("hypothesis_profile", None):  # Hypothesis's own --hypothesis-profile wins
         from suites import hypothesis_profiles
 
         hypothesis_profiles.load_profile(config.getoption("--harness-hypothesis-profile"))
+
+
+def share_cores_among_workers(config: pytest.Config) -> int | None:
+    """Before pytest-xdist starts its workers: give each worker's OpenMP pools (torch, in the worker and in the TF
+    worker subprocesses it starts) its share of the cores, through ``OMP_NUM_THREADS`` which they inherit.
+
+    Otherwise each worker runs one OpenMP thread per core: on a box whose cores the other worker keeps busy, every
+    small op of a recurrent model waits at a barrier for a descheduled thread (measured: gcode_fingerprint's
+    TorchScript eval takes 3.2 s alone, 5.6 s beside two busy loops with one thread, over 58 s with two; four models'
+    matrix and accuracy cells on ``-n 2``: 234-283 s with the default, 176-183 s with one thread). An
+    ``OMP_NUM_THREADS`` the user set wins. Returns the threads set, or None (not a parallel run, or user-set)."""
+    workers = getattr(config.option, "numprocesses", None)
+    if not isinstance(workers, int) or workers < 1 or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
 
 
 @dataclass

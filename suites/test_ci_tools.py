@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -69,3 +71,21 @@ def test_calibration_counts_are_nested_draws() -> None:
     small = calibration_curve.calibration_split(task, 8)["x"][:, 0]
     large = calibration_curve.calibration_split(task, 32)["x"][:, 0]
     assert len(small) == 8 and len(large) == 32 and set(small) <= set(large)
+
+
+@pytest.mark.parametrize(("workers", "cores", "user", "expected"),
+                         [(2, 2, None, "1"), (2, 8, None, "4"), (3, 2, None, "1"), (None, 2, None, None),
+                          (2, 2, "2", "2")])
+def test_parallel_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch, workers: int | None, cores: int,
+                                          user: str | None, expected: str | None) -> None:
+    from conftest import share_cores_among_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    if user is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user)
+    config = SimpleNamespace(option=SimpleNamespace(numprocesses=workers))
+    set_to = share_cores_among_workers(config)  # type: ignore[arg-type]
+    assert os.environ.get("OMP_NUM_THREADS") == expected
+    assert set_to == (None if user or workers is None else int(expected))
