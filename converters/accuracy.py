@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
-import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,14 +29,14 @@ from torch import nn
 
 from converters.cache import artifact_sha256
 from converters.conformance import ModelIdentities, export_artifact, localisation
+from converters.defaults import default_path, load_layered
 from converters.registry import TargetRegistry
 from converters.target import Target
+from models.atomic import write_json_atomic
 from models.proxy_tasks import Arrays, Metric, ProxyTask
 from models.spec import Limitation, ModelSpec
 
-BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
-DEFAULT_BUDGETS = BASELINES_DIR / "accuracy_budgets.toml"
-DEFAULT_BASELINES = BASELINES_DIR / "accuracy.json"
+DEFAULT_BUDGETS = default_path("accuracy_budgets.toml")
 EVAL_BATCH = 16
 LOCALISE_SAMPLES = 4
 
@@ -96,14 +93,10 @@ class Budgets:
             raise BudgetError(f"{self.source} {where}: an override needs a written 'reason'")
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_BUDGETS) -> Budgets:
-        path = Path(path)
-        try:
-            return cls(tomllib.loads(path.read_text()), source=str(path))
-        except FileNotFoundError:
-            raise BudgetError(f"{path}: budgets file does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise BudgetError(f"{path}: not valid TOML ({exc})") from exc
+    def load(cls, path: str | Path | None = None) -> Budgets:
+        """The packaged default budgets with the project file ``path`` (if any) layered over them."""
+        data, source = load_layered("accuracy_budgets.toml", path, BudgetError)
+        return cls(data, source=source)
 
     def method_glob(self, target: str) -> str | None:
         """The first method entry naming ``target`` exactly or matching it as a glob (``[`` is literal first)."""
@@ -340,7 +333,8 @@ def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: P
 # ------------------------------------------------------------------------------------------------- baselines
 
 
-def load_baselines(path: str | Path = DEFAULT_BASELINES) -> dict[str, Any]:
+def load_baselines(path: str | Path) -> dict[str, Any]:
+    """The stored cells of an accuracy baselines file; {} when it does not exist yet (created on first record)."""
     path = Path(path)
     if not path.is_file():
         return {}
@@ -354,17 +348,12 @@ def baseline_entry(result: AccuracyResult) -> dict[str, Any]:
                         for m in result.metrics}}
 
 
-def update_baselines(entries: dict[str, dict[str, Any]], path: str | Path = DEFAULT_BASELINES) -> Path:
-    """Merge ``entries`` (cell id -> baseline_entry) into the baselines file, atomically."""
+def update_baselines(entries: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """Merge ``entries`` (cell id -> baseline_entry) into the baselines file (created with its folder), atomically."""
     path = Path(path)
     cells = load_baselines(path)
     cells.update(entries)
     data = {"_comment": "Accuracy baselines per cell (metric values in [0, 1]); update with "
-                        "`pytest suites/test_accuracy.py --accuracy-update-baselines`.",
+                        "`pytest --accuracy-update-baselines`.",
             "cells": dict(sorted(cells.items()))}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, data)

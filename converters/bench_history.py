@@ -458,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m converters.bench_history", description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="default baselines/benchmarks")
     parser.add_argument("--machine", default=None, help="machine folder (default: this machine kind's)")
-    parser.add_argument("--config", default=None, help="gate thresholds TOML (default baselines/latency.toml)")
+    parser.add_argument("--config", default=None,
+                        help="gate thresholds TOML layered over converters/defaults/latency.toml")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="saved runs per machine folder")
     p_cmp = sub.add_parser("compare", help="compare two runs benchmark by benchmark")

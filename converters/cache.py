@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.atomic import write_json_atomic
+
 
 @dataclass
 class Artifact:
@@ -109,7 +111,7 @@ class ArtifactCache:
             meta = {**meta, "key": key, "target": target, "convert_seconds": round(time.perf_counter() - start, 3),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             meta["size_bytes"] = _tree_size(tmp / meta["main"])
-            _write_json_atomic(tmp / "meta.json", meta)
+            write_json_atomic(tmp / "meta.json", meta, indent=2, sort_keys=True)
             entry = self.entry_dir(key)
             entry.parent.mkdir(parents=True, exist_ok=True)
             if entry.exists():  # a stale, unpublished leftover (no meta.json): replace it
@@ -122,7 +124,8 @@ class ArtifactCache:
     def _record_failure(self, key: str, target: str, exc: BaseException) -> None:
         path = self.entry_dir(key).with_name(key + ".failure.json")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(path, {"target": target, "message": str(exc), "type": type(exc).__name__})
+        write_json_atomic(path, {"target": target, "message": str(exc), "type": type(exc).__name__},
+                          indent=2, sort_keys=True)
 
     @contextmanager
     def _lock(self, key: str) -> Iterator[None]:
@@ -132,15 +135,6 @@ class ArtifactCache:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _tree_size(path: Path) -> int:

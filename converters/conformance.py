@@ -7,7 +7,6 @@ a message with the metrics and thresholds, and the partial ``CellResult``.
 from __future__ import annotations
 
 import json
-import os
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from converters.registry import TargetRegistry
 from converters.target import Runner, StageError, Target
 from converters.thresholds import Thresholds
 from converters.torchscript import error_head
+from models.atomic import atomic_path
 from models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from models.weights import state_dict_hash
 
@@ -221,9 +221,8 @@ def save_failure_io(directory: Path, batch: int, inputs: Mapping[str, np.ndarray
     arrays = {f"input.{k}": v for k, v in inputs.items()}
     arrays |= {f"expected.{k}": v for k, v in expected.items()}
     arrays |= {f"actual.{k}": np.asarray(v) for k, v in actual.items()}
-    tmp = directory / f".batch{batch}.{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 

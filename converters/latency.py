@@ -191,7 +191,7 @@ class TimingPlan:
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """``[bench]`` of ``baselines/latency.toml``: what to time and how (documented in that file)."""
+    """``[bench]`` of ``converters/defaults/latency.toml``: what to time and how (documented in that file)."""
 
     batches: tuple[int, ...] = (1, 4, 16)
     threads: int = 1

@@ -13,7 +13,8 @@ re-measurement alone confirms at least ``confirm_fraction`` of the minimum effec
 A benchmark whose own round-to-round variation is too high (relative IQR of the ratio above ``max_spread``),
 or whose confidence interval is too wide to resolve the minimum effect (``noise > max_noise``), is reported
 ``unstable`` instead of failing (as OpenVINO does).
-Thresholds live in ``baselines/latency.toml`` (``[gate]``).
+Thresholds live in ``[gate]`` of ``converters/defaults/latency.toml`` (a project's ``baselines/latency.toml`` is
+layered over it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import fnmatch
 import json
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,14 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from converters.defaults import default_path, load_layered
 from converters.latency import LatencyStats
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "baselines" / "latency.toml"
+DEFAULT_CONFIG = default_path("latency.toml")
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Gate thresholds (``[gate]`` in ``baselines/latency.toml``); every field documented there."""
+    """Gate thresholds (``[gate]`` of ``converters/defaults/latency.toml``); every field documented there."""
 
     min_effect: float = 0.15
     alpha: float = 0.002
@@ -75,9 +76,8 @@ class GateConfig:
 
 
 def load_toml(path: str | Path | None = None) -> dict[str, Any]:
-    path = Path(path) if path else DEFAULT_CONFIG
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
+    """The packaged ``latency.toml`` with the project file ``path`` (if any) layered over it."""
+    return load_layered("latency.toml", path)[0]
 
 
 # ------------------------------------------------------------------------------------------- statistics

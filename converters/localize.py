@@ -28,6 +28,8 @@ import onnx
 import torch
 from torch import nn
 
+from converters.compare import cosine_similarity
+
 SQNR_MIN_DB = 20.0
 COSINE_MIN = 0.99
 FULL_INT8_LIMITS = (10.0, 0.95)
@@ -102,8 +104,7 @@ def compare_tensors(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     if np.any(~masked & ~np.isfinite(b)):
         return 0.0, float("-inf")
     a, b = a[~masked], np.clip(b[~masked], -MASK_MAGNITUDE, MASK_MAGNITUDE)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    cos = 1.0 if na == nb == 0 else (0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb)))
+    cos = cosine_similarity(a, b)
     noise = float(np.sum((a - b) ** 2))
     sqnr = float("inf") if noise == 0 else 10.0 * np.log10(max(float(np.sum(a * a)), 1e-30) / noise)
     return cos, sqnr

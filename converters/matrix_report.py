@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from models.atomic import write_json_atomic
 
 CACHE_STATES = ("converted", "conversion-failed", "hit", "failure-replayed")
 
@@ -49,26 +49,6 @@ def table_lines(cells: Iterable[Mapping[str, Any]]) -> list[str]:
                  f"({how['conversion-failed']} failed); served from cache: {how['hit']} artifacts, "
                  f"{how['failure-replayed']} known failures")
     return lines
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and one rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """``data`` as JSON, written atomically."""
-    return write_text_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def write_report(path: str | Path, cells: list[Mapping[str, Any]]) -> Path:

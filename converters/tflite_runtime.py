@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.compare import cosine_similarity
 from converters.isolation import pool
 from converters.target import StageError
 from models.spec import BATCH, ModelSpec
@@ -57,14 +58,6 @@ class RuntimeDefect(StageError):
     """The runtime's default (delegated) path disagrees with its own reference kernels on the same file."""
 
     stage = "run"
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-    if na == 0.0 or nb == 0.0:
-        return 1.0 if na == nb else 0.0
-    return float(np.dot(a64, b64) / (na * nb))
 
 
 def find_permutation(torch_shape: Sequence[int], artifact_shape: Sequence[int], batch_axis: int | None,
@@ -320,7 +313,7 @@ class TFLiteRunner(_WorkerRunner):
                 check["max_rel_error"] = max(check.get("max_rel_error", 0.0), round(rel, 6))
                 bad = rel > DELEGATE_MAX_REL_ERROR
                 detail = f"{name}: relative difference {rel:.3f} (> {DELEGATE_MAX_REL_ERROR})"
-            check["min_cosine"] = min(check.get("min_cosine") or 1.0, _cosine(out[name], ref[name]))
+            check["min_cosine"] = min(check.get("min_cosine") or 1.0, cosine_similarity(out[name], ref[name]))
             if bad:
                 raise RuntimeDefect(
                     f"runtime defect (not a conversion defect): ai-edge-litert {self.info['version']} with its "

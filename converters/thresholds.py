@@ -1,4 +1,5 @@
-"""Named tolerance tiers per precision, with per-model and per-cell overrides, from one TOML file.
+"""Named tolerance tiers per precision, with per-model and per-cell overrides: the packaged defaults
+(``converters/defaults/thresholds.toml``) with a project's file layered over them.
 
 The guides' numbers (FP32 cosine > 0.99, FP16 > 0.95) are floors: a tier or override looser than its floor is
 rejected when the file is loaded, so nobody can make a cell pass by loosening below what the guides promise.
@@ -6,12 +7,13 @@ rejected when the file is loaded, so nobody can make a cell pass by loosening be
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-DEFAULT_THRESHOLDS = Path(__file__).resolve().parent.parent / "baselines" / "thresholds.toml"
+from converters.defaults import default_path, load_layered
+
+DEFAULT_THRESHOLDS = default_path("thresholds.toml")
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,18 @@ class Thresholds:
             self._require_reason(override, f'[cells."{cell}"]')
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_THRESHOLDS) -> Thresholds:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ThresholdError(f"{path}: thresholds file does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ThresholdError(f"{path}: not valid TOML ({exc})") from exc
-        return cls(data, source=str(path))
+    def load(cls, path: str | Path | None = None) -> Thresholds:
+        """The packaged default tiers and floors with the project file ``path`` (if any) layered over them; a project
+        may tighten the guides' floors, never loosen them."""
+        data, source = load_layered("thresholds.toml", path, ThresholdError)
+        defaults, _ = load_layered("thresholds.toml", None, ThresholdError)
+        for precision, floor in defaults.get("floors", {}).items():
+            for key, value in floor.items():
+                merged = data["floors"].get(precision, {}).get(key, value)
+                if (merged < value) if key in ("cosine_min", "top1_min") else (merged > value):
+                    raise ThresholdError(f"{path}: [floors] {precision}.{key} = {merged} loosens the guides' floor "
+                                         f"{value} (a project may only tighten floors)")
+        return cls(data, source=source)
 
     def tier(self, name: str) -> Tolerance:
         try:

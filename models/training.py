@@ -20,8 +20,6 @@ import functools
 import hashlib
 import inspect
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import datasets
+from models.atomic import atomic_path, write_json_atomic
 from models.proxy_tasks import Arrays, ProxyTask, task_for
 from models.spec import ModelSpec, model_code_hash, run_torch
 from models.weights import state_dict_hash
@@ -103,25 +102,15 @@ def reference_weights(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
         record = {"model": spec.name, "key": key, "recipe": recipe, "train_seconds": round(seconds, 1),
                   "metrics": {m.name: m(outputs) for m in task.metrics},
                   "chance": {m.name: m.chance for m in task.metrics}, "n_eval": task.n_eval, "task": task.name}
-        _atomic_save(path, lambda tmp: torch.save(model.state_dict(), tmp))
-        _atomic_save(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
+        write_json_atomic(record_path, record)
     return path, {**record, "cached": False}
 
 
 def trained_model(spec: ModelSpec) -> nn.Module:
     """The spec's model with its trained reference weights, in eval mode."""
     return spec.build(reference_weights(spec)[0])
-
-
-def _atomic_save(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def predict(spec: ModelSpec, model: nn.Module, inputs: Arrays, batch: int = 32) -> Arrays:
@@ -136,6 +125,15 @@ def _tensors(spec: ModelSpec, inputs: Arrays, idx: np.ndarray | slice) -> tuple[
 
 
 # ----------------------------------------------------------------------------------------------------- recipes
+
+
+def has_recipe(spec: ModelSpec) -> bool:
+    """Whether the harness knows how to train reference weights for ``spec`` (the zoo's families). A model without a
+    recipe (a user's pretrained model, the common case) runs every suite on its weights as built or loaded."""
+    if spec.name in SHARED_WEIGHTS:
+        return True
+    return (spec.family in HEADS or spec.family == "tiny_ladeda"
+            or spec.name in ("gcode_fingerprint", "gcode_decoder_step"))
 
 
 def train(spec: ModelSpec, model: nn.Module, task: ProxyTask) -> str:

@@ -7,11 +7,6 @@ cell prints a per-layer localisation table. Update baselines: ``pytest suites/te
 --accuracy-update-baselines``.
 """
 
-from __future__ import annotations
+from suites.plugin.items import test_accuracy
 
-
-def test_accuracy(accuracy_cell, check_accuracy) -> None:
-    """Task-metric drop of one compression method on one model, within budget and ratchet."""
-    result = check_accuracy(accuracy_cell)
-    assert result.passed
-    assert result.metrics, "an accuracy cell must measure at least one metric"
+__all__ = ["test_accuracy"]

@@ -28,7 +28,7 @@ from converters.localize import limits_for, tflite_layer_name
 from converters.ort_methods import OrtDynamicInt8Target
 from converters.tf_litert_torch import LiteRTTorchTFLite
 from models.proxy_tasks import Metric, task_for
-from suites.plugin_accuracy import accuracy_gate_of
+from suites.plugin.accuracy import RESULTS_KEY, accuracy_gate_of
 
 BROKEN_LAYER = "/layer1/layer1.0/conv1/"
 
@@ -202,7 +202,8 @@ def test_accuracy_gate_of_matches_by_sha256(tmp_path: Path) -> None:
 
     class Config:
         def __init__(self) -> None:
-            self._accuracy_results = {"m-onnx:fp16": ("passed", {"artifact_sha256": "bbb"})}
+            self.stash = pytest.Stash()
+            self.stash[RESULTS_KEY] = {"m-onnx:fp16": ("passed", {"artifact_sha256": "bbb"})}
 
         def getoption(self, name: str) -> str:
             return str({"--accuracy-baselines": baselines, "--accuracy-budgets": budgets}[name])

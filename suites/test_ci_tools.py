@@ -38,6 +38,14 @@ def test_cost_table_per_suite_backend_and_model(junit: Path) -> None:
     assert "| sign_gru | 2 | 0.53 |" in text and "| onnx2tf | 1 | 0.51 |" in text
 
 
+def test_two_runs_compare_under_their_labels(junit: Path, tmp_path: Path) -> None:
+    out = tmp_path / "costs.md"
+    assert ci_costs.main([str(junit), "--warm", str(junit), "--labels", "before,after", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "| suite | tests | before min | share | after min |" in text
+    assert "Before run: 4 tests" in text and "after run: 0.6 test-minutes" in text
+
+
 def test_durations_file_has_the_node_ids(junit: Path, tmp_path: Path) -> None:
     out = tmp_path / ".test_durations"
     assert ci_costs.main([str(junit), "--store-durations", str(out)]) == 0
@@ -78,7 +86,7 @@ def test_calibration_counts_are_nested_draws() -> None:
                           (2, 2, "2", "2")])
 def test_parallel_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch, workers: int | None, cores: int,
                                           user: str | None, expected: str | None) -> None:
-    from conftest import share_cores_among_workers
+    from suites.plugin.scheduling import share_cores_among_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     if user is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from suites.plugin_latency import _batches, _positive
+from suites.plugin.latency import _batches, _positive
 
 ROOT = Path(__file__).resolve().parent.parent
 

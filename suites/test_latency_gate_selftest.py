@@ -13,6 +13,7 @@ Observed rates are printed in the "latency gate self-test" summary section (and 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import textwrap
@@ -209,10 +210,18 @@ def test_slowed_runner_adds_the_requested_share_of_cpu_time() -> None:
     def work(_: object) -> float:
         return sum(i * i for i in range(20000))
 
-    slowed = lat.SlowedRunner(work, INJECTED, timer=time.thread_time)
-    paired = lat.measure_paired(lambda: slowed(None), lambda: work(None), rounds=30, iterations=3,
-                                timer=time.thread_time)
-    assert paired.ratio == pytest.approx(INJECTED, rel=0.04)
+    # Up to three measurements: a VM whose host deschedules it for a while counts that time as the thread's CPU
+    # time (no steal accounting), which once moved a whole 0.3 s measurement (ratio 2.06); a broken wrapper misses
+    # every time.
+    ratios = []
+    for _ in range(3):
+        slowed = lat.SlowedRunner(work, INJECTED, timer=time.thread_time)
+        paired = lat.measure_paired(functools.partial(slowed, None), lambda: work(None), rounds=30, iterations=3,
+                                    timer=time.thread_time)
+        ratios.append(paired.ratio)
+        if paired.ratio == pytest.approx(INJECTED, rel=0.04):
+            break
+    assert ratios[-1] == pytest.approx(INJECTED, rel=0.04), ratios
 
 
 def test_peak_rss_sees_a_transient_allocation() -> None:

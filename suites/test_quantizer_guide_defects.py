@@ -29,14 +29,6 @@ from converters.guide_quantizer import (
 )
 from converters.quantization import compute_qparams, fake_quantize
 
-try:  # the integrator may load the profile from conftest.py; never override a profile already chosen
-    from suites import hypothesis_profiles
-except ImportError:  # pragma: no cover - suites/ on sys.path instead of the repo root
-    import hypothesis_profiles  # type: ignore[no-redef]
-
-if not hypothesis_profiles.profile_loaded():
-    hypothesis_profiles.load_profile(None)
-
 INT8 = (-128, 127)
 UINT8 = (0, 255)
 

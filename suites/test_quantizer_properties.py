@@ -37,14 +37,6 @@ from converters.quantization import (
     quantize_model,
 )
 
-try:  # the integrator may load the profile from conftest.py; never override a profile already chosen
-    from suites import hypothesis_profiles
-except ImportError:  # pragma: no cover - suites/ on sys.path instead of the repo root
-    import hypothesis_profiles  # type: ignore[no-redef]
-
-if not hypothesis_profiles.profile_loaded():
-    hypothesis_profiles.load_profile(None)
-
 # ------------------------------------------------------------------------------------------------------------
 # strategies
 

@@ -1,7 +1,8 @@
 """pytest glue of the accuracy gates: options, the ``accuracy_cell`` matrix, trained models, baselines, summary.
 
-Cells are (model with a proxy task) x (target with a budget in baselines/accuracy_budgets.toml), with the same
-``MODEL-TARGET`` ids as the conformance matrix. All measuring happens in ``converters.accuracy``.
+Cells are (model with a proxy task) x (target with a budget: converters/defaults/accuracy_budgets.toml, with the
+project's baselines/accuracy_budgets.toml layered over it), with the same ``MODEL-TARGET`` ids as the conformance
+matrix. All measuring happens in ``converters.accuracy``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Any
 import pytest
 
 from converters.accuracy import (
-    DEFAULT_BASELINES,
-    DEFAULT_BUDGETS,
     AccuracyResult,
     Budgets,
     baseline_entry,
@@ -23,6 +22,13 @@ from converters.accuracy import (
 )
 from models import datasets
 from models.proxy_tasks import has_task, task_for
+from suites.plugin import project
+from suites.plugin.cells import cells
+from suites.plugin.core import Cell, ExpectedCellFailure, get_harness
+
+RESULTS_KEY = pytest.StashKey[dict[str, tuple[str, dict[str, Any]]]]()
+"""This session's accuracy verdicts: cell id -> (outcome, recorded result)."""
+STATE_KEY = pytest.StashKey["_State"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,55 +38,60 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--accuracy-full", action="store_true",
                     help="also run the models and targets listed in [settings] full_only_models / "
                          "full_only_targets of the budgets file (the nightly job)")
-    group.addoption("--accuracy-budgets", default=str(DEFAULT_BUDGETS), help="budgets TOML file")
-    group.addoption("--accuracy-baselines", default=str(DEFAULT_BASELINES), help="baselines JSON file")
+    group.addoption("--accuracy-budgets", default=None,
+                    help="budgets TOML file layered over the harness's defaults (default: baselines/"
+                         "accuracy_budgets.toml in the rootdir when it exists)")
+    group.addoption("--accuracy-baselines", default=None,
+                    help="baselines JSON file (default: baselines/accuracy.json in the rootdir; created on first "
+                         "record)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    datasets.set_data_dir(Path(config.getoption("--harness-cache")) / "data")
-    config._accuracy_results = {}  # type: ignore[attr-defined]
+    datasets.set_data_dir(project.cache_dir(config) / "data")
+    config.stash[RESULTS_KEY] = {}
 
 
 class _State:
     """Session state: budgets and baselines."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.budgets = Budgets.load(config.getoption("--accuracy-budgets"))
-        self.baselines = load_baselines(config.getoption("--accuracy-baselines"))
+        self.budgets = Budgets.load(project.project_file(config, "--accuracy-budgets", "accuracy_budgets.toml"))
+        self.baselines_path = baselines_path(config)
+        self.baselines = load_baselines(self.baselines_path)
+
+
+def baselines_path(config: pytest.Config) -> Path:
+    """``--accuracy-baselines``, else ``<rootdir>/baselines/accuracy.json``."""
+    return Path(config.getoption("--accuracy-baselines") or project.baselines_dir(config) / "accuracy.json")
 
 
 def _state(config: pytest.Config) -> _State:
-    state = getattr(config, "_accuracy_state", None)
+    state = config.stash.get(STATE_KEY, None)
     if state is None:
-        state = _State(config)
-        config._accuracy_state = state  # type: ignore[attr-defined]
+        state = config.stash[STATE_KEY] = _State(config)
     return state
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "accuracy_cell" not in metafunc.fixturenames:
         return
-    from conftest import Cell, ExpectedCellFailure, get_harness  # the matrix's cell: same MODEL-TARGET ids
-
     harness = get_harness(metafunc.config)
     state = _state(metafunc.config)
     params = []
     full = metafunc.config.getoption("--accuracy-full")
-    for spec in harness.models.specs():
+    for spec, target, marks in cells(harness):
         if not has_task(spec) or (spec.name in state.budgets.full_only and not full):
             continue
-        for target in harness.targets.targets():
-            if not state.budgets.covers(target.name) or (state.budgets.full_only_target(target.name) and not full):
-                continue
-            cell = Cell(spec, target)
-            marks = [getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(spec, m)]
-            expected = state.budgets.expected_failure(cell.id)
-            if expected:
-                marks.append(pytest.mark.xfail(strict=True, reason=expected.reason, raises=ExpectedCellFailure))
-            unmeasured = state.budgets.unmeasured(target.name)
-            if unmeasured:
-                marks.append(pytest.mark.skip(reason=unmeasured))
-            params.append(pytest.param(cell, id=cell.id, marks=marks))
+        if not state.budgets.covers(target.name) or (state.budgets.full_only_target(target.name) and not full):
+            continue
+        cell = Cell(spec, target)
+        expected = state.budgets.expected_failure(cell.id)
+        if expected:
+            marks.append(pytest.mark.xfail(strict=True, reason=expected.reason, raises=ExpectedCellFailure))
+        unmeasured = state.budgets.unmeasured(target.name)
+        if unmeasured:
+            marks.append(pytest.mark.skip(reason=unmeasured))
+        params.append(pytest.param(cell, id=cell.id, marks=marks))
     metafunc.parametrize("accuracy_cell", params)
 
 
@@ -89,8 +100,6 @@ def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
     """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
 
     def run(cell: Any) -> AccuracyResult:
-        from conftest import ExpectedCellFailure, get_harness
-
         unavailable = getattr(cell.target, "unavailable_reason", None)
         reason = unavailable() if callable(unavailable) else None
         if reason:
@@ -128,7 +137,7 @@ def accuracy_gate_of(config: pytest.Config, cell_id: str, sha256: str) -> dict[s
     benchmarked): this session's verdict on the cell if it measured the same sha256, else the stored baseline's
     if it recorded that sha256; ``verdict: "other artifact"`` when the cell measured different bytes; None when
     no accuracy cell has this id."""
-    outcome, res = getattr(config, "_accuracy_results", {}).get(cell_id, (None, {}))
+    outcome, res = config.stash.get(RESULTS_KEY, {}).get(cell_id, (None, {}))
     if outcome and res.get("artifact_sha256") == sha256:
         return {"cell": cell_id, "verdict": outcome, "source": "this session"}
     state = _state(config)  # the session's budgets and baselines, loaded once
@@ -136,7 +145,7 @@ def accuracy_gate_of(config: pytest.Config, cell_id: str, sha256: str) -> dict[s
     if stored.get("artifact_sha256") == sha256:
         declared = state.budgets.expected_failure(cell_id)  # failing cells are stored too (with metrics)
         return {"cell": cell_id, "verdict": "declared failing (strict xfail)" if declared else "within stored baseline",
-                "source": config.getoption("--accuracy-baselines")}
+                "source": str(state.baselines_path)}
     if outcome or stored:
         return {"cell": cell_id, "verdict": "other artifact",
                 "measured_sha256": res.get("artifact_sha256") or stored.get("artifact_sha256")}
@@ -151,7 +160,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     props = dict(getattr(report, "user_properties", []) or [])
     if "accuracy" in props:
-        results = getattr(_CONFIG, "_accuracy_results", None)
+        results = _CONFIG.stash.get(RESULTS_KEY, None) if _CONFIG is not None else None
         if results is not None:
             results[props["accuracy"]["cell"]] = (report.outcome, props["accuracy"])
 
@@ -166,7 +175,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    results: dict[str, tuple[str, dict[str, Any]]] = getattr(config, "_accuracy_results", {})
+    results: dict[str, tuple[str, dict[str, Any]]] = config.stash.get(RESULTS_KEY, {})
     if not results:
         return
     tr = terminalreporter
@@ -191,7 +200,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"  {model:<20} {rec.get('recipe', '?'):<34} {metrics}; {state}")
     if config.getoption("--accuracy-update-baselines"):
         entries = {cell: baseline_entry_from_dict(res) for cell, (_, res) in results.items()}
-        path = update_baselines(entries, config.getoption("--accuracy-baselines"))
+        path = update_baselines(entries, baselines_path(config))
         tr.write_line(f"accuracy baselines updated for {len(entries)} cells in {path}")
 
 

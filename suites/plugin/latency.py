@@ -1,8 +1,8 @@
 """pytest glue for the latency suite: options, case generation, the per-benchmark driver, gate and summary.
 
-Loaded from the root ``conftest.py`` (``pytest_plugins``). The measuring and the statistics live in
+Part of the harness plugin (:mod:`suites.plugin`). The measuring and the statistics live in
 ``converters/latency.py`` and ``converters/latency_gate.py``; this module only orchestrates pytest-benchmark.
-Usage and design: README, "Latency benchmarks and the regression gate".
+Usage and design: docs/latency.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from converters.cache import artifact_sha256
 from converters.conformance import CellFailure, CellResult, export_artifact, run_cell
 from converters.target import Target
 from models.spec import ModelSpec
-from suites.plugin_accuracy import accuracy_gate_of
+from suites.plugin import project
+from suites.plugin.accuracy import accuracy_gate_of
+from suites.plugin.cells import cells
+from suites.plugin.core import get_harness
 
 EAGER = "torch:eager"
 """Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against)."""
@@ -38,6 +41,7 @@ ACCURACY_PASSED = ("passed", "within stored baseline")
 """``accuracy_gate_of`` verdicts that mean an accuracy cell passed these exact bytes."""
 
 SCOPES = ("smoke", "full")
+STATE_KEY = pytest.StashKey["LatencyState"]()
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -71,7 +75,7 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("latency", "latency suite and regression gate (README: Latency benchmarks)")
+    group = parser.getgroup("latency", "latency suite and regression gate (docs/latency.md)")
     group.addoption("--latency-scope", default=os.environ.get("HARNESS_LATENCY_SCOPE", "smoke"), choices=SCOPES,
                     help="smoke (default): smoke models at batch 1, small time budget; full: every passing cell "
                          "at every batch size (env HARNESS_LATENCY_SCOPE)")
@@ -83,8 +87,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--latency-threads", default=None, type=_positive(int, zero=True), metavar="N",
                     help="intra-op threads for eager/TorchScript/ONNX Runtime (default [bench] threads; 0 = runtime "
                          "defaults)")
-    group.addoption("--latency-config", default=str(lg.DEFAULT_CONFIG), metavar="FILE",
-                    help="latency settings, gate thresholds and budgets (default baselines/latency.toml)")
+    group.addoption("--latency-config", default=None, metavar="FILE",
+                    help="latency settings, gate thresholds and budgets, layered over the harness's defaults "
+                         "(default: baselines/latency.toml in the rootdir when it exists)")
     group.addoption("--latency-gate", action="store_true",
                     help="compare every benchmark with the baseline and fail on a confirmed regression")
     group.addoption("--latency-baseline", default="baseline", metavar="REF",
@@ -233,15 +238,16 @@ class LatencyState:
 
 
 def _state(config: pytest.Config) -> LatencyState:
-    state = getattr(config, "_latency_state", None)
+    state = config.stash.get(STATE_KEY, None)
     if state is None:
+        path = project.project_file(config, "--latency-config", "latency.toml")
         try:
-            data = lg.load_toml(config.getoption("--latency-config"))
+            data = lg.load_toml(path)
             settings = lat.BenchSettings.from_mapping(data.get("bench", {}))
             gate = lg.GateConfig.from_mapping(data.get("gate", {}))
             budgets = lg.load_budgets(data.get("budgets", []))
         except (OSError, ValueError, TypeError) as exc:
-            raise pytest.UsageError(f"--latency-config {config.getoption('--latency-config')}: {exc}") from None
+            raise pytest.UsageError(f"--latency-config {path or lg.DEFAULT_CONFIG}: {exc}") from None
         scope = config.getoption("--latency-scope")
         batches = config.getoption("--latency-batches") or (settings.batches if scope == "full" else (1,))
         threads = config.getoption("--latency-threads")
@@ -251,17 +257,8 @@ def _state(config: pytest.Config) -> LatencyState:
             raise pytest.UsageError(f"--latency-budgets: no budgets for profile {profile!r}; known: {known}")
         state = LatencyState(config=config, settings=settings, gate=gate, budgets=budgets, scope=scope,
                              batches=batches, threads=settings.threads if threads is None else threads)
-        config._latency_state = state  # type: ignore[attr-defined]
+        config.stash[STATE_KEY] = state
     return state
-
-
-def _harness(config: pytest.Config) -> Any:
-    """The session Harness of the root conftest (found by its ``get_harness`` function, whatever the module name)."""
-    for plugin in config.pluginmanager.get_plugins():
-        get = getattr(plugin, "get_harness", None)
-        if callable(get) and str(getattr(plugin, "__file__", "")).endswith("conftest.py"):
-            return get(config)
-    raise RuntimeError("the latency plugin needs the harness conftest.py (get_harness) to be loaded")
 
 
 # ------------------------------------------------------------------------------------------------- cases
@@ -302,33 +299,22 @@ class BudgetCase:
         return f"{self.spec.name}-{self.target.name if self.target else EAGER}"
 
 
-def _unavailable(target: Target | None) -> str | None:
-    check = getattr(target, "unavailable_reason", None)
-    return check() if check else None
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "latency_case" not in metafunc.fixturenames and "budget_case" not in metafunc.fixturenames:
         return
     config = metafunc.config
-    state, harness = _state(config), _harness(config)
+    state, harness = _state(config), get_harness(config)
     specs = [s for s in harness.models.specs() if state.scope == "full" or s.smoke]
     if "latency_case" in metafunc.fixturenames:
         params = []
-        for spec in specs:
-            batches = state.batches if spec.dynamic_batch else (1,)
-            for batch in batches:
-                for target in [None, *harness.targets.targets()]:
-                    if state.scope == "smoke" and target is not None and not any(
-                            fnmatch.fnmatchcase(target.name, g) for g in state.settings.smoke_targets):
-                        continue
-                    case = LatencyCase(spec, target, batch)
-                    marks = [pytest.mark.smoke] if spec.smoke and batch == 1 else []
-                    marks += [pytest.mark.slow] if spec.slow else []
-                    reason = _unavailable(target)
-                    if reason:
-                        marks.append(pytest.mark.skip(reason=reason))
-                    params.append(pytest.param(case, id=case.id, marks=marks))
+        for spec, target, shared in cells(harness, eager=True):
+            if spec not in specs or (state.scope == "smoke" and target is not None and not any(
+                    fnmatch.fnmatchcase(target.name, g) for g in state.settings.smoke_targets)):
+                continue
+            for batch in state.batches if spec.dynamic_batch else (1,):
+                case = LatencyCase(spec, target, batch)
+                marks = [m for m in shared if m.name != "smoke" or batch == 1]  # smoke rows: batch 1 only
+                params.append(pytest.param(case, id=case.id, marks=marks))
         metafunc.parametrize("latency_case", params)
     if "budget_case" in metafunc.fixturenames:
         profile = config.getoption("--latency-budgets")
@@ -336,17 +322,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize("budget_case", [pytest.param(None, id="budgets-not-requested")])
             return
         params = []
-        for spec in harness.models.specs():
-            for target in [None, *harness.targets.targets()]:
-                name = target.name if target else EAGER
-                budget = next((b for b in state.budgets if b.profile == profile and b.applies(spec.name, name)),
-                              None)
-                if budget is None:
-                    continue
+        for spec, target, shared in cells(harness, eager=True):
+            name = target.name if target else EAGER
+            budget = next((b for b in state.budgets if b.profile == profile and b.applies(spec.name, name)), None)
+            if budget is not None:
                 case = BudgetCase(spec, target, budget)
-                reason = _unavailable(target)
-                params.append(pytest.param(case, id=case.id,
-                                           marks=[pytest.mark.skip(reason=reason)] if reason else []))
+                params.append(pytest.param(case, id=case.id, marks=[m for m in shared if m.name == "skip"]))
         metafunc.parametrize("budget_case", params)
 
 
@@ -656,7 +637,7 @@ def latency_state(request: pytest.FixtureRequest) -> Iterator[LatencyState]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state: LatencyState | None = getattr(config, "_latency_state", None)
+    state: LatencyState | None = config.stash.get(STATE_KEY, None)
     if state is None:
         return
     tr = terminalreporter
@@ -750,7 +731,7 @@ def _write_gate(tr: Any, state: LatencyState) -> None:
                   f"newest {b.datetime[:19]}, commit {str(b.commit_info.get('id', '?'))[:10]})")
     if len(b.paths) < 2:
         tr.write_line("note: a single-session baseline cannot tell run-to-run noise from a regression; record "
-                      f"{state.gate.baseline_sessions} sessions (README: Latency benchmarks)")
+                      f"{state.gate.baseline_sessions} sessions (docs/latency.md)")
     foreign = lg.kind_mismatch(b.machine_kind, lat.machine_kind())
     if foreign:
         tr.write_line(f"WARNING: baseline machine kind differs: {foreign} (gate.machine_mismatch = "

@@ -1,0 +1,47 @@
+"""The harness's default configuration files, shipped as package data, and their layering with a project's own.
+
+A project file (``baselines/NAME`` in its rootdir, or a file named by an option) is deep-merged over the default of
+the same name: tables merge key by key, any other value of the project wins. So a project states only what it
+changes, and a repository without ``baselines/`` runs on the defaults alone.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+DEFAULTS_DIR = Path(__file__).resolve().parent
+
+
+def default_path(name: str) -> Path:
+    """The packaged default file ``name`` (``thresholds.toml``, ``accuracy_budgets.toml``, ``latency.toml``)."""
+    return DEFAULTS_DIR / name
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` layered on ``base``: nested tables merge, everything else in ``over`` replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_layered(name: str, project: str | Path | None,
+                 error: type[Exception] = ValueError) -> tuple[dict[str, Any], str]:
+    """(merged data, source description) of the default ``name`` with ``project`` layered over it. A named project
+    file that is missing or not TOML raises ``error`` naming the file."""
+    data = _read(default_path(name), error)
+    if project is None:
+        return data, str(default_path(name))
+    path = Path(project)
+    return deep_merge(data, _read(path, error)), f"{path} over {default_path(name)}"
+
+
+def _read(path: Path, error: type[Exception]) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML ({exc})") from None

@@ -1,0 +1,21 @@
+"""The export conformance harness as a pytest plugin.
+
+Registered through the ``pytest11`` entry point ``export_conformance_harness`` (``pyproject.toml``), so installing the
+harness enables it in any repository: the options (``--harness-*``, ``--accuracy-*``, ``--latency-*``), the hooks a
+project implements in its own ``conftest.py`` (``pytest_harness_models``, ``pytest_harness_targets``), the session's
+state, and the matrix, accuracy and latency test items (:mod:`suites.plugin.items`, collected with ``--harness``).
+
+Modules: ``core`` (options, hooks, the Harness), ``project`` (a project's files, relative to its rootdir), ``cells``
+(the cell generator and the matrix check), ``scheduling`` (xdist grouping, ordering, memory), ``report`` (the matrix
+table and JSON), ``accuracy`` and ``latency`` (those suites' options, cells and summaries), ``items`` (test items).
+"""
+
+pytest_plugins = [
+    "suites.plugin.core",
+    "suites.plugin.cells",
+    "suites.plugin.scheduling",
+    "suites.plugin.report",
+    "suites.plugin.accuracy",
+    "suites.plugin.latency",
+    "suites.plugin.items",
+]

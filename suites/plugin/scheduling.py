@@ -1,0 +1,94 @@
+"""Parallel runs: each xdist worker's share of the cores, one model's cells on one worker (longest model first, by
+the stored durations), and releasing a model's memory after its last cell."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from suites.plugin.cells import item_model
+from suites.plugin.core import HARNESS_KEY, get_harness
+
+
+def share_cores_among_workers(config: pytest.Config) -> int | None:
+    """Before pytest-xdist starts its workers: give each worker's OpenMP pools (torch, in the worker and in the TF
+    worker subprocesses it starts) its share of the cores, through ``OMP_NUM_THREADS`` which they inherit.
+
+    Otherwise each worker runs one OpenMP thread per core: on a box whose cores the other worker keeps busy, every
+    small op of a recurrent model waits at a barrier for a descheduled thread (measured: gcode_fingerprint's
+    TorchScript eval takes 3.2 s alone, 5.6 s beside two busy loops with one thread, over 58 s with two; four models'
+    matrix and accuracy cells on ``-n 2``: 234-283 s with the default, 176-183 s with one thread). An
+    ``OMP_NUM_THREADS`` the user set wins. Returns the threads set, or None (not a parallel run, or user-set)."""
+    workers = getattr(config.option, "numprocesses", None)
+    if not isinstance(workers, int) or workers < 1 or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
+
+
+def load_durations(path: Path) -> dict[str, float]:
+    """pytest-split's stored durations (``.test_durations``), keyed by node id without xdist's ``@group`` suffix."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise pytest.UsageError(f"{path}: not a pytest-split durations file ({exc})") from None
+    return {nodeid.split("@")[0]: float(seconds) for nodeid, seconds in data.items()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, before it starts the workers
+        share_cores_among_workers(config)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` the items are ordered by model group, longest first by the stored durations (the
+    scheduler hands groups out in collection order: longest-processing-time-first)."""
+    if not getattr(config.option, "loadgroup", False):  # set in pytest-xdist workers of ``--dist loadgroup``
+        return
+    durations = load_durations(Path(config.getoption("durations_path", None) or config.rootpath / ".test_durations"))
+    if not durations:
+        return
+    mean = sum(durations.values()) / len(durations)
+    group = {item.nodeid: item_model(item) or item.nodeid for item in items}
+    cost: dict[str, float] = {}
+    for item in items:
+        cost[group[item.nodeid]] = cost.get(group[item.nodeid], 0.0) + durations.get(item.nodeid, mean)
+    items.sort(key=lambda item: (-cost[group[item.nodeid]], group[item.nodeid]))  # stable within a group
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After a model's last cell in this process (the scheduler keeps a model's cells together), release it."""
+    model = item_model(item)
+    if model is not None and nextitem is not None and item_model(nextitem) != model:
+        harness = item.config.stash.get(HARNESS_KEY, None)
+        if harness is not None:
+            harness.release(model)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with one group per model: every matrix and accuracy cell of a model runs on one worker,
+    so that worker converts the model's artifacts and no other worker waits on their cache locks. (The group comes
+    from the cell id, ``test_x[MODEL-TARGET]``: pytest-xdist 3.8's ``xdist_group`` marker renames node ids through an
+    attribute pytest 9 no longer reads, so marked tests were not grouped.)"""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    models = sorted(get_harness(config).models.names(), key=len, reverse=True)
+
+    class ModelGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            params = nodeid.partition("[")[2]
+            return next((f"model:{m}" for m in models if params.startswith(f"{m}-")), nodeid)
+
+    return ModelGroupScheduling(config, log)
+
+

@@ -1,0 +1,75 @@
+"""A project's configuration files are layered over the defaults shipped in the package (converters/defaults/)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from converters import latency_gate
+from converters.accuracy import BudgetError, Budgets
+from converters.defaults import deep_merge, default_path
+from converters.thresholds import ThresholdError, Thresholds
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_ship_in_the_package_and_load_alone() -> None:
+    for name in ("thresholds.toml", "accuracy_budgets.toml", "latency.toml"):
+        assert default_path(name).is_file(), name
+    th = Thresholds.load(None)
+    assert th.tier("fp32").cosine_min >= 0.99999 and not th.cells and not th.models
+    budgets = Budgets.load(None)
+    assert budgets.covers("onnx:int8-dynamic") and budgets.expected_failure("anything-onnx:fp32") is None
+    assert "gate" in latency_gate.load_toml(None)
+
+
+def test_project_thresholds_add_overrides_and_keep_the_default_tiers(tmp_path: Path) -> None:
+    project = _write(tmp_path, "thresholds.toml", '[cells."mine-onnx:fp16"]\natol = 0.02\nreason = "measured 0.015"\n'
+                                                  "[tiers.fp32]\natol = 1e-5\n")
+    th = Thresholds.load(project)
+    assert th.resolve("mine", "onnx:fp16", "fp16").atol == 0.02
+    assert th.tier("fp32").atol == 1e-5 and th.tier("fp32").cosine_min == Thresholds.load(None).tier("fp32").cosine_min
+    assert str(project) in th.source
+
+
+def test_this_repository_keeps_only_the_zoos_overrides() -> None:
+    own = REPO / "baselines" / "thresholds.toml"
+    assert not {"tiers", "floors"} & set(tomllib.loads(own.read_text()))
+    assert "alphazero_chess-onnx:int8-dynamic" in Thresholds.load(own).cells
+    assert Budgets.load(REPO / "baselines" / "accuracy_budgets.toml").expected_failure(
+        "alphazero_chess-torchscript:pruned-l1-20") is not None
+
+
+def test_a_project_may_tighten_the_guides_floors_never_loosen_them(tmp_path: Path) -> None:
+    assert Thresholds.load(_write(tmp_path, "tight.toml", "[floors]\nfp32 = { cosine_min = 0.995 }\n"))
+    loose = _write(tmp_path, "loose.toml", "[floors]\nfp32 = { cosine_min = 0.5 }\n")
+    with pytest.raises(ThresholdError, match=r"loose\.toml: \[floors\] fp32\.cosine_min = 0\.5 loosens"):
+        Thresholds.load(loose)
+
+
+@pytest.mark.parametrize(("loader", "error"), [(Thresholds.load, ThresholdError), (Budgets.load, BudgetError)])
+def test_a_named_project_file_that_is_missing_or_broken_is_an_error_naming_it(tmp_path: Path, loader, error) -> None:
+    with pytest.raises(error, match=r"nope\.toml: file does not exist"):
+        loader(tmp_path / "nope.toml")
+    with pytest.raises(error, match=r"bad\.toml: not valid TOML"):
+        loader(_write(tmp_path, "bad.toml", "[tiers\n"))
+
+
+def test_latency_settings_layer_key_by_key(tmp_path: Path) -> None:
+    data = latency_gate.load_toml(_write(tmp_path, "latency.toml", "[gate]\nmin_effect = 0.3\n"))
+    default = latency_gate.load_toml(None)
+    assert data["gate"]["min_effect"] == 0.3
+    assert data["gate"]["alpha"] == default["gate"]["alpha"] and data["bench"] == default["bench"]
+
+
+def test_deep_merge_merges_tables_and_replaces_everything_else() -> None:
+    assert deep_merge({"a": {"x": 1, "y": [1]}, "b": 2}, {"a": {"y": [2]}, "c": 3}) == \
+        {"a": {"x": 1, "y": [2]}, "b": 2, "c": 3}
