@@ -15,9 +15,7 @@ A failing cell carries a localisation table (``converters.localize``). No pytest
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -34,7 +32,7 @@ from converters.registry import TargetRegistry
 from converters.target import Target
 from models.atomic import write_json_atomic
 from models.proxy_tasks import Arrays, Metric, ProxyTask
-from models.spec import Limitation, ModelSpec
+from models.spec import Limitation, ModelSpec, star_match
 
 DEFAULT_BUDGETS = default_path("accuracy_budgets.toml")
 EVAL_BATCH = 16
@@ -102,11 +100,11 @@ class Budgets:
         """The first method entry naming ``target`` exactly or matching it as a glob (``[`` is literal first)."""
         if target in self.methods:
             return target
-        return next((g for g in self.methods if fnmatch.fnmatchcase(target, g)), None)
+        return next((g for g in self.methods if star_match(g, target)), None)
 
     def full_only_target(self, target: str) -> bool:
         """True when ``target`` runs only with ``--accuracy-full`` (``[settings] full_only_targets`` globs)."""
-        return any(fnmatch.fnmatchcase(target, glob) for glob in self.full_only_targets)
+        return any(star_match(glob, target) for glob in self.full_only_targets)
 
     def covers(self, target: str) -> bool:
         return self.method_glob(target) is not None
@@ -119,7 +117,7 @@ class Budgets:
         budget = Budget(glob, entry.get("drop", "abs"), float(entry["threshold"]), entry.get("reason", ""),
                         f"method {glob}")
         for mglob, override in self.models.get(model, {}).items():
-            if (target == mglob or fnmatch.fnmatchcase(target, mglob)) and override.get("metric", metric) == metric:
+            if star_match(mglob, target) and override.get("metric", metric) == metric:
                 budget = Budget(glob, override.get("drop", budget.drop),
                                 float(override.get("threshold", budget.threshold)), override["reason"],
                                 f"override {model}/{mglob}")
@@ -128,7 +126,7 @@ class Budgets:
     def expected_failure(self, cell: str) -> Limitation | None:
         """The cell's declared strict xfail, as a Limitation of that one cell: ``[cells."MODEL-TARGET"]``, else the
         first key matching it with ``*`` as the only wildcard (``[`` ``]`` stay literal: ``bst*-tflite:*[onnx2tf]``)."""
-        entry = self.cells.get(cell) or next((e for key, e in self.cells.items() if _star_match(key, cell)), None)
+        entry = self.cells.get(cell) or next((e for key, e in self.cells.items() if star_match(key, cell)), None)
         if not entry:
             return None
         lacks = entry.get("cpu_lacks", ())
@@ -138,11 +136,7 @@ class Budgets:
 
     def unmeasured(self, target: str) -> str | None:
         """Why ``target``'s accuracy cells are skipped (``[settings.unmeasured_targets]`` globs -> reason), or None."""
-        return next((why for glob, why in self.unmeasured_targets.items() if fnmatch.fnmatchcase(target, glob)), None)
-
-
-def _star_match(pattern: str, name: str) -> bool:
-    return "*" in pattern and re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name) is not None
+        return next((why for glob, why in self.unmeasured_targets.items() if star_match(glob, target)), None)
 
 
 @dataclass

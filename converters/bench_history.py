@@ -17,7 +17,6 @@ Plots are self-contained SVG or HTML (no plotting library).
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import html
 import math
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from converters import latency as lat
 from converters import latency_gate as lg
+from models.spec import star_match
 
 DEFAULT_STORAGE = Path("baselines") / "benchmarks"
 
@@ -101,7 +101,7 @@ def select(pts: dict[str, Point], patterns: Sequence[str], batch: int | None) ->
     def keep(p: Point) -> bool:
         if batch is not None and p.batch != batch:
             return False
-        return not patterns or any(pat in p.name or fnmatch.fnmatchcase(short_id(p), pat) for pat in patterns)
+        return not patterns or any(pat in p.name or star_match(pat, short_id(p)) for pat in patterns)
 
     return {k: p for k, p in pts.items() if keep(p)}
 

@@ -41,9 +41,8 @@ def measure(model_name: str, target_name: str, counts: tuple[int, ...], cache_di
     from converters.conformance import ModelIdentities
     from converters.registry import default_target_registry
     from models import datasets
-    from models.proxy_tasks import task_for
     from models.registry import default_registry
-    from models.training import reference_weights
+    from models.training import reference_weights, task_for
 
     datasets.set_data_dir(Path(cache_dir) / "data")
     cache, targets = ArtifactCache(cache_dir), default_target_registry()

@@ -19,7 +19,6 @@ layered over it).
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import re
@@ -32,6 +31,7 @@ import numpy as np
 
 from converters.defaults import default_path, load_layered
 from converters.latency import LatencyStats
+from models.spec import star_match
 
 DEFAULT_CONFIG = default_path("latency.toml")
 
@@ -454,7 +454,7 @@ class Budget:
     source: str = ""
 
     def applies(self, model: str, target: str) -> bool:
-        return fnmatch.fnmatchcase(model, self.models) and fnmatch.fnmatchcase(target, self.targets)
+        return star_match(self.models, model) and star_match(self.targets, target)
 
     def violations(self, stats: LatencyStats, batch: int, peak_rss_mb: float | None) -> list[str]:
         """Every budget line the measurement breaks, each with the measured value and the limit."""

@@ -44,9 +44,11 @@ def _method_targets() -> list[Target]:
 def _tflite_targets() -> list[Target]:
     """TF/TFLite targets of the three backends. Always listed: a backend that is not installed skips its cells
     with a one-line reason naming the tox env that provides it (``unavailable_reason()``)."""
-    from converters.tflite import tflite_targets
+    from converters.tf_litert_torch import litert_torch_targets
+    from converters.tf_onnx2tf import onnx2tf_targets
+    from converters.tf_onnx_tf import onnx_tf_targets
 
-    return tflite_targets()
+    return [*onnx2tf_targets(), *litert_torch_targets(), *onnx_tf_targets()]
 
 
 class TargetRegistry:

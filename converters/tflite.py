@@ -293,12 +293,3 @@ class BundleFileTarget(TFLiteTarget):
                 "channels_last": bundle.meta.get("channels_last", []),
                 "fp32_size_bytes": (bundle.directory / fp32).stat().st_size if fp32 else None,
                 "convert_seconds_bundle": bundle.meta.get("convert_seconds")}
-
-
-def tflite_targets() -> list[Target]:
-    """Every TF/TFLite target of the three backends, in matrix column order."""
-    from converters.tf_litert_torch import litert_torch_targets
-    from converters.tf_onnx2tf import onnx2tf_targets
-    from converters.tf_onnx_tf import onnx_tf_targets
-
-    return [*onnx2tf_targets(), *litert_torch_targets(), *onnx_tf_targets()]

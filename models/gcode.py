@@ -589,7 +589,7 @@ def specs() -> list[ModelSpec]:
                     "INT64. The SavedModel and the other .tflite files were written before it.",
                 ),
                 Limitation(
-                    target="tflite:int8-full[[]litert-torch]", match=r"next_logits: cosine 0\.9",
+                    target="tflite:int8-full[litert-torch]", match=r"next_logits: cosine 0\.9",
                     reason="static int8 of the decoder step (embedding + causal attention, logits up to ~60): "
                     "measured cosine 0.9432 (batch 1) and 0.9053 (batch 3) vs tier 0.99; top-1 1.0.",
                 ),

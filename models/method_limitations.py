@@ -2,7 +2,8 @@
 
 One row per declaration: model names, then the Limitation (target glob, reason with the measured numbers, the regex
 the real failure must match, and ``cpu_lacks`` for a failure that happens only on CPUs without those flags).
-Target globs are fnmatch patterns: a literal ``[`` is written ``[[]``.
+Target patterns use the declarations' one syntax (:func:`models.spec.star_match`): ``*`` is the only wildcard,
+brackets are literal.
 
 ``builtin_specs()`` appends these to each zoo spec's ``limitations`` (strict xfail: a different error is a real
 failure, a pass is an XPASS that fails the run). Measured with the pinned stack on the trained reference weights
@@ -25,11 +26,11 @@ _POOLED_INT8 = ("the trained TinyLaDeDa's pooled logit (3 scalars at batch 3, ma
 _FP16_ATOL = r"max_abs 0\.0\d+ at .* exceeds atol 0\.01"
 
 _ROWS: tuple[tuple[tuple[str, ...], Limitation], ...] = (
-    (_BST, Limitation("onnx:int8-static[[]entropy]", f"{_INF_MASK} (ValueError: supplied range of [-inf, inf] is "
+    (_BST, Limitation("onnx:int8-static[entropy]", f"{_INF_MASK} (ValueError: supplied range of [-inf, inf] is "
                       "not finite)", match=r"range of \[-inf, inf\] is not finite")),
-    (_BST, Limitation("onnx:int8-static[[]percentile]", f"{_INF_MASK} (ValueError: autodetected range ... not finite)",
+    (_BST, Limitation("onnx:int8-static[percentile]", f"{_INF_MASK} (ValueError: autodetected range ... not finite)",
                       match=r"autodetected range of .* is not finite")),
-    (_BST, Limitation("onnx:int8-static[[]minmax*", "static int8 QDQ of the masked attention (MinMax ranges "
+    (_BST, Limitation("onnx:int8-static[minmax*", "static int8 QDQ of the masked attention (MinMax ranges "
                       "stretched by the -inf mask / softmax): cosine 0.80-0.92 vs PyTorch on the matrix inputs",
                       match=r"cosine 0\.\d+ < 0\.99")),
     (_BST, Limitation("onnx:int8-dynamic", f"{_U8S8}: cosine 0.906-0.992 vs tier 0.998 (bst_0 0.906, bst_cg 0.971, "
@@ -44,31 +45,31 @@ _ROWS: tuple[tuple[tuple[str, ...], Limitation], ...] = (
     (("bst_cg_ap",), Limitation("torchscript:pruned-l1-20", "20% L1 pruning of the trained BST without fine-tuning: "
                                 "cosine 0.9496 vs the pruned tier's 0.95 sanity bound (the accuracy suite: -37 pp)",
                                 match=r"shot_predictions: cosine 0\.9[0-4]\d* < 0\.95")),
-    (("gcode_decoder_step",), Limitation("onnx:int8-static[[]entropy]", f"{_INF_MASK} (causal mask)",
+    (("gcode_decoder_step",), Limitation("onnx:int8-static[entropy]", f"{_INF_MASK} (causal mask)",
                                          match=r"is not finite")),
-    (("gcode_decoder_step",), Limitation("onnx:int8-static[[]percentile]", f"{_INF_MASK} (causal mask)",
+    (("gcode_decoder_step",), Limitation("onnx:int8-static[percentile]", f"{_INF_MASK} (causal mask)",
                                          match=r"is not finite")),
-    (("gcode_decoder_step",), Limitation("onnx:int8-static[[]minmax*", "static int8 QDQ of the causal-masked "
+    (("gcode_decoder_step",), Limitation("onnx:int8-static[minmax*", "static int8 QDQ of the causal-masked "
                                          "decoder: cosine 0.935 vs PyTorch on the matrix inputs (top-1 agrees)",
                                          match=r"cosine 0\.9\d+ < 0\.99")),
     (("gcode_fingerprint",), Limitation("torchscript:int8-dynamic", "quantize_dynamic swaps nn.MultiheadAttention's "
                                         "out_proj for a quantized Linear whose packed weight has no .device, which "
                                         "the fusion's SDPA path reads (AttributeError: 'function' object has no "
                                         "attribute 'device')", match=r"has no attribute 'device'")),
-    (("sign_transformer",), Limitation("onnx:int8-static[[]percentile]", "ORT's percentile calibrator cannot "
+    (("sign_transformer",), Limitation("onnx:int8-static[percentile]", "ORT's percentile calibrator cannot "
                                        "histogram one activation (ValueError: Too many bins for data range. Cannot "
                                        "create 2048 finite-sized bins.)", match=r"Too many bins for data range")),
     (("sign_transformer",), Limitation("onnx:int8-dynamic", f"{_U8S8}: category_logits cosine 0.982 vs tier 0.998 "
                                        "(gloss 0.9987)", match=r"category_logits: cosine 0\.9\d+ < 0\.998",
                                        cpu_lacks=_NO_VNNI)),
-    (("sign_transformer",), Limitation("onnx:int8-static[[]*", f"{_U8S8}: category_logits cosine 0.971-0.972 vs "
+    (("sign_transformer",), Limitation("onnx:int8-static[*", f"{_U8S8}: category_logits cosine 0.971-0.972 vs "
                                        "tier 0.99 (MinMax, per-tensor MinMax, Entropy; gloss 0.998)",
                                        match=r"category_logits: cosine 0\.9\d+ < 0\.99", cpu_lacks=_NO_VNNI)),
-    (("tiny_ladeda",), Limitation("onnx:int8-static[[]m*", f"static int8 (MinMax, per-tensor MinMax): {_POOLED_INT8}; "
+    (("tiny_ladeda",), Limitation("onnx:int8-static[m*", f"static int8 (MinMax, per-tensor MinMax): {_POOLED_INT8}; "
                                   "Percentile passes", match=r"logit: cosine 0\.98\d+ < 0\.99")),
-    (("tiny_ladeda",), Limitation("onnx:int8-static[[]entropy]", f"static int8 (Entropy): {_POOLED_INT8}",
+    (("tiny_ladeda",), Limitation("onnx:int8-static[entropy]", f"static int8 (Entropy): {_POOLED_INT8}",
                                   match=r"logit: cosine 0\.98\d+ < 0\.99")),
-    (("tiny_ladeda",), Limitation("tflite:int8-full[[]onnx2tf]", f"full-integer int8 (onnx2tf): {_POOLED_INT8}, the "
+    (("tiny_ladeda",), Limitation("tflite:int8-full[onnx2tf]", f"full-integer int8 (onnx2tf): {_POOLED_INT8}, the "
                                   "same number as ORT's static int8", match=r"logit: cosine 0\.98\d+ < 0\.99")),
     (("tiny_ladeda_patch",), Limitation("*:fp16*", "fp16 of the trained patch map (values up to |62|): max_abs "
                                         "0.038-0.053, and near the zero crossings 0.0151-0.0154 above rtol*|ref| vs "

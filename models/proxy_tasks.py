@@ -12,7 +12,8 @@ Each zoo variant gets a :class:`ProxyTask` mapped onto its exact input contract 
 
 The calibration split is always drawn from the training split, so it is disjoint from the eval split.
 A user spec gets a task through ``ModelSpec.extra["accuracy_task"]`` (a zero-argument callable returning a
-``ProxyTask``); ``task_for(spec)`` looks there first, then at the built-in table keyed by spec name.
+``ProxyTask``); ``models.training.task_for(spec)`` looks there first, then at ``BUILTIN_TASKS`` keyed by spec name
+(the decoder step's task needs the trained fingerprint encoder, so the lookup lives with the training code).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models import datasets
-from models.spec import ModelSpec
 
 Arrays = dict[str, np.ndarray]
 CALIBRATION_SIZE = 64
@@ -467,38 +467,3 @@ BUILTIN_TASKS: dict[str, Callable[[], ProxyTask]] = {
     "alphazero_chess": chess_task,
     "gcode_fingerprint": gcode_task,
 }
-_CACHE: dict[str, ProxyTask] = {}
-
-
-def has_task(spec: ModelSpec) -> bool:
-    return "accuracy_task" in spec.extra or spec.name in BUILTIN_TASKS or spec.name == "gcode_decoder_step"
-
-
-def task_for(spec: ModelSpec) -> ProxyTask:
-    """The spec's proxy task (cached per spec name): ``extra["accuracy_task"]`` first, then the built-ins."""
-    if spec.name not in _CACHE:
-        if "accuracy_task" in spec.extra:
-            _CACHE[spec.name] = spec.extra["accuracy_task"]()
-        elif spec.name == "gcode_decoder_step":
-            from models.training import gcode_memory_fn
-
-            _CACHE[spec.name] = gcode_decoder_task(gcode_memory_fn())
-        elif spec.name in BUILTIN_TASKS:
-            _CACHE[spec.name] = BUILTIN_TASKS[spec.name]()
-        else:
-            raise KeyError(f"{spec.name}: no proxy task (set ModelSpec.extra['accuracy_task'])")
-    return _CACHE[spec.name]
-
-
-def forget_task(name: str) -> None:
-    """Drop one model's cached task (its data splits); ``task_for`` rebuilds it on the next call."""
-    _CACHE.pop(name, None)
-
-
-def calibration_inputs(spec: ModelSpec) -> tuple[Arrays, str]:
-    """(calibration inputs, identity) for static quantization; falls back to seeded ``example_inputs``."""
-    if has_task(spec):
-        task = task_for(spec)
-        return task.calibration, task.data_hash
-    data = [spec.example_inputs(1, seed=s) for s in range(CALIBRATION_SIZE)]
-    return {k: np.concatenate([d[k] for d in data]) for k in data[0]}, "example_inputs"

@@ -6,7 +6,6 @@ Importable without pytest; a user's script can build a model and its inputs from
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import os
 import re
@@ -83,6 +82,15 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def star_match(pattern: str, name: str) -> bool:
+    """The one pattern syntax of every declaration (limitations, budgets, thresholds, latency settings, markers):
+    ``*`` matches any run of characters and everything else is literal, so target names with brackets are written as
+    they are: ``tflite:int8-full[onnx2tf]``, ``bst*-tflite:*[litert-torch]``."""
+    if "*" not in pattern:
+        return pattern == name
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name, flags=re.DOTALL) is not None
+
+
 @dataclass(frozen=True)
 class Limitation:
     """A declared, known-unsupported cell: ``target`` is a glob over target names (``onnx:*``)."""
@@ -98,7 +106,7 @@ class Limitation:
     must pass."""
 
     def matches(self, target_name: str) -> bool:
-        return fnmatch.fnmatchcase(target_name, self.target) and self.applies_here()
+        return star_match(self.target, target_name) and self.applies_here()
 
     def applies_here(self) -> bool:
         """False when the CPU has one of ``cpu_lacks``' flags (the failure does not happen on it)."""
@@ -182,22 +190,82 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def model_code_hash(model: nn.Module) -> str:
-    """sha256 of the source files defining the model's own (non-torch) module classes."""
+    """sha256 of the model's own code: the source of each of its (non-library) module classes, their project base
+    classes, and the project functions, classes and constants they reference by name, followed transitively.
+
+    Code elsewhere in the same file (another model, a helper nothing here calls, a test) does not enter the key, so
+    editing a user's ``conftest.py`` re-converts only the models whose code changed. Library code (torch, anything
+    installed in site-packages or the standard library) is covered by the converter versions in the cache key."""
     import hashlib
+
+    digest = hashlib.sha256()
+    seen: set[int] = set()
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: (c.__module__, c.__qualname__)):
+        _hash_code_object(cls, digest, seen)
+    return digest.hexdigest()
+
+
+def _is_project_code(obj: Any) -> bool:
+    import inspect
+    import sys
+    import sysconfig
+
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    try:
+        path = inspect.getsourcefile(obj) or ""
+    except TypeError:
+        return False
+    if module is None or not path:
+        return False
+    library = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
+    return not (any(path.startswith(p) for p in library) or "site-packages" in path or "dist-packages" in path)
+
+
+def _code_names(obj: Any) -> set[str]:
+    """Global names a function's or class's code refers to (nested functions, comprehensions and methods too)."""
+    import types
+
+    names: set[str] = set()
+    codes = []
+    if isinstance(obj, type):
+        for value in vars(obj).values():
+            value = getattr(value, "__func__", value)  # classmethod / staticmethod
+            if isinstance(value, property):
+                codes += [f.__code__ for f in (value.fget, value.fset, value.fdel) if f is not None]
+            elif isinstance(value, types.FunctionType):
+                codes.append(value.__code__)
+    elif isinstance(obj, types.FunctionType):
+        codes.append(obj.__code__)
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return names
+
+
+def _hash_code_object(obj: Any, digest: Any, seen: set[int]) -> None:
     import inspect
     import sys
 
-    digest = hashlib.sha256()
-    modules = sorted({type(m).__module__ for m in model.modules()} - {None})
-    for name in modules:
-        if name.split(".")[0] in ("torch", "builtins"):
-            continue
-        module = sys.modules.get(name)
-        try:
-            digest.update(inspect.getsource(module).encode() if module else name.encode())
-        except (OSError, TypeError):
-            digest.update(name.encode())
-    return digest.hexdigest()
+    if id(obj) in seen or not _is_project_code(obj):
+        return
+    seen.add(id(obj))
+    try:
+        source = inspect.getsource(obj)
+    except (OSError, TypeError):
+        source = getattr(obj, "__qualname__", repr(obj))
+    digest.update(f"{obj.__qualname__}\n{source}".encode())
+    if isinstance(obj, type):
+        for base in obj.__mro__[1:]:
+            _hash_code_object(base, digest, seen)
+    namespace = vars(sys.modules[obj.__module__])
+    for name in sorted(_code_names(obj)):
+        value = namespace.get(name)
+        constant = isinstance(value, (int, float, str, bytes, bool, tuple, frozenset))
+        if constant or (value is None and name in namespace):
+            digest.update(f"{name}={value!r}\n".encode())
+        elif inspect.isfunction(value) or inspect.isclass(value):
+            _hash_code_object(value, digest, seen)
 
 
 def to_torch(inputs: dict[str, np.ndarray], names: Sequence[str]) -> tuple[torch.Tensor, ...]:

@@ -32,7 +32,7 @@ from torch import nn
 
 from models import datasets
 from models.atomic import atomic_path, write_json_atomic
-from models.proxy_tasks import Arrays, ProxyTask, task_for
+from models.proxy_tasks import BUILTIN_TASKS, Arrays, ProxyTask, gcode_decoder_task
 from models.spec import ModelSpec, model_code_hash, run_torch
 from models.weights import state_dict_hash
 
@@ -122,6 +122,36 @@ def predict(spec: ModelSpec, model: nn.Module, inputs: Arrays, batch: int = 32) 
 
 def _tensors(spec: ModelSpec, inputs: Arrays, idx: np.ndarray | slice) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[i.name][idx])) for i in spec.inputs)
+
+
+# ------------------------------------------------------------------------------------------------------- tasks
+
+
+_TASKS: dict[str, ProxyTask] = {}
+
+
+def has_task(spec: ModelSpec) -> bool:
+    """Whether ``spec`` has an accuracy task (its own ``extra["accuracy_task"]`` or a built-in one)."""
+    return "accuracy_task" in spec.extra or spec.name in BUILTIN_TASKS or spec.name == "gcode_decoder_step"
+
+
+def task_for(spec: ModelSpec) -> ProxyTask:
+    """The spec's proxy task (cached per spec name): ``extra["accuracy_task"]`` first, then the built-ins."""
+    if spec.name not in _TASKS:
+        if "accuracy_task" in spec.extra:
+            _TASKS[spec.name] = spec.extra["accuracy_task"]()
+        elif spec.name == "gcode_decoder_step":
+            _TASKS[spec.name] = gcode_decoder_task(gcode_memory_fn())
+        elif spec.name in BUILTIN_TASKS:
+            _TASKS[spec.name] = BUILTIN_TASKS[spec.name]()
+        else:
+            raise KeyError(f"{spec.name}: no proxy task (set ModelSpec.extra['accuracy_task'])")
+    return _TASKS[spec.name]
+
+
+def forget_task(name: str) -> None:
+    """Drop one model's cached task (its data splits); ``task_for`` rebuilds it on the next call."""
+    _TASKS.pop(name, None)
 
 
 # ----------------------------------------------------------------------------------------------------- recipes

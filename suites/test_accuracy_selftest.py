@@ -27,7 +27,7 @@ from converters.conformance import CellFailure, export_artifact
 from converters.localize import limits_for, tflite_layer_name
 from converters.ort_methods import OrtDynamicInt8Target
 from converters.tf_litert_torch import LiteRTTorchTFLite
-from models.proxy_tasks import Metric, task_for
+from models.proxy_tasks import Metric
 from suites.plugin.accuracy import RESULTS_KEY, accuracy_gate_of
 
 BROKEN_LAYER = "/layer1/layer1.0/conv1/"
@@ -94,7 +94,7 @@ def zero_weight_scale(path: Path, op_type: str, nth: int) -> str:
 
 @pytest.fixture(scope="module")
 def ladeda(harness) -> tuple[Any, Any, Any]:
-    from models.training import trained_model
+    from models.training import task_for, trained_model
 
     spec = harness.models.get("tiny_ladeda")
     return spec, trained_model(spec), task_for(spec)
@@ -114,7 +114,7 @@ def test_accuracy_gate_fails_and_localises_broken_layer(harness, ladeda) -> None
 
 
 def test_accuracy_gate_fails_and_localises_broken_tflite_layer(harness) -> None:
-    from models.training import trained_model
+    from models.training import task_for, trained_model
 
     target = BrokenScaleTFLite()
     if target.unavailable_reason():

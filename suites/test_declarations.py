@@ -45,7 +45,7 @@ def test_cpu_flags_are_read_from_proc_cpuinfo(flags, monkeypatch: pytest.MonkeyP
 
 def test_budget_xfail_with_cpu_condition_and_unmeasured_targets(flags) -> None:
     budgets = Budgets({
-        "settings": {"unmeasured_targets": {"*[[]onnx-tf]": "not measured yet"}},
+        "settings": {"unmeasured_targets": {"*[onnx-tf]": "not measured yet"}},
         "methods": {"*": {"threshold": 1.0}},
         "cells": {"m-onnx:int8-dynamic": {"xfail": "saturation", "match": "drop", "cpu_lacks": ["avx512_vnni"]},
                   "m-onnx:fp16": {"xfail": "always", "cpu_lacks": "avx512_vnni"}},

@@ -225,14 +225,20 @@ def test_slowed_runner_adds_the_requested_share_of_cpu_time() -> None:
 
 
 def test_peak_rss_sees_a_transient_allocation() -> None:
-    with lat.PeakRss() as probe:
-        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MB, touched
-        del block
-    result = probe.result()
-    if "clear_refs" not in result["method"]:
-        pytest.skip(f"peak RSS cannot be reset here: {result['method']}")
-    assert result["peak_delta_mb"] >= 56, result
-    assert result["retained_delta_mb"] < 32, result
+    # Up to three allocations: once (rehearsal of c77eaa7, a 1 GB process) the kernel's high-water mark did not move
+    # for a freed 64 MB block; a probe that cannot see transients misses every time.
+    results = []
+    for _ in range(3):
+        with lat.PeakRss() as probe:
+            block = np.ones(64 * 1024 * 1024 // 8)  # 64 MB, touched
+            del block
+        results.append(probe.result())
+        if "clear_refs" not in results[-1]["method"]:
+            pytest.skip(f"peak RSS cannot be reset here: {results[-1]['method']}")
+        if results[-1]["peak_delta_mb"] >= 56:
+            break
+    assert results[-1]["peak_delta_mb"] >= 56, results
+    assert results[-1]["retained_delta_mb"] < 32, results
 
 
 def test_machine_id_keys_cpu_model_and_count() -> None:

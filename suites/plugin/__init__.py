@@ -3,7 +3,8 @@
 Registered through the ``pytest11`` entry point ``export_conformance_harness`` (``pyproject.toml``), so installing the
 harness enables it in any repository: the options (``--harness-*``, ``--accuracy-*``, ``--latency-*``), the hooks a
 project implements in its own ``conftest.py`` (``pytest_harness_models``, ``pytest_harness_targets``), the session's
-state, and the matrix, accuracy and latency test items (:mod:`suites.plugin.items`, collected with ``--harness``).
+state, and the matrix, accuracy and latency test items (:mod:`suites.plugin.items`: a project imports them into one
+test module of its own).
 
 Modules: ``core`` (options, hooks, the Harness), ``project`` (a project's files, relative to its rootdir), ``cells``
 (the cell generator and the matrix check), ``scheduling`` (xdist grouping, ordering, memory), ``report`` (the matrix

@@ -21,7 +21,7 @@ from converters.accuracy import (
     update_baselines,
 )
 from models import datasets
-from models.proxy_tasks import has_task, task_for
+from models.training import has_task, task_for
 from suites.plugin import project
 from suites.plugin.cells import cells
 from suites.plugin.core import Cell, ExpectedCellFailure, get_harness

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 
 from converters.conformance import CellFailure, CellResult
 from converters.target import Target
-from models.spec import ModelSpec
+from models.spec import ModelSpec, star_match
 from suites.plugin.core import Cell, ExpectedCellFailure, Harness, get_harness
 
 
@@ -32,7 +31,7 @@ def cells(harness: Harness, *, eager: bool = False) -> Iterator[tuple[ModelSpec,
 def _matrix_params(harness: Harness, globs: tuple[str, ...]) -> list[Any]:
     params = []
     for spec, target, marks in cells(harness):
-        if globs and not any(fnmatch.fnmatchcase(target.name, g) for g in globs):
+        if globs and not any(star_match(g, target.name) for g in globs):
             continue
         limitation = spec.limitation_for(target.name)
         if limitation:

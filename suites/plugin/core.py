@@ -46,9 +46,6 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "export conformance harness")
-    group.addoption("--harness", action="store_true",
-                    help="collect the harness's matrix, accuracy and latency items (suites/plugin/items.py) beside "
-                         "the project's own tests")
     group.addoption("--harness-cache", default=os.environ.get("HARNESS_CACHE"),
                     help="artifact cache directory (env HARNESS_CACHE; default .harness-cache/ in the rootdir)")
     group.addoption("--harness-retry-failed", action="store_true",
@@ -118,7 +115,7 @@ class Harness:
         """The spec every suite converts: with the proxy task's calibration split attached when the model has a task
         (static quantizers then calibrate on real data, and matrix, accuracy and latency share each artifact)."""
         if spec.name not in self._cell_specs:
-            from models.proxy_tasks import has_task, task_for
+            from models.training import has_task, task_for
 
             self._cell_specs[spec.name] = spec
             if has_task(spec):
@@ -133,8 +130,7 @@ class Harness:
         proxy task (trained on a cache miss), else the model as its spec builds it (a user's pretrained model, or
         seeded init). ``weights_records[spec.name]`` says which."""
         if spec.name not in self._reference:
-            from models.proxy_tasks import has_task
-            from models.training import has_recipe
+            from models.training import has_recipe, has_task
 
             if spec.name in self.weights or not has_task(spec) or not has_recipe(spec):
                 self._reference[spec.name] = self.seeded_model(spec)
@@ -156,7 +152,7 @@ class Harness:
         model, and two workers holding every model's data (11 GB each, measured) ran the 24 GB machine out of
         memory."""
         from converters.accuracy import forget_reference_outputs
-        from models.proxy_tasks import forget_task
+        from models.training import forget_task
 
         for held in (self._reference, self._seeded, self._cell_specs):
             held.pop(name, None)

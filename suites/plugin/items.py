@@ -1,22 +1,16 @@
 """The harness's test items: the conformance matrix, the accuracy gates and the latency suite.
 
-A project collects them with ``pytest --harness`` (this file is added to the collection), or by importing them into
-a test module of its own (``from suites.plugin.items import test_cell, test_accuracy, test_latency``); this repository's
-``suites/test_matrix.py``, ``test_accuracy.py`` and ``test_latency.py`` do the latter. Cells come from the registries
-(the zoo plus the project's ``pytest_harness_models`` / ``pytest_harness_targets``); ids are ``MODEL-TARGET``.
+A project collects them by importing them into a test module of its own (one line:
+``from suites.plugin.items import *``), as this repository's ``suites/test_matrix.py``, ``test_accuracy.py`` and
+``test_latency.py`` do; node ids are then ``THAT_FILE::test_cell[MODEL-TARGET]``. Cells come from the registries
+(the zoo plus the project's ``pytest_harness_models`` / ``pytest_harness_targets``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    here = str(Path(__file__).resolve())
-    if config.getoption("--harness") and here not in config.args:
-        config.args.append(here)
+__all__ = ["test_accuracy", "test_cell", "test_latency", "test_latency_budget"]
 
 
 def test_cell(cell, check_cell) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fnmatch
 import gc
 import json
 import math
@@ -29,7 +28,7 @@ from converters import latency_gate as lg
 from converters.cache import artifact_sha256
 from converters.conformance import CellFailure, CellResult, export_artifact, run_cell
 from converters.target import Target
-from models.spec import ModelSpec
+from models.spec import ModelSpec, star_match
 from suites.plugin import project
 from suites.plugin.accuracy import accuracy_gate_of
 from suites.plugin.cells import cells
@@ -309,7 +308,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = []
         for spec, target, shared in cells(harness, eager=True):
             if spec not in specs or (state.scope == "smoke" and target is not None and not any(
-                    fnmatch.fnmatchcase(target.name, g) for g in state.settings.smoke_targets)):
+                    star_match(g, target.name) for g in state.settings.smoke_targets)):
                 continue
             for batch in state.batches if spec.dynamic_batch else (1,):
                 case = LatencyCase(spec, target, batch)
