@@ -37,6 +37,11 @@ from models.spec import ModelSpec, model_code_hash, run_torch
 from models.weights import state_dict_hash
 
 TRAIN_SEED = 1234
+TRAIN_THREADS = 2
+"""torch threads while training: the float sums of a matmul depend on how many threads split them, so the same seed
+gives other weights on another thread count (measured: alphazero_chess value_sign 0.8822 with 2 threads, 0.8722
+with the one thread an xdist worker gets). Fixed, and part of the weights' cache key, so every machine and every
+``-n`` trains the weights the stored accuracy baselines were measured on."""
 HEADS: dict[str, tuple[str, ...]] = {
     "bst": ("mlp_head",),
     "sign_language": ("gloss_head", "category_head"),
@@ -63,7 +68,7 @@ def training_key(spec: ModelSpec, task: ProxyTask) -> str:
     recipe = "".join(inspect.getsource(f) for f in _recipe_functions(spec))
     parts = {"spec": spec.name, "recipe": recipe,
              "code": model_code_hash(model), "seeded": state_dict_hash(model), "data": task.data_hash,
-             "torch": torch.__version__, "seed": TRAIN_SEED}
+             "torch": torch.__version__, "seed": TRAIN_SEED, "threads": TRAIN_THREADS}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -93,9 +98,14 @@ def reference_weights(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
             return path, {**json.loads(record_path.read_text()), "cached": True}
         t0 = time.perf_counter()
         model = spec.build()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TRAIN_SEED)
-            recipe = train(spec, model, task)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(TRAIN_THREADS)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(TRAIN_SEED)
+                recipe = train(spec, model, task)
+        finally:
+            torch.set_num_threads(threads)
         seconds = time.perf_counter() - t0
         model.eval()
         outputs = predict(spec, model, task.eval_inputs)
