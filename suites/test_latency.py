@@ -2,7 +2,7 @@
 
 Ids are ``MODEL-TARGET-bB`` (``sign_gru-onnx:fp32-b4``, ``sign_gru-torch:eager-b4``). The default scope times the
 smoke models at batch 1; ``--latency-scope=full`` times every cell at every batch of ``--latency-batches``
-(default 1,4,16). ``--latency-gate`` compares each with the stored baseline. See the README, "Latency benchmarks".
+(default 1,4,16). ``--latency-gate`` compares each with the stored baseline. See docs/latency.md.
 """
 
 from suites.plugin.items import test_latency, test_latency_budget
