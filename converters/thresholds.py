@@ -68,8 +68,8 @@ class Thresholds:
         """The packaged default tiers and floors with the project file ``path`` (if any) layered over them; a project
         may tighten the guides' floors, never loosen them."""
         data, source = load_layered("thresholds.toml", path, ThresholdError)
-        defaults, _ = load_layered("thresholds.toml", None, ThresholdError)
-        for precision, floor in defaults.get("floors", {}).items():
+        guides = load_layered("thresholds.toml", None, ThresholdError)[0].get("floors", {}) if path else {}
+        for precision, floor in guides.items():
             for key, value in floor.items():
                 merged = data["floors"].get(precision, {}).get(key, value)
                 if (merged < value) if key in ("cosine_min", "top1_min") else (merged > value):

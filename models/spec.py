@@ -205,10 +205,17 @@ def model_code_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return paths["stdlib"], paths["purelib"], paths["platlib"]
+
+
 def _is_project_code(obj: Any) -> bool:
     import inspect
     import sys
-    import sysconfig
 
     module = sys.modules.get(getattr(obj, "__module__", None) or "")
     try:
@@ -217,8 +224,7 @@ def _is_project_code(obj: Any) -> bool:
         return False
     if module is None or not path:
         return False
-    library = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
-    return not (any(path.startswith(p) for p in library) or "site-packages" in path or "dist-packages" in path)
+    return not (path.startswith(_library_dirs()) or "site-packages" in path or "dist-packages" in path)
 
 
 def _code_names(obj: Any) -> set[str]:

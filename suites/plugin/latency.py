@@ -303,11 +303,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     config = metafunc.config
     state, harness = _state(config), get_harness(config)
-    specs = [s for s in harness.models.specs() if state.scope == "full" or s.smoke]
+    timed = {s.name for s in harness.models.specs() if state.scope == "full" or s.smoke}
     if "latency_case" in metafunc.fixturenames:
         params = []
         for spec, target, shared in cells(harness, eager=True):
-            if spec not in specs or (state.scope == "smoke" and target is not None and not any(
+            if spec.name not in timed or (state.scope == "smoke" and target is not None and not any(
                     star_match(g, target.name) for g in state.settings.smoke_targets)):
                 continue
             for batch in state.batches if spec.dynamic_batch else (1,):

@@ -3,7 +3,6 @@ never next to the installed package. Unset files fall back to the defaults shipp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,8 @@ def project_file(config: pytest.Config, option: str, name: str) -> Path | None:
 
 
 def cache_dir(config: pytest.Config) -> Path:
-    """``--harness-cache``, else ``$HARNESS_CACHE``, else ``<rootdir>/.harness-cache``."""
-    given = config.getoption("--harness-cache") or os.environ.get("HARNESS_CACHE")
+    """``--harness-cache`` (its default is ``$HARNESS_CACHE``), else ``<rootdir>/.harness-cache``."""
+    given = config.getoption("--harness-cache")
     return Path(given) if given else config.rootpath / ".harness-cache"
 
 
