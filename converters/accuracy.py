@@ -27,7 +27,7 @@ from torch import nn
 
 from converters.cache import artifact_sha256
 from converters.conformance import ModelIdentities, export_artifact, localisation
-from converters.defaults import default_path, load_layered
+from converters.defaults import default_path, load_layered, require_number
 from converters.registry import TargetRegistry
 from converters.target import Target
 from models.atomic import write_json_atomic
@@ -58,15 +58,34 @@ class Budget:
         return f"<= {self.threshold:g} {unit} ({self.source})"
 
 
+_SECTIONS = {"settings", "methods", "models", "cells"}
+_SETTINGS = {"ratchet_tolerance_pp", "confidence", "bootstrap_resamples", "full_only_models", "full_only_targets",
+             "unmeasured_targets"}
+
+
+def _known(table: Any, allowed: set[str], where: str) -> None:
+    if not isinstance(table, dict):
+        raise BudgetError(f"{where} expected a table, got {table!r}")
+    unknown = set(table) - allowed
+    if unknown:
+        raise BudgetError(f"{where} unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
+
+
 class Budgets:
     """Budgets per method glob, overridable per model (and metric) with a written reason; xfails per cell."""
 
     def __init__(self, data: dict[str, Any], source: str = "<dict>") -> None:
         self.source = source
+        _known(data, _SECTIONS, f"{source}:")
         settings = data.get("settings", {})
-        self.ratchet_pp = float(settings.get("ratchet_tolerance_pp", 0.5))
-        self.confidence = float(settings.get("confidence", 0.95))
-        self.resamples = int(settings.get("bootstrap_resamples", 1000))
+        _known(settings, _SETTINGS, f"{source} [settings]:")
+        self.ratchet_pp = require_number(settings.get("ratchet_tolerance_pp", 0.5),
+                                         f"{source} [settings] ratchet_tolerance_pp", lo=0, error=BudgetError)
+        self.confidence = require_number(settings.get("confidence", 0.95), f"{source} [settings] confidence",
+                                         lo=0.5, hi=0.999, error=BudgetError)
+        self.resamples = require_number(settings.get("bootstrap_resamples", 1000),
+                                        f"{source} [settings] bootstrap_resamples", lo=100, integer=True,
+                                        error=BudgetError)
         self.full_only: list[str] = list(settings.get("full_only_models", []))
         self.full_only_targets: list[str] = list(settings.get("full_only_targets", []))
         self.unmeasured_targets: dict[str, str] = dict(settings.get("unmeasured_targets", {}))
@@ -79,16 +98,29 @@ class Budgets:
             for glob, entry in per.items():
                 self._check(entry, f"[models.{model}.{glob!r}]", need_reason=True)
         for cell, entry in self.cells.items():
+            _known(entry, {"xfail", "match", "cpu_lacks"}, f"{source} [cells.{cell!r}]:")
             if not str(entry.get("xfail", "")).strip():
                 raise BudgetError(f"{source} [cells.{cell!r}]: needs an 'xfail' reason")
 
     def _check(self, entry: dict[str, Any], where: str, need_reason: bool) -> None:
+        _known(entry, {"drop", "threshold", "reason", "metric"}, f"{self.source} {where}:")
         if entry.get("drop", "abs") not in ("abs", "rel"):
             raise BudgetError(f"{self.source} {where}: drop must be 'abs' or 'rel', got {entry.get('drop')!r}")
-        if "threshold" in entry and float(entry["threshold"]) < 0:
-            raise BudgetError(f"{self.source} {where}: negative threshold")
+        if "threshold" in entry or not need_reason:
+            require_number(entry.get("threshold"), f"{self.source} {where} threshold", lo=0, error=BudgetError)
         if need_reason and not str(entry.get("reason", "")).strip():
             raise BudgetError(f"{self.source} {where}: an override needs a written 'reason'")
+
+    def check_names(self, models: Any, targets: TargetRegistry) -> None:
+        """Every ``[models.NAME]`` names a registered model and every ``[cells.KEY]`` matches a registered cell (a
+        typo is an error when the session starts, not a budget or xfail that silently never applies)."""
+        for model in self.models:
+            if model not in models:
+                raise BudgetError(f"{self.source} [models.{model}]: no model {model!r} is registered")
+        cells = [f"{m}-{t}" for m in models.names() for t in targets.names()]
+        for key in self.cells:
+            if key not in cells and not any(star_match(key, cell) for cell in cells):
+                raise BudgetError(f"{self.source} [cells.{key!r}]: matches no registered model-target cell")
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Budgets:

@@ -91,6 +91,11 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     @property
+    def pid(self) -> int | None:
+        """The worker process's pid while it runs."""
+        return self._proc.pid if self.alive else None
+
+    @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

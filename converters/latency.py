@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from converters.defaults import check_numbers
+
 Timer = Callable[[], float]
 Inputs = Mapping[str, np.ndarray]
 
@@ -217,6 +219,8 @@ class BenchSettings:
         if "smoke_targets" in data:
             data["smoke_targets"] = tuple(str(t) for t in data["smoke_targets"])
         settings = cls(plan=plan, **data)
+        check_numbers(plan, "[bench]")
+        check_numbers(settings, "[bench]")
         if settings.clock not in ("auto", "thread-cpu", "wall"):
             raise ValueError(f"[bench] clock must be auto, thread-cpu or wall, got {settings.clock!r}")
         if not settings.batches or min(settings.batches) < 1:
@@ -224,14 +228,17 @@ class BenchSettings:
         return settings
 
 
-def warm_up(fns: Sequence[Callable[[], Any]], plan: TimingPlan, timer: Timer = time.perf_counter) -> list[float]:
-    """Call every fn in turn until both the round and the time minimum are met; returns each fn's median
-    seconds per call over the later half (the first calls allocate and compile)."""
+def warm_up(fns: Sequence[Callable[[], Any]], plan: TimingPlan, timer: Timer = time.perf_counter,
+            timers: Sequence[Timer] | None = None) -> list[float]:
+    """Call every fn in turn until both the round and the time minimum are met (on ``timer``); returns each fn's
+    median seconds per call over the later half (the first calls allocate and compile), read on ``timers[i]``
+    (default ``timer``; an out-of-process runtime's own clock, see :func:`clocks_for`)."""
     start = timer()
+    timers = list(timers) if timers else [timer] * len(fns)
     per_fn: list[list[float]] = [[] for _ in fns]
     while len(per_fn[0]) < max(1, plan.warmup_rounds) or timer() - start < plan.warmup_seconds:
         for i, fn in enumerate(fns):
-            per_fn[i].append(time_call(fn, timer))
+            per_fn[i].append(time_call(fn, timers[i]))
         if len(per_fn[0]) >= 1000:
             break
     return [float(np.median(t[len(t) // 2:])) for t in per_fn]
@@ -259,13 +266,17 @@ class InterleavedRounds:
     records the artifact's per-call time although each round also runs the eager reference. Interleaving call by
     call puts both under the same machine conditions at millisecond scale; on the loaded box it cut the A/A
     spread of the ratio from 4.9% to 1.8% compared with timing a block of target calls then a block of eager.
-    Every call is also timed on the wall clock (``wall_target`` / ``wall_reference``).
+    Every call is also timed on the wall clock (``wall_target`` / ``wall_reference``). ``target_clocks``
+    (timer, wall) time the target on other clocks than the reference: an out-of-process runtime's own (see
+    :func:`clocks_for`).
     """
 
     def __init__(self, target: Callable[[], Any], reference: Callable[[], Any] | None, iterations: int,
-                 timer: Timer, wall: Timer = time.perf_counter) -> None:
+                 timer: Timer, wall: Timer = time.perf_counter,
+                 target_clocks: tuple[Timer, Timer] | None = None) -> None:
         self.target, self.reference, self.iterations = target, reference, max(1, iterations)
         self.timer, self.wall = timer, wall
+        self.target_timer, self.target_wall = target_clocks or (timer, wall)
         self.virtual = 0.0
         self.timings = PairedTimings()
 
@@ -274,11 +285,12 @@ class InterleavedRounds:
 
     def round(self) -> None:
         timer, wall, target, reference = self.timer, self.wall, self.target, self.reference
+        t_timer, t_wall = self.target_timer, self.target_wall
         t_sum = r_sum = tw_sum = rw_sum = 0.0
         for _ in range(self.iterations):
-            w0, c0 = wall(), timer()
+            w0, c0 = t_wall(), t_timer()
             target()
-            c1, w1 = timer(), wall()
+            c1, w1 = t_timer(), t_wall()
             t_sum += c1 - c0
             tw_sum += w1 - w0
             if reference is not None:
@@ -305,13 +317,15 @@ class InterleavedRounds:
         """Drop the callables (and with them the runner, its session and the inputs): pytest-benchmark keeps
         its timer, :meth:`clock`, alive until the end of the session."""
         self.target = self.reference = None  # type: ignore[assignment]
+        self.target_timer, self.target_wall = self.timer, self.wall
 
 
 def measure_paired(target: Callable[[], Any], reference: Callable[[], Any], rounds: int, iterations: int = 1,
-                   timer: Timer = time.perf_counter) -> PairedTimings:
+                   timer: Timer = time.perf_counter, target_clocks: tuple[Timer, Timer] | None = None
+                   ) -> PairedTimings:
     """``rounds`` rounds of ``iterations`` interleaved (target, reference) calls; seconds per call per round.
     The same arithmetic as the pytest-benchmark path (:class:`InterleavedRounds`)."""
-    return InterleavedRounds(target, reference, iterations, timer).run(rounds)
+    return InterleavedRounds(target, reference, iterations, timer, target_clocks=target_clocks).run(rounds)
 
 
 # ------------------------------------------------------------------------------------------------ clocks
@@ -356,14 +370,30 @@ def choose_clock(setting: str, threads: int, runner: Any, fns: Sequence[Callable
     if threads != 1:
         return "wall", f"{threads if threads > 0 else 'default'} intra-op threads: CPU time would sum threads"
     if runtime_pid(runner) != "self":
-        return "wall", "the runtime runs in another process"
+        if getattr(runner, "work_clock", None) is None:
+            return "wall", "the runtime runs in another process that reports no clock of its own"
+        if (getattr(runner, "info", {}) or {}).get("threads") != 1:
+            return "wall", "the runtime runs in another process whose thread count is not 1"
+        fns, why = fns[1:], "one thread; the artifact timed by its runtime process's own CPU clock"
+    else:
+        why = "one intra-op thread, all work on the calling thread"
     for fn in fns:
         for _ in range(3):
             fn()
         share = offloaded_share(fn)
         if share > max_offloaded:
             return "wall", f"{share:.0%} of the CPU time ran on other threads"
-    return "thread-cpu", "one intra-op thread, all work on the calling thread"
+    return "thread-cpu", why
+
+
+def clocks_for(clock: str, runner: Any) -> tuple[Timer, Timer]:
+    """``(timer, wall)`` that time ``runner``'s artifact: for an out-of-process runtime that reports its own
+    time (``runner.work_clock``) the clocks of the process where the work runs, which leave out the IPC wait
+    (the parent's thread-CPU clock would see only that); otherwise this process's ``CLOCKS[clock]`` and wall."""
+    work = getattr(runner, "work_clock", None)
+    if work is not None and runtime_pid(runner) != "self":
+        return work(clock), work("wall")
+    return CLOCKS[clock], time.perf_counter
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.defaults import default_path, load_layered
+from converters.defaults import check_numbers, default_path, load_layered
 from converters.latency import LatencyStats
 from models.spec import star_match
 
@@ -57,6 +57,7 @@ class GateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(self, "[gate]")
         if not 0 < self.min_effect < 10:
             raise ValueError(f"gate.min_effect must be a fraction (0.15 = 15%), got {self.min_effect}")
         if not 0 < self.alpha < 0.5:
@@ -479,5 +480,7 @@ def load_budgets(entries: Sequence[Mapping[str, Any]]) -> list[Budget]:
             raise ValueError(f"[[budgets]] entry {i}: unknown keys {unknown}; known: {sorted(known)}")
         if "profile" not in entry:
             raise ValueError(f"[[budgets]] entry {i}: needs a profile name")
-        out.append(Budget(**dict(entry)))
+        budget = Budget(**dict(entry))
+        check_numbers(budget, f"[[budgets]] entry {i} ({budget.profile})")
+        out.append(budget)
     return out

@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ from models.spec import BATCH, ModelSpec
 
 WORKER_MODULE = "converters.tf_worker"
 RUN_TIMEOUT = 300.0
+LOAD_THREADS = 2
+"""Interpreter threads of a freshly loaded .tflite (the matrix); latency sets its own count (``set_threads``)."""
 DELEGATE_MAX_LSB = 16
 """int8 outputs: default-delegate and reference-kernel results of the same file may differ by rounding. Measured:
 at most 3 output quantization steps (alphazero_chess int8-full, 6 residual blocks); more than 16 (1/16 of the int8
@@ -188,6 +190,20 @@ class _WorkerRunner:
         weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
         self.inputs: dict[str, _Binding] = {}
         self.outputs: dict[str, _Binding] = {}
+        self.work = {"wall": 0.0, "cpu": 0.0}
+        """Seconds the worker spent inside the runtime's invoke, summed over every timed call (its own clocks)."""
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process that runs the artifact (what latency's memory probe and clock must look at)."""
+        return pool().get(self.python, WORKER_MODULE, self.env, self.worker_name).pid
+
+    def work_clock(self, clock: str) -> Callable[[], float]:
+        """A clock that advances only while the worker runs this artifact: ``wall`` = the worker's wall time
+        around each invoke, ``thread-cpu`` = the worker's CPU time there. Reading it around a call gives the
+        runtime's own time, without the IPC, the .npz exchange and the layout transposes of the parent."""
+        key = {"wall": "wall", "thread-cpu": "cpu"}[clock]
+        return lambda: self.work[key]
 
     def _call(self, op: str, **args: Any) -> dict[str, Any]:
         return pool().call(self.python, WORKER_MODULE, op, env=self.env, name=self.worker_name,
@@ -220,15 +236,21 @@ class _WorkerRunner:
         fixed = self.fixed_batch
         return f"fixed batch {fixed}: larger batches run sample by sample" if fixed else "dynamic batch (resized)"
 
-    def _invoke(self, op: str, handle: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _invoke(self, op: str, handle: str, feeds: Mapping[str, np.ndarray], timed: bool = True
+                ) -> dict[str, np.ndarray]:
         in_path, out_path = self._tmp / "in.npz", self._tmp / "out.npz"
         np.savez(in_path, **dict(feeds))
-        self._call(op, handle=handle, inputs=str(in_path), outputs=str(out_path))
+        done = self._call(op, handle=handle, inputs=str(in_path), outputs=str(out_path))
+        if timed:
+            self.work["wall"] += done["seconds"]
+            self.work["cpu"] += done["cpu_seconds"]
         with np.load(out_path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 
-    def _run_all(self, op: str, handle: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run on artifact-layout feeds, chunked to the fixed batch when the artifact has one."""
+    def _run_all(self, op: str, handle: str, inputs: Mapping[str, np.ndarray], timed: bool = True
+                 ) -> dict[str, np.ndarray]:
+        """Run on artifact-layout feeds, chunked to the fixed batch when the artifact has one; ``timed`` calls
+        count on :meth:`work_clock`."""
         batch = len(next(iter(inputs.values())))
         chunk = self.fixed_batch or batch
         if batch % chunk:
@@ -237,7 +259,7 @@ class _WorkerRunner:
         for start in range(0, batch, chunk):
             feeds = {b.key: b.to_artifact(np.asarray(inputs[name])[start:start + chunk])
                      for name, b in self.inputs.items()}
-            parts.append(self._invoke(op, handle, feeds))
+            parts.append(self._invoke(op, handle, feeds, timed))
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return {name: b.from_artifact(merged[b.key]) for name, b in self.outputs.items()}
 
@@ -251,7 +273,8 @@ class TFLiteRunner(_WorkerRunner):
                  extra_info: Mapping[str, Any] | None = None) -> None:
         super().__init__(spec, python, dict(env), worker_name)
         self.path = Path(path)
-        loaded = self._call("tflite_load", path=str(path), delegates="default")
+        self.threads = LOAD_THREADS
+        loaded = self._call("tflite_load", path=str(path), delegates="default", threads=self.threads)
         self.handle = loaded["handle"]
         sig = loaded["signature"]
         if sig:
@@ -265,20 +288,29 @@ class TFLiteRunner(_WorkerRunner):
                 binding.key = (sig_in.get(binding.key) or sig_out[binding.key])["key"]
         self.reference_handle = None
         if check_delegates:
-            self.reference_handle = self._call("tflite_load", path=str(path), delegates="none")["handle"]
+            self.reference_handle = self._call("tflite_load", path=str(path), delegates="none",
+                                               threads=self.threads)["handle"]
         self.delegate_check: dict[str, Any] = {"checked": check_delegates, "min_cosine": None, "calls": 0}
         self.info = {
             "runtime": "ai-edge-litert", "version": loaded["runtime_version"], "delegate": "default (XNNPACK)",
             "signature": sig.get("key"), "names_matched_by": self.name_mapping, "batch_mode": self.batch_mode(),
             "inputs": {n: b.describe() for n, b in self.inputs.items()},
             "outputs": {n: b.describe() for n, b in self.outputs.items()},
-            "reference_kernels_check": self.delegate_check, **dict(extra_info or {}),
+            "reference_kernels_check": self.delegate_check, "threads": self.threads, **dict(extra_info or {}),
         }
+
+    def set_threads(self, threads: int) -> None:
+        """Re-open the file with ``threads`` interpreter threads (the reference-kernel copy too)."""
+        self.threads = self.info["threads"] = threads
+        self.handle = self._call("tflite_load", path=str(self.path), delegates="default", threads=threads)["handle"]
+        if self.reference_handle is not None:
+            self.reference_handle = self._call("tflite_load", path=str(self.path), delegates="none",
+                                               threads=threads)["handle"]
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self._run_all("tflite_run", self.handle, inputs)
-        if self.reference_handle is not None:
-            self._check_delegates(out, self._run_all("tflite_run", self.reference_handle, inputs))
+        if self.reference_handle is not None:  # the cross-check is not the artifact's latency: untimed
+            self._check_delegates(out, self._run_all("tflite_run", self.reference_handle, inputs, timed=False))
         return out
 
     def intermediates(self, inputs: Mapping[str, np.ndarray]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
@@ -328,14 +360,23 @@ class SavedModelRunner(_WorkerRunner):
                  worker_name: str = "tensorflow", channels_last: Sequence[str] = (),
                  extra_info: Mapping[str, Any] | None = None) -> None:
         super().__init__(spec, python, dict(env), worker_name)
+        self.path = Path(path)
         loaded = self._call("savedmodel_load", path=str(path))
         self.handle = loaded["handle"]
         self._bind(loaded["inputs"], loaded["outputs"], ("input_{i}", "output_{i}"), channels_last)
         self.info = {"runtime": "tensorflow", "version": loaded["runtime_version"], "signature": "serving_default",
-                     "names_matched_by": self.name_mapping,
+                     "threads": "TensorFlow default (one per core)", "names_matched_by": self.name_mapping,
                      "batch_mode": self.batch_mode(),
                      "inputs": {n: b.describe() for n, b in self.inputs.items()},
                      "outputs": {n: b.describe() for n, b in self.outputs.items()}, **dict(extra_info or {})}
+
+    def set_threads(self, threads: int) -> None:
+        """Re-load in a worker whose TensorFlow runs ``threads`` intra-op threads (and one inter-op thread):
+        TensorFlow fixes its pools when it starts, so this is another warm worker, keyed by that environment."""
+        self.env |= {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
+        self.worker_name = f"{self.worker_name.split('@')[0]}@{threads}-threads"
+        self.handle = self._call("savedmodel_load", path=str(self.path))["handle"]
+        self.info["threads"] = threads
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run_all("savedmodel_run", self.handle, inputs)

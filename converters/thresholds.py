@@ -7,11 +7,12 @@ rejected when the file is loaded, so nobody can make a cell pass by loosening be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from converters.defaults import default_path, load_layered
+from converters.defaults import default_path, load_layered, require_number
 
 DEFAULT_THRESHOLDS = default_path("thresholds.toml")
 
@@ -39,6 +40,10 @@ class ThresholdError(ValueError):
 
 
 _FIELDS = {f.name for f in fields(Tolerance)}
+_RANGES = {"cosine_min": (-1.0, 1.0), "top1_min": (0.0, 1.0), "atol": (0.0, None), "rtol": (0.0, None)}
+_SECTIONS = {"floors", "tiers", "models", "cells"}
+UNCHECKED = "unchecked"
+"""A tier's ``atol``/``rtol`` that judges it on cosine (and top-1) alone, as the int8 tiers do."""
 
 
 class Thresholds:
@@ -46,9 +51,14 @@ class Thresholds:
 
     def __init__(self, data: dict[str, Any], source: str = "<dict>") -> None:
         self.source = source
+        unknown = set(data) - _SECTIONS
+        if unknown:
+            raise ThresholdError(f"{source}: unknown sections {sorted(unknown)}; allowed {sorted(_SECTIONS)}")
         self.floors: dict[str, dict[str, float]] = data.get("floors", {})
+        for precision, floor in self.floors.items():
+            _only_fields(floor, f"{source} [floors.{precision}]")
         try:
-            self.tiers = {name: Tolerance(**_only_fields(vals, f"{source} [tiers.{name}]"))
+            self.tiers = {name: Tolerance(**_only_fields(vals, f"{source} [tiers.{name}]", tier=True))
                           for name, vals in data.get("tiers", {}).items()}
         except TypeError as exc:
             raise ThresholdError(f"{source}: {exc}") from exc
@@ -98,7 +108,8 @@ class Thresholds:
 
     @staticmethod
     def _apply(tol: Tolerance, override: dict[str, Any]) -> Tolerance:
-        return replace(tol, **{k: v for k, v in override.items() if k in _FIELDS})
+        return replace(tol, **{k: v for k, v in _only_fields(override, "override", frozenset({"reason"})).items()
+                               if k in _FIELDS})
 
     def _check_floor(self, tol: Tolerance, tier: str, where: str) -> None:
         problems = tol.looser_than(self.floors.get(tier, {}))
@@ -106,15 +117,55 @@ class Thresholds:
             raise ThresholdError(f"{self.source} {where}: looser than the guides' floor: " + "; ".join(problems))
 
     def _require_reason(self, override: dict[str, Any], where: str) -> None:
+        _only_fields(override, f"{self.source} {where}", frozenset({"reason"}))
         if not str(override.get("reason", "")).strip():
             raise ThresholdError(f"{self.source} {where}: an override needs a written 'reason'")
-        unknown = set(override) - _FIELDS - {"reason"}
-        if unknown:
-            raise ThresholdError(f"{self.source} {where}: unknown keys {sorted(unknown)}; allowed {sorted(_FIELDS)}")
+
+    def check_names(self, models: Any, targets: Any) -> None:
+        """Every override names a registered model, tier and cell, and every cell override keeps its floor (so a
+        typo or a loosened cell is an error when the session starts, not silence or a failure of that cell)."""
+        for model, per_tier in self.models.items():
+            if model not in models:
+                raise ThresholdError(f"{self.source} [models.{model}]: no model {model!r} is registered")
+            for tier in per_tier:
+                self.tier(tier)
+        for cell in self.cells:
+            spec, target = split_cell(cell, models, targets)
+            if spec is None:
+                raise ThresholdError(f'{self.source} [cells."{cell}"]: no registered model-target cell of that name')
+            self.resolve(spec.name, target.name, target.tier, getattr(spec, "tolerances", None))
 
 
-def _only_fields(vals: dict[str, Any], where: str) -> dict[str, Any]:
-    unknown = set(vals) - _FIELDS
+def split_cell(cell: str, models: Any, targets: Any) -> tuple[Any, Any]:
+    """``MODEL-TARGET`` -> (spec, target) of the registries, or (None, None). Model names may contain ``-``, so
+    every split point is tried."""
+    for i, ch in enumerate(cell):
+        if ch == "-" and cell[:i] in models and cell[i + 1:] in targets.names():
+            return models.get(cell[:i]), targets.get(cell[i + 1:])
+    return None, None
+
+
+def _only_fields(vals: dict[str, Any], where: str, extra: frozenset[str] = frozenset(), tier: bool = False
+                 ) -> dict[str, Any]:
+    """``vals`` with every key a tolerance field (or in ``extra``) holding a finite number in its range; a tier's
+    ``atol``/``rtol`` may be ``"unchecked"`` (read as infinity: no elementwise criterion)."""
+    if not isinstance(vals, dict):
+        raise ThresholdError(f"{where}: expected a table, got {vals!r}")
+    unknown = set(vals) - _FIELDS - extra
     if unknown:
-        raise ThresholdError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_FIELDS)}")
+        raise ThresholdError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_FIELDS | extra)}")
+    vals = dict(vals)
+    for key in set(vals) & _FIELDS:
+        if key in ("atol", "rtol") and vals[key] == UNCHECKED:
+            if not tier:
+                raise ThresholdError(f"{where} {key}: only a tier may leave elementwise error {UNCHECKED!r}; an "
+                                     f"override may raise {key}, not switch it off")
+            vals[key] = math.inf
+            continue
+        lo, hi = _RANGES[key]
+        hint = f' (to judge a tier on cosine alone write {key} = "{UNCHECKED}")' if key in ("atol", "rtol") else ""
+        try:
+            require_number(vals[key], f"{where} {key}", lo=lo, hi=hi, error=ThresholdError)
+        except ThresholdError as exc:
+            raise ThresholdError(f"{exc}{hint}") from None
     return vals

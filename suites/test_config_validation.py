@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from converters import latency as lat
+from converters import latency_gate
+from converters.accuracy import BudgetError, Budgets
+from converters.registry import default_target_registry
+from converters.thresholds import ThresholdError, Thresholds
+from models.registry import default_registry
 from suites.plugin.latency import _batches, _positive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +52,96 @@ def test_bad_option_is_a_usage_error_not_an_internal_error(args: list[str], mess
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
     assert message in run.stderr
     assert "INTERNALERROR" not in run.stdout + run.stderr
+
+
+# ----------------------------------------------------------------------- configuration files: strict at load
+
+REASON = 'reason = "measured"\n'
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[tiers.fp32]\ncosine_min = nan\n", r"\[tiers.fp32\] cosine_min must be a finite number >= -1 and <= 1, got nan"),
+    ("[tiers.fp32]\ntop1_min = nan\n", r"\[tiers.fp32\] top1_min must be a finite number"),
+    ("[tiers.fp32]\natol = inf\n", r'atol must be a finite number >= 0, got inf \(to judge a tier on cosine alone '
+                                   r'write atol = "unchecked"\)'),
+    ('[cells."tiny_ladeda-onnx:fp32"]\natol = "unchecked"\n' + REASON, r"an override may raise atol, not switch"),
+    ('[cells."tiny_ladeda-onnx:fp32"]\natol = -1.0\n' + REASON, r"atol must be a finite number >= 0, got -1.0"),
+    ('[cells."tiny_ladeda-onnx:fp32"]\nthresh = 0.5\n' + REASON, r"unknown keys \['thresh'\]"),
+    ("[tier.fp32]\natol = 1e-3\n", r"unknown sections \['tier'\]"),
+    ("[models.tiny_ladeda.fp23]\natol = 1e-3\n" + REASON, r"no tier 'fp23'"),
+    ("[floors]\nfp32 = { cosine_min = nan }\n", r"\[floors.fp32\] cosine_min must be a finite number"),
+])
+def test_thresholds_that_would_switch_a_gate_off_are_rejected_at_load(tmp_path: Path, text: str,
+                                                                        message: str) -> None:
+    path = tmp_path / "thresholds.toml"
+    path.write_text(text)
+    with pytest.raises(ThresholdError, match=message):
+        Thresholds.load(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[models.tiny_ladda.fp32]\natol = 1e-3\n" + REASON, r"\[models.tiny_ladda\]: no model 'tiny_ladda' is registered"),
+    ('[cells."tiny_ladeda-onnx:fp33"]\natol = 1e-3\n' + REASON, r"no registered model-target cell of that name"),
+    ('[cells."tiny_ladeda-onnx:fp32"]\ncosine_min = 0.5\n' + REASON,
+     r"cell tiny_ladeda-onnx:fp32 would be looser than the floor: cosine_min 0.5 < floor"),
+])
+def test_threshold_overrides_must_name_registered_cells_and_keep_their_floor(tmp_path: Path, text: str,
+                                                                            message: str) -> None:
+    path = tmp_path / "thresholds.toml"
+    path.write_text(text)
+    thresholds = Thresholds.load(path)  # the file alone is well formed; the names need the registries
+    with pytest.raises(ThresholdError, match=message):
+        thresholds.check_names(default_registry(), default_target_registry())
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[methods."onnx:fp16"]\nthreshold = nan\n', r"threshold must be a finite number >= 0, got nan"),
+    ('[methods."onnx:fp16"]\nthresh = 0.1\n', r"unknown keys \['thresh'\]"),
+    ("[settings]\nconfidence = nan\n", r"confidence must be a finite number"),
+    ("[setting]\nconfidence = 0.9\n", r"unknown keys \['setting'\]"),
+    ('[models.bst."onnx:*"]\nthreshold = inf\n' + REASON, r"threshold must be a finite number >= 0, got inf"),
+])
+def test_budgets_that_would_switch_a_gate_off_are_rejected_at_load(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "accuracy_budgets.toml"
+    path.write_text(text)
+    with pytest.raises(BudgetError, match=message):
+        Budgets.load(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[models.bsst."onnx:*"]\nthreshold = 1.0\n' + REASON, r"no model 'bsst' is registered"),
+    ('[cells."bst-onnx:int9*"]\nxfail = "x"\n', r"matches no registered model-target cell"),
+])
+def test_budget_overrides_must_name_registered_models_and_cells(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "accuracy_budgets.toml"
+    path.write_text(text)
+    with pytest.raises(BudgetError, match=message):
+        Budgets.load(path).check_names(default_registry(), default_target_registry())
+
+
+def test_shipped_and_repository_files_pass_the_strict_checks() -> None:
+    models, targets = default_registry(), default_target_registry()
+    Thresholds.load(ROOT / "baselines" / "thresholds.toml").check_names(models, targets)
+    Budgets.load(ROOT / "baselines" / "accuracy_budgets.toml").check_names(models, targets)
+
+
+@pytest.mark.parametrize("text", ["[gate]\nmax_noise = nan\n", "[bench]\nseconds = inf\n",
+                                  '[[budgets]]\nprofile = "cpu"\np99_ms = nan\n'])
+def test_latency_numbers_must_be_finite(text: str) -> None:
+    data = tomllib.loads(text)
+    with pytest.raises(ValueError, match="must be a finite number"):
+        latency_gate.GateConfig.from_mapping(data.get("gate", {}))
+        lat.BenchSettings.from_mapping(data.get("bench", {}))
+        latency_gate.load_budgets(data.get("budgets", []))
+
+
+def test_a_bad_project_file_stops_the_run_with_one_line_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "thresholds.toml"
+    bad.write_text('[cells."tiny_ladeda-onnx:fp33"]\natol = 1e-3\nreason = "typo"\n')
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-p", "no:randomly",
+                          f"--harness-thresholds={bad}", "suites/test_matrix.py", "-k", "tiny_ladeda-onnx:fp32"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = run.stdout + run.stderr
+    assert run.returncode not in (0, 5), out
+    assert f'[config] {bad} over' in out and "no registered model-target cell of that name" in out, out
+    assert "INTERNALERROR" not in out and "Traceback" not in out and "During handling" not in out, out

@@ -7,7 +7,9 @@ changes, and a repository without ``baselines/`` runs on the defaults alone.
 
 from __future__ import annotations
 
+import math
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,23 @@ def _read(path: Path, error: type[Exception]) -> dict[str, Any]:
         raise error(f"{path}: file does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML ({exc})") from None
+
+
+def require_number(value: Any, where: str, *, lo: float | None = None, hi: float | None = None,
+                   integer: bool = False, error: type[Exception] = ValueError) -> float:
+    """``value`` as a finite number within ``[lo, hi]`` (an int when ``integer``), else ``error`` naming ``where``:
+    NaN compares false with every limit, so without this check ``cosine_min = nan`` would let anything pass."""
+    kind = "an integer" if integer else "a finite number"
+    bounds = (f" >= {lo:g}" if lo is not None else "") + (f" and <= {hi:g}" if hi is not None else "")
+    wrong = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+    if wrong or not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise error(f"{where} must be {kind}{bounds}, got {value!r}")
+    return value
+
+
+def check_numbers(obj: Any, where: str, error: type[Exception] = ValueError, lo: float | None = 0) -> None:
+    """Every int/float field of dataclass ``obj`` finite and >= ``lo`` (bools are flags, skipped)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            require_number(value, f"{where}.{f.name}", lo=lo, error=error)

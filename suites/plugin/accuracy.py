@@ -14,6 +14,7 @@ import pytest
 
 from converters.accuracy import (
     AccuracyResult,
+    BudgetError,
     Budgets,
     baseline_entry,
     evaluate_accuracy,
@@ -24,7 +25,7 @@ from models import datasets
 from models.training import has_task, task_for
 from suites.plugin import project
 from suites.plugin.cells import cells
-from suites.plugin.core import Cell, ExpectedCellFailure, get_harness
+from suites.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness
 
 RESULTS_KEY = pytest.StashKey[dict[str, tuple[str, dict[str, Any]]]]()
 """This session's accuracy verdicts: cell id -> (outcome, recorded result)."""
@@ -55,7 +56,11 @@ class _State:
     """Session state: budgets and baselines."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.budgets = Budgets.load(project.project_file(config, "--accuracy-budgets", "accuracy_budgets.toml"))
+        try:
+            self.budgets = Budgets.load(project.project_file(config, "--accuracy-budgets", "accuracy_budgets.toml"))
+        except BudgetError as exc:
+            config_error(exc)
+        self.names_checked = False
         self.baselines_path = baselines_path(config)
         self.baselines = load_baselines(self.baselines_path)
 
@@ -77,6 +82,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     harness = get_harness(metafunc.config)
     state = _state(metafunc.config)
+    if not state.names_checked:
+        try:
+            state.budgets.check_names(harness.models, harness.targets)
+        except BudgetError as exc:
+            config_error(exc)
+        state.names_checked = True
     params = []
     full = metafunc.config.getoption("--accuracy-full")
     for spec, target, marks in cells(harness):

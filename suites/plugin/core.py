@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -19,7 +19,7 @@ from converters.cache import ArtifactCache
 from converters.conformance import CellResult, ModelIdentities, run_cell
 from converters.registry import TargetRegistry, default_target_registry
 from converters.target import Target
-from converters.thresholds import Thresholds
+from converters.thresholds import ThresholdError, Thresholds
 from models.registry import Registry, default_registry
 from models.spec import ModelSpec
 from suites.plugin import project
@@ -191,10 +191,15 @@ def get_harness(config: pytest.Config) -> Harness:
         for extra in config.hook.pytest_harness_targets(config=config):
             for target in extra or []:
                 targets.register(target)
+        try:
+            thresholds = project.thresholds(config)
+            thresholds.check_names(models, targets)
+        except ThresholdError as exc:
+            config_error(exc)
         harness = Harness(
             config=config, models=models, targets=targets,
             cache=ArtifactCache(project.cache_dir(config), retry_failed=config.getoption("--harness-retry-failed")),
-            thresholds=project.thresholds(config),
+            thresholds=thresholds,
             weights=_parse_weights(config.getoption("--harness-weights")),
             allow_pickle=config.getoption("--harness-allow-pickle"),
             weights_source=config.getoption("--harness-weights-source"),
@@ -205,6 +210,12 @@ def get_harness(config: pytest.Config) -> Harness:
             raise pytest.UsageError(f"--harness-weights: unknown model {unknown[0]!r}; known: {known}")
         config.stash[HARNESS_KEY] = harness
     return harness
+
+
+def config_error(exc: Exception) -> NoReturn:
+    """A broken configuration file: one line naming the file and the key, failing whatever needed it (the
+    collection of a suite, or a test), never a traceback or INTERNALERROR."""
+    raise pytest.fail.Exception(f"[config] {exc}", pytrace=False) from None
 
 
 @pytest.fixture(scope="session")

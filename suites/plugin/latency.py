@@ -453,10 +453,10 @@ class LatencyDriver:
         reference = None if case.target is None else prepared.call_eager()
         fns = [target_fn] if reference is None else [target_fn, reference]
         clock, why = lat.choose_clock(state.settings.clock, state.threads, prepared.runner, fns)
-        timer = lat.CLOCKS[clock]
-        per_call = lat.warm_up(fns, state.plan, timer)
+        timer, target_clocks = lat.CLOCKS[clock], lat.clocks_for(clock, prepared.runner)
+        per_call = lat.warm_up(fns, state.plan, timer, [target_clocks[0], timer][:len(fns)])
         rounds, iterations = state.plan.schedule(per_call)
-        rounds_runner = lat.InterleavedRounds(target_fn, reference, iterations, timer)
+        rounds_runner = lat.InterleavedRounds(target_fn, reference, iterations, timer, target_clocks=target_clocks)
         artifact_clock = rounds_runner.clock
         benchmark._timer = _named(artifact_clock, f"artifact-only-{clock}")  # pytest-benchmark 5.3.1 (pinned)
         benchmark.group = f"{case.spec.name} b{case.batch}"
@@ -555,10 +555,10 @@ class LatencyDriver:
         def remeasure() -> np.ndarray:
             runner = prepared.reload() if prepared.reload else prepared.runner
             inputs = prepared.inputs
-            timer = lat.CLOCKS[timed.clock]
+            timer, target_clocks = lat.CLOCKS[timed.clock], lat.clocks_for(timed.clock, runner)
             fns = [lambda: runner(inputs), prepared.call_eager()]
-            lat.warm_up(fns, state.plan, timer)
-            return lat.measure_paired(fns[0], fns[1], timed.rounds, timed.iterations, timer).ratios
+            lat.warm_up(fns, state.plan, timer, [target_clocks[0], timer])
+            return lat.measure_paired(fns[0], fns[1], timed.rounds, timed.iterations, timer, target_clocks).ratios
 
         return lg.decide(timed.paired.ratios, entry.ratios, state.gate, remeasure, foreign,
                          contention=timed.paired.contention, between=entry.between_spread)
@@ -569,10 +569,11 @@ class LatencyDriver:
         state = self.state
         prepared = self.prepare(LatencyCase(case.spec, case.target, 1), harness)
         fn = prepared.call_target()
-        lat.warm_up([fn], state.plan, time.perf_counter)
-        per_call = lat.time_call(fn, time.perf_counter)
+        wall = lat.clocks_for("wall", prepared.runner)[1]  # an out-of-process runtime's own wall clock
+        lat.warm_up([fn], state.plan, time.perf_counter, [wall])
+        per_call = lat.time_call(fn, wall)
         rounds = int(max(20, min(state.settings.budget_rounds, state.settings.budget_seconds / max(per_call, 1e-6))))
-        stats = lat.LatencyStats.from_seconds(lat.measure(fn, rounds, 1, time.perf_counter))
+        stats = lat.LatencyStats.from_seconds(lat.measure(fn, rounds, 1, wall))
         peak = prepared.memory.get("peak_mb")
         problems = case.budget.violations(stats, 1, peak)
         result = {"id": case.id, "profile": case.budget.profile, "stats_ms": stats.to_dict(),

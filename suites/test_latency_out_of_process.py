@@ -1,0 +1,102 @@
+"""Out-of-process runtimes (TFLite, SavedModel) are timed where the work runs.
+
+Their runners call a worker process; the parent's thread-CPU clock around such a call sees only the IPC wait (the
+encoder's ``tflite:fp32[litert-torch]`` once showed 1.35 ms where the same file costs 8.3 ms CPU in-process). The
+latency suite reads the worker's own clocks around each invoke (``runner.work_clock``). Each test here times one
+cached artifact through the harness's runner and, in a separate process, through the runtime's own API with no
+harness code in the timed loop, at one thread on the same CPU clock, and asserts the two agree within 20%.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters import latency as lat
+from converters.conformance import export_artifact
+
+pytestmark = pytest.mark.latency  # timings: the serial step
+
+CELLS = [("alphazero_chess", "tflite:fp32[litert-torch]"), ("alphazero_chess", "tflite:int8-full[onnx2tf]"),
+         ("alphazero_chess", "tf:savedmodel[onnx2tf]")]
+CALLS = 40
+AGREEMENT = 0.20
+
+DIRECT = textwrap.dedent('''
+    """Time the artifact with its runtime's own API: one thread, process CPU time around each call."""
+    import json, sys, time
+    import numpy as np
+    path, kind, feeds_path, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    with np.load(feeds_path, allow_pickle=False) as data:
+        feeds = {k: data[k] for k in data.files}
+    if kind == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+        interp = Interpreter(model_path=path, num_threads=1)
+        interp.allocate_tensors()
+        if any(k.startswith("#") for k in feeds):
+            def call():
+                for k, v in feeds.items():
+                    interp.set_tensor(int(k[1:]), v)
+                interp.invoke()
+        else:
+            signatures = interp.get_signature_list()
+            run = interp.get_signature_runner("serving_default" if "serving_default" in signatures
+                                              else next(iter(signatures)))
+            def call():
+                run(**feeds)
+    else:
+        import tensorflow as tf
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+        tensors = {k: tf.constant(v) for k, v in feeds.items()}
+        def call():
+            {k: v.numpy() for k, v in fn(**tensors).items()}
+    for _ in range(5):
+        call()
+    cpu = []
+    for _ in range(calls):
+        c0 = time.process_time()
+        call()
+        cpu.append(time.process_time() - c0)
+    print(json.dumps({"cpu_median": float(np.median(cpu))}))
+''')
+
+
+@pytest.mark.parametrize(("model", "target"), CELLS, ids=[f"{m}-{t}" for m, t in CELLS])
+def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model: str, target: str,
+                                                                  tmp_path: Path, record_property) -> None:
+    spec, tgt = harness.models.get(model), harness.targets.get(target)
+    artifact = export_artifact(tgt, spec, harness.model(spec), harness.cache, harness.targets, harness.identities)
+    runner, threads = lat.load_runner(tgt, artifact, spec, 1)
+    assert threads["runtime_reported"] == 1, threads
+    inputs = spec.example_inputs(1, seed=0)
+    fn = lambda: runner(inputs)  # noqa: E731
+    clock, why = lat.choose_clock("auto", 1, runner, [fn])
+    assert clock == "thread-cpu" and "own CPU clock" in why, (clock, why)
+    worker_cpu, _ = lat.clocks_for(clock, runner)
+    lat.warm_up([fn], lat.TimingPlan(), time.perf_counter, [worker_cpu])
+    harness_ms = 1e3 * float(np.median(lat.measure(fn, CALLS, 1, worker_cpu)))
+    parent_ms = 1e3 * float(np.median(lat.measure(fn, CALLS, 1, time.thread_time)))  # the old reading
+
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, **{b.key: b.to_artifact(np.asarray(inputs[name])) for name, b in runner.inputs.items()})
+    kind = "tflite" if target.startswith("tflite") else "savedmodel"
+    env = {**os.environ, **runner.env, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([runner.python, "-c", DIRECT, str(artifact.path), kind, str(feeds), str(CALLS)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    direct_ms = 1e3 * json.loads(done.stdout.strip().splitlines()[-1])["cpu_median"]
+
+    record_property("timing_ms", {"harness_worker_cpu": round(harness_ms, 3), "direct_cpu": round(direct_ms, 3),
+                                  "parent_thread_cpu": round(parent_ms, 3)})
+    print(f"{model}-{target}: harness (worker CPU clock) {harness_ms:.3f} ms, runtime timed directly "
+          f"{direct_ms:.3f} ms, parent thread-CPU clock (before) {parent_ms:.3f} ms")
+    assert abs(harness_ms / direct_ms - 1) <= AGREEMENT, (
+        f"harness {harness_ms:.3f} ms vs direct {direct_ms:.3f} ms: more than {AGREEMENT:.0%} apart")
