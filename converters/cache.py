@@ -4,7 +4,14 @@ An entry is a directory ``<root>/<key[:2]>/<key>/`` holding the artifact files a
 in a private temporary directory and published with one ``os.rename``, under a per-key file lock, so a
 worker never sees a half-written artifact and two workers never convert the same thing twice.
 Deterministic conversion failures are cached too (``failure.json``), so an unsupported cell is not
-re-attempted on every run; ``retry_failed=True`` ignores them.
+re-attempted on every run; ``retry_failed=True`` ignores them. Transient failures never are: a worker killed by
+an outside signal or a timeout, an interrupt (Ctrl-C) during the conversion, a cache directory deleted under it.
+
+Integrity: ``meta.json`` records the sha256 of the entry's files at publication, and every hit verifies it
+(once per process while the files' size and mtime stay the same). A corrupt entry (content changed, a file
+missing, an unreadable ``meta.json``) is evicted and rebuilt, with a :class:`CacheCorruptionWarning` saying so.
+A derived artifact (``onnx:fp16`` of ``onnx:fp32``) also records the content hashes of the artifacts it was
+built from (``sources``): built from other content, it is stale and rebuilt.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +47,8 @@ class Artifact:
     directory: Path
     meta: dict[str, Any]
     converted_now: bool = False
+    healed: str = ""
+    """Why a corrupt or stale entry for this key was evicted before this artifact was rebuilt ("" if none was)."""
 
     @property
     def path(self) -> Path:
@@ -48,11 +60,22 @@ class CachedFailure(Exception):
     """A conversion that failed before with the same inputs; the message is the original error."""
 
 
+class CacheCorruptionWarning(UserWarning):
+    """A cache entry failed verification and was evicted (it is rebuilt from its inputs)."""
+
+
 @dataclass
 class CacheStats:
     conversions: int = 0
     hits: int = 0
     failures_replayed: int = 0
+    evicted: int = 0
+    verified_bytes: int = 0
+    verify_seconds: float = 0.0
+
+
+CONTENT = "content_sha256"
+"""meta.json key: sha256 of the entry's files (names included), everything but meta.json itself."""
 
 
 class ArtifactCache:
@@ -62,64 +85,136 @@ class ArtifactCache:
         self.root = Path(root).resolve()
         self.retry_failed = retry_failed
         self.stats = CacheStats()
+        self._verified: dict[str, tuple[Any, ...]] = {}
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        reap_dead_work_dirs(self.root / "tmp")
 
     def entry_dir(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def lookup(self, key: str, target: str) -> Artifact | None:
-        """The published artifact for ``key``, or None. Raises CachedFailure for a recorded failure."""
+    def lookup(self, key: str, target: str, sources: Mapping[str, str] | None = None) -> Artifact | None:
+        """The published, verified artifact for ``key``, or None. Raises CachedFailure for a recorded failure.
+        ``sources``: content hashes of the artifacts this one is built from; an entry built from others is stale."""
+        artifact, _ = self._find(key, target, sources)
+        return artifact
+
+    def _find(self, key: str, target: str, sources: Mapping[str, str] | None) -> tuple[Artifact | None, str]:
+        """(artifact or None, why an existing entry is unusable or "")."""
         entry = self.entry_dir(key)
         meta_file = entry / "meta.json"
         if meta_file.is_file():
-            artifact = Artifact(target=target, key=key, directory=entry, meta=json.loads(meta_file.read_text()))
+            meta, problem = self._verify(entry, sources)
+            if problem:
+                return None, problem
             with contextlib.suppress(OSError):
                 os.utime(meta_file)  # last use, for ``prune`` (a cache kept across CI runs must not grow forever)
-            return artifact
+            return Artifact(target=target, key=key, directory=entry, meta=meta), ""
         failure = entry.with_name(key + ".failure.json")
         if failure.is_file() and not self.retry_failed:
-            record = json.loads(failure.read_text())
+            try:
+                message = json.loads(failure.read_text())["message"]
+            except (OSError, ValueError, KeyError, TypeError):
+                failure.unlink(missing_ok=True)  # a damaged record is no evidence: convert again
+                return None, ""
             with contextlib.suppress(OSError):
                 os.utime(failure)
             self.stats.failures_replayed += 1
-            raise CachedFailure(record["message"])
-        return None
+            raise CachedFailure(message)
+        return None, ""
+
+    def _verify(self, entry: Path, sources: Mapping[str, str] | None) -> tuple[dict[str, Any], str]:
+        """(meta, problem): the entry's meta.json read and its content checked against the recorded hash."""
+        meta_file = entry / "meta.json"
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError) as exc:
+            return {}, f"{meta_file}: unreadable meta.json ({type(exc).__name__}: {exc})"
+        if not isinstance(meta, dict) or not isinstance(meta.get("main"), str):
+            return {}, f"{meta_file}: not an artifact record (no 'main' file name)"
+        if not (entry / meta["main"]).exists():
+            return meta, f"{entry / meta['main']}: missing"
+        signature = _signature(entry)
+        if self._verified.get(str(entry)) != signature:
+            start = time.perf_counter()
+            digest = content_sha256(entry)
+            self.stats.verify_seconds += time.perf_counter() - start
+            self.stats.verified_bytes += sum(s for _, s, _ in signature)
+            recorded = meta.get(CONTENT)
+            if recorded is None:  # published before hashes were recorded: adopt the content as it is now
+                meta[CONTENT] = digest
+                write_json_atomic(meta_file, meta, indent=2, sort_keys=True)
+                signature = _signature(entry)
+            elif recorded != digest:
+                return meta, f"content sha256 {digest[:12]} differs from the {recorded[:12]} recorded at publication"
+            self._verified[str(entry)] = signature
+        if sources is not None:
+            built_from = meta.get("sources")
+            if built_from is None:
+                meta["sources"] = dict(sources)
+                write_json_atomic(meta_file, meta, indent=2, sort_keys=True)
+                self._verified[str(entry)] = _signature(entry)
+            elif built_from != dict(sources):
+                changed = sorted(k for k in set(built_from) | set(sources) if built_from.get(k) != sources.get(k))
+                return meta, f"built from other content of {', '.join(changed)} than the cache holds now"
+        return meta, ""
+
+    def _evict(self, key: str, target: str, problem: str) -> None:
+        """Move a corrupt entry out of the way (atomically) and delete it; say so."""
+        entry = self.entry_dir(key)
+        if entry.exists():
+            graveyard = Path(tempfile.mkdtemp(prefix=f"evicted-{os.getpid()}-", dir=self.root / "tmp"))
+            os.rename(entry, graveyard / "entry")
+            shutil.rmtree(graveyard, ignore_errors=True)
+        self._verified.pop(str(entry), None)
+        self.stats.evicted += 1
+        warnings.warn(CacheCorruptionWarning(f"artifact cache: {target} entry {key[:12]} evicted and rebuilt: "
+                                             f"{problem}"), stacklevel=3)
 
     def get_or_create(self, key: str, target: str, produce: Callable[[Path], dict[str, Any]],
-                      cacheable_error: Callable[[BaseException], bool] = lambda exc: False) -> Artifact:
-        """Return the artifact for ``key``, running ``produce(tmpdir) -> meta`` once if it is missing."""
-        found = self.lookup(key, target)
+                      cacheable_error: Callable[[BaseException], bool] = lambda exc: False,
+                      sources: Mapping[str, str] | None = None) -> Artifact:
+        """Return the artifact for ``key``, running ``produce(tmpdir) -> meta`` once if it is missing (or corrupt,
+        or built from other ``sources`` content). A failure is recorded only when ``cacheable_error`` says it is
+        deterministic and nothing transient happened (see :func:`transient`)."""
+        found, _ = self._find(key, target, sources)
         if found is not None:
             self.stats.hits += 1
             return found
         with self._lock(key):
-            found = self.lookup(key, target)  # another worker may have published it meanwhile
+            found, problem = self._find(key, target, sources)  # another worker may have published it meanwhile
             if found is not None:
                 self.stats.hits += 1
                 return found
-            tmp = Path(tempfile.mkdtemp(prefix=key[:16] + "-", dir=self.root / "tmp"))
+            if problem:
+                self._evict(key, target, problem)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{key[:16]}-{os.getpid()}-", dir=self.root / "tmp"))
             start = time.perf_counter()
             try:
                 self.stats.conversions += 1
-                meta = produce(tmp)
+                with _watch_interrupts() as interrupted:
+                    meta = produce(tmp)
             except BaseException as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
-                if isinstance(exc, Exception) and cacheable_error(exc):
+                if isinstance(exc, Exception) and cacheable_error(exc) and not transient(exc, interrupted, tmp):
                     self._record_failure(key, target, exc)
                 raise
             meta = {**meta, "key": key, "target": target, "convert_seconds": round(time.perf_counter() - start, 3),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             meta["size_bytes"] = _tree_size(tmp / meta["main"])
+            meta[CONTENT] = content_sha256(tmp)
+            if sources is not None:
+                meta["sources"] = dict(sources)
             write_json_atomic(tmp / "meta.json", meta, indent=2, sort_keys=True)
             entry = self.entry_dir(key)
             entry.parent.mkdir(parents=True, exist_ok=True)
             if entry.exists():  # a stale, unpublished leftover (no meta.json): replace it
                 shutil.rmtree(entry)
             os.rename(tmp, entry)
+            self._verified[str(entry)] = _signature(entry)
             failure = entry.with_name(key + ".failure.json")
             failure.unlink(missing_ok=True)
-        return Artifact(target=target, key=key, directory=entry, meta=meta, converted_now=True)
+        return Artifact(target=target, key=key, directory=entry, meta=meta, converted_now=True, healed=problem)
 
     def _record_failure(self, key: str, target: str, exc: BaseException) -> None:
         path = self.entry_dir(key).with_name(key + ".failure.json")
@@ -135,6 +230,89 @@ class ArtifactCache:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def transient(exc: BaseException, interrupted: list[int], workdir: Path) -> bool:
+    """Whether a failure says nothing about the inputs, so it must not be cached: the exception says so
+    (``exc.transient``: a worker killed by an outside signal, a timeout), an interrupt arrived during the
+    conversion (``interrupted``; Ctrl-C inside an exporter can surface as any error), or the cache's work
+    directory vanished under it (the cache was deleted mid-run)."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if getattr(chain, "transient", False) or isinstance(chain, (KeyboardInterrupt, SystemExit)):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return bool(interrupted) or not workdir.parent.is_dir()
+
+
+@contextmanager
+def _watch_interrupts() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM arriving while the body runs (then pass them on to the previous handler)."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def note(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    for sig in previous:
+        signal.signal(sig, note)
+    try:
+        yield seen
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def reap_dead_work_dirs(tmp_root: Path, pattern: str = "*-*-*") -> int:
+    """Delete work directories named with their creator's pid (``<key16>-<pid>-*``, ``evicted-<pid>-*``,
+    ``harness-run-<pid>-*``) whose process is gone: a killed run leaves its files behind. Returns how many."""
+    removed = 0
+    for work in tmp_root.glob(pattern):
+        pid = next((int(part) for part in work.name.split("-")[1:] if part.isdigit()), None)
+        if pid is not None and pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(work, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signature(entry: Path) -> tuple[tuple[str, int, int], ...]:
+    """(relative path, size, mtime_ns) of every file but meta.json: what a re-verification is skipped on."""
+    out = []
+    for path in sorted(entry.rglob("*")):
+        if path.is_file() and path.name != "meta.json":
+            st = path.stat()
+            out.append((str(path.relative_to(entry)), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def content_sha256(entry: Path) -> str:
+    """sha256 over every file of an entry directory except meta.json, names included."""
+    digest = hashlib.sha256()
+    for rel, _, _ in _signature(entry):
+        digest.update(rel.encode() + b"\0")
+        with open(entry / rel, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _tree_size(path: Path) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from converters.cache import Artifact, ArtifactCache, CachedFailure
+from converters.cache import CONTENT, Artifact, ArtifactCache, CachedFailure
 from converters.compare import ParityResult, compare
 from converters.localize import LayerReport, limits_for, onnx_layer_report, tflite_layer_report, torch_layer_report
 from converters.registry import TargetRegistry
@@ -103,12 +103,14 @@ class ModelIdentities:
 
 def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: ArtifactCache,
                     targets: TargetRegistry, identities: ModelIdentities) -> Artifact:
-    """Export through the cache, exporting the target's dependencies first."""
+    """Export through the cache, exporting the target's dependencies first. A derived artifact is valid only for
+    the content of the dependencies it was built from (``sources``): a rebuilt source rebuilds it."""
     deps = {name: export_artifact(targets.get(name), spec, model, cache, targets, identities)
             for name in target.depends_on}
     key = target.cache_key(spec, identities.of(model), deps)
+    sources = {name: art.meta[CONTENT] for name, art in deps.items()} if deps else None
     return cache.get_or_create(key, target.name, lambda workdir: target.convert(spec, model, workdir, deps),
-                               cacheable_error=target.is_deterministic_failure)
+                               cacheable_error=target.is_deterministic_failure, sources=sources)
 
 
 def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
@@ -162,6 +164,8 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         t0 = time.perf_counter()
         artifact = export_artifact(target, spec, model, cache, targets, identities)
         result.cache, result.artifact = ("converted" if artifact.converted_now else "hit"), artifact.meta
+        if artifact.healed:
+            result.cache = f"rebuilt (the cached entry was evicted: {artifact.healed})"
         result.seconds["export"] = round(time.perf_counter() - t0, 3)
 
         stage = "structure"

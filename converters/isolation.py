@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,10 +52,25 @@ class WorkerCrash(StageError):
         super().__init__(message)
         self.returncode = returncode
         self.stage = stage
+        self.transient = returncode is not None and -returncode in OUTSIDE_SIGNALS
+        """Killed from outside (the OOM killer, a user, CI's timeout): says nothing about the input, never cached.
+        A crash of the converter itself (SIGSEGV, SIGABRT, an exit code) recurs and is cached."""
 
 
 class WorkerTimeout(WorkerCrash):
     """The request did not finish within its timeout; the worker was killed. Not deterministic: never cached."""
+
+    def __init__(self, message: str, returncode: int | None, stage: str = "export") -> None:
+        super().__init__(message, returncode, stage)
+        self.transient = True
+
+
+OUTSIDE_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+DIE_WITH_PARENT = [setpriv, "--pdeathsig", "KILL", "--"] if (setpriv := shutil.which("setpriv")) else []
+"""Prefix of a worker's command line: util-linux's setpriv sets PR_SET_PDEATHSIG, so the worker gets SIGKILL when
+its parent dies and a killed pytest leaves no conversion running on (a preexec_fn would do the same, but is not
+safe in a parent with native threads). Where setpriv is missing, a worker exits at its next read of a closed pipe."""
 
 
 def describe_returncode(returncode: int | None) -> str:
@@ -108,6 +124,7 @@ class Worker:
         env = {**os.environ, **self._env, "HARNESS_WORKER_FD": str(write_fd), "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         argv = [self.python, self.module] if self.module.endswith(".py") else [self.python, "-m", self.module]
+        argv = [*DIE_WITH_PARENT, *argv]
         with open(self._log_path, "ab") as logf:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT,
                                           pass_fds=(write_fd,), env=env, cwd=str(ROOT), start_new_session=True)

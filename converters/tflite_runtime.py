@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import functools
 import itertools
+import os
 import re
 import shutil
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.cache import reap_dead_work_dirs
 from converters.compare import cosine_similarity
 from converters.isolation import pool
 from converters.target import StageError
@@ -171,8 +173,10 @@ def _resolve_names(kind: str, wanted: Sequence[str], available: Mapping[str, Map
 
 @functools.cache
 def _scratch_root() -> Path:
-    """One scratch directory per process for the .npz exchange with workers, removed at exit."""
-    root = Path(tempfile.mkdtemp(prefix="harness-run-"))
+    """One scratch directory per process for the .npz exchange with workers, removed at exit (and by the next
+    process, if this one is killed)."""
+    reap_dead_work_dirs(Path(tempfile.gettempdir()), "harness-run-*")
+    root = Path(tempfile.mkdtemp(prefix=f"harness-run-{os.getpid()}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     return root
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from converters.cache import ArtifactCache, CachedFailure
+from converters.cache import CONTENT, ArtifactCache, CacheCorruptionWarning, CachedFailure
+from converters.isolation import WorkerCrash, WorkerTimeout
 from converters.registry import builtin_targets
 from converters.target import ExportError
 from models import tiny_ladeda
@@ -121,3 +130,138 @@ def test_prune_removes_unused_entries_and_leftover_work_dirs(tmp_path: Path) -> 
     assert removed["artifacts"] == 1 and removed["tmp"] == 1
     assert not old.directory.exists() and not leftover.exists()
     assert ArtifactCache(tmp_path).lookup("bb" * 32, "t") is not None
+
+
+# ------------------------------------------------------------------ integrity: damage is detected and healed
+
+KEY = "c0" * 32
+
+
+def _produce(text: str = "weights") -> Callable[[Path], dict]:
+    def produce(workdir: Path) -> dict:
+        (workdir / "model.bin").write_text(text)
+        (workdir / "extra.json").write_text("{}")
+        return {"main": "model.bin"}
+    return produce
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda e: (e / "model.bin").write_text("weightz"), "content sha256 .* differs from the .* recorded"),
+    (lambda e: (e / "model.bin").write_text("weigh"), "content sha256 .* differs"),
+    (lambda e: (e / "extra.json").unlink(), "content sha256 .* differs"),
+    (lambda e: (e / "model.bin").unlink(), "model.bin: missing"),
+    (lambda e: (e / "meta.json").write_text('{"main": "model.b'), "unreadable meta.json"),
+    (lambda e: (e / "meta.json").write_text("[]"), "not an artifact record"),
+])
+def test_a_damaged_entry_is_evicted_rebuilt_and_reported(tmp_path: Path, damage, reason: str) -> None:
+    first = ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce())
+    damage(first.directory)
+    cache = ArtifactCache(tmp_path)  # a later session
+    with pytest.warns(CacheCorruptionWarning, match=f"t entry {KEY[:12]} evicted and rebuilt: .*{reason}"):
+        again = cache.get_or_create(KEY, "t", _produce())
+    assert again.converted_now and re.search(reason, again.healed)
+    assert (again.path.read_text(), cache.stats.evicted) == ("weights", 1)
+    assert ArtifactCache(tmp_path).get_or_create(KEY, "t", lambda d: pytest.fail("healed entry rebuilt")).meta
+
+
+def test_verification_runs_once_per_process_while_the_files_are_unchanged(tmp_path: Path) -> None:
+    ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce())
+    cache = ArtifactCache(tmp_path)
+    for _ in range(3):
+        cache.lookup(KEY, "t")
+    assert cache.stats.verified_bytes == len("weights") + len("{}")
+
+
+def test_an_entry_published_before_hashes_were_recorded_is_adopted(tmp_path: Path) -> None:
+    art = ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce())
+    meta = json.loads((art.directory / "meta.json").read_text())
+    del meta[CONTENT]
+    (art.directory / "meta.json").write_text(json.dumps(meta))
+    assert ArtifactCache(tmp_path).lookup(KEY, "t") is not None
+    assert CONTENT in json.loads((art.directory / "meta.json").read_text())
+
+
+def test_a_derived_artifact_built_from_other_source_content_is_rebuilt(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+    cache.get_or_create(KEY, "derived", _produce("from A"), sources={"src": "a" * 64})
+    assert cache.get_or_create(KEY, "derived", lambda d: pytest.fail("rebuilt"), sources={"src": "a" * 64})
+    with pytest.warns(CacheCorruptionWarning, match="built from other content of src than the cache holds now"):
+        art = cache.get_or_create(KEY, "derived", _produce("from B"), sources={"src": "b" * 64})
+    assert art.path.read_text() == "from B" and art.meta["sources"] == {"src": "b" * 64}
+
+
+def test_a_damaged_failure_record_is_no_evidence(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+    cache.entry_dir(KEY).parent.mkdir(parents=True)
+    cache.entry_dir(KEY).with_name(KEY + ".failure.json").write_text('{"mess')
+    assert cache.get_or_create(KEY, "t", _produce()).converted_now
+
+
+# ----------------------------------------------------------------- transient failures are never cached
+
+
+class Killed(ExportError):
+    transient = True
+
+
+def _raises(exc: BaseException) -> Callable[[Path], dict]:
+    def produce(workdir: Path) -> dict:
+        (workdir / "half.bin").write_text("partial")
+        raise exc
+    return produce
+
+
+@pytest.mark.parametrize("returncode", [-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT])
+def test_a_worker_killed_from_outside_is_transient(returncode: int) -> None:
+    assert WorkerCrash("killed", returncode).transient and WorkerTimeout("slow", -signal.SIGKILL).transient
+
+
+@pytest.mark.parametrize("returncode", [-signal.SIGSEGV, -signal.SIGABRT, 1])
+def test_a_converter_that_crashes_by_itself_is_deterministic(returncode: int) -> None:
+    assert not WorkerCrash("crashed", returncode).transient
+
+
+def _interrupted_export(workdir: Path) -> dict:
+    """What Ctrl-C inside torch's dynamo exporter did: the KeyboardInterrupt surfaced as another error."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    raise ExportError("AttributeError: module 'torch._dynamo' has no attribute 'exc'")
+
+
+def _cache_deleted(workdir: Path) -> dict:
+    shutil.rmtree(workdir.parent.parent)
+    raise ExportError(f"{workdir}/model.onnx: No such file or directory")
+
+
+def _caused_by_interrupt(workdir: Path) -> dict:
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        raise ExportError("export failed") from exc
+
+
+@pytest.mark.parametrize("produce", [_raises(Killed("killed by signal SIGKILL")), _interrupted_export,
+                                     _cache_deleted, _caused_by_interrupt],
+                         ids=["worker-killed", "sigint-during-export", "cache-deleted", "interrupt-in-chain"])
+def test_transient_failures_are_not_cached(tmp_path: Path, produce) -> None:
+    cache = ArtifactCache(tmp_path / "cache")
+    with pytest.raises(ExportError):
+        cache.get_or_create(KEY, "t", produce, cacheable_error=lambda e: isinstance(e, ExportError))
+    again = ArtifactCache(tmp_path / "cache")
+    assert again.get_or_create(KEY, "t", _produce()).converted_now  # converted, not a replayed failure
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []  # the partial work dir is gone
+
+
+def test_work_dirs_of_dead_processes_are_reaped(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp / f"{'ab' * 8}-{dead.pid}-x1").mkdir()
+    (tmp / f"{'ab' * 8}-{os.getppid()}-x2").mkdir()  # a live process (pytest's parent): kept
+    (tmp / "old-style").mkdir()
+    ArtifactCache(tmp_path)
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([f"{'ab' * 8}-{os.getppid()}-x2", "old-style"])

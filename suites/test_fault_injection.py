@@ -1,0 +1,178 @@
+"""Fault injection on real artifacts: the harness under damage (issue "trustworthy under damage").
+
+Each test damages something a real run depends on (a cached ONNX file, its metadata, a conversion worker, the
+process that owns the workers) and asserts the new behaviour: detected, healed or refused with a named error,
+never a silently wrong verdict or a failure cached forever. The unit-level cases (every kind of entry damage,
+every transient failure, stale work dirs) are in ``suites/test_cache.py``; config damage in
+``suites/test_config_validation.py``; baseline damage in ``suites/test_latency_gate_selftest.py`` and
+``suites/test_accuracy_selftest.py``; out-of-process timing in ``suites/test_latency_out_of_process.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from torch import nn
+
+from converters.cache import ArtifactCache, CacheCorruptionWarning
+from converters.conformance import ModelIdentities, export_artifact, run_cell
+from converters.isolation import WorkerCrash, pool
+from converters.registry import default_target_registry
+from converters.target import StageError
+from converters.thresholds import Thresholds
+from models.spec import InputSpec, ModelSpec, OutputSpec
+
+pytestmark = pytest.mark.xdist_group("fault-injection")
+
+
+class Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _features(rng: np.random.Generator, batch: int) -> np.ndarray:
+    return rng.normal(size=(batch, 16)).astype(np.float32)
+
+
+SPEC = ModelSpec(name="fault_mlp", family="user", factory=Mlp,
+                 inputs=(InputSpec("x", ("B", 16), "float32", "NC", _features),),
+                 outputs=(OutputSpec("y", ("B", 4), kind="logits"),))
+
+
+@pytest.fixture(scope="module")
+def setting():
+    return default_target_registry(), Thresholds.load(), SPEC.build()
+
+
+def _cell(cache: ArtifactCache, target: str, setting) -> object:
+    targets, thresholds, model = setting
+    return run_cell(SPEC, targets.get(target), model, cache=cache, thresholds=thresholds, targets=targets,
+                    identities=ModelIdentities(), localise=False)
+
+
+def _fp32_file(cache: ArtifactCache, setting) -> Path:
+    targets, _, model = setting
+    return export_artifact(targets.get("onnx:fp32"), SPEC, model, cache, targets, ModelIdentities()).path
+
+
+def _scale_first_initializer(path: Path, factor: float) -> None:
+    proto = onnx.load(path)
+    init = proto.graph.initializer[0]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), init.name))
+    onnx.save(proto, path)
+
+
+def test_a_tampered_source_is_rebuilt_and_no_derived_artifact_is_built_from_it(tmp_path: Path, setting) -> None:
+    clean = _cell(ArtifactCache(tmp_path / "clean"), "onnx:fp16", setting)
+    root = tmp_path / "cache"
+    _scale_first_initializer(_fp32_file(ArtifactCache(root), setting), 1.01)  # scaled by 1.01 in the cache
+    cache = ArtifactCache(root)  # the next session
+    with pytest.warns(CacheCorruptionWarning, match=r"onnx:fp32 entry .* evicted and rebuilt: content sha256"):
+        fp16 = _cell(cache, "onnx:fp16", setting)
+    assert fp16.status == "passed", fp16.message
+    assert fp16.worst()["max_abs"] == pytest.approx(clean.worst()["max_abs"], rel=1e-6)  # built from clean fp32
+    fp32 = _cell(cache, "onnx:fp32", setting)
+    assert fp32.status == "passed" and fp32.cache == "hit"
+
+
+@pytest.mark.parametrize("damage", ["flip-a-byte", "truncate", "truncate-meta"])
+def test_a_corrupt_cached_model_is_evicted_and_rebuilt_not_failed_forever(tmp_path: Path, setting,
+                                                                         damage: str) -> None:
+    path = _fp32_file(ArtifactCache(tmp_path), setting)
+    data = bytearray(path.read_bytes())
+    if damage == "flip-a-byte":
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 3]))
+    else:
+        meta = path.parent / "meta.json"
+        meta.write_text(meta.read_text()[:40])
+    with pytest.warns(CacheCorruptionWarning, match="evicted and rebuilt"):
+        result = _cell(ArtifactCache(tmp_path), "onnx:fp32", setting)
+    assert result.status == "passed", result.message
+    assert result.cache.startswith("rebuilt (the cached entry was evicted: "), result.cache
+
+
+def test_a_conversion_worker_killed_from_outside_is_not_cached(tmp_path: Path, setting) -> None:
+    targets, _, model = setting
+    target = targets.get("tflite:fp32[litert-torch]")
+    if target.backend_spec.python() is None:
+        pytest.skip(target.backend_spec.unavailable_reason())
+    killed: list[int] = []
+
+    def kill_the_converter() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            for worker in list(pool()._workers.values()):
+                if worker.name == "litert-torch-convert" and worker.pid and worker.requests:
+                    time.sleep(1.0)  # inside the conversion request
+                    os.kill(worker.pid, signal.SIGKILL)
+                    killed.append(worker.pid)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_converter, daemon=True)
+    killer.start()
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(StageError, match="killed by signal SIGKILL") as crash:
+        export_artifact(target, SPEC, model, cache, targets, ModelIdentities())
+    killer.join()
+    assert killed and isinstance(crash.value.__cause__, WorkerCrash) and crash.value.__cause__.transient
+    again = export_artifact(target, SPEC, model, ArtifactCache(tmp_path), targets, ModelIdentities())
+    assert again.converted_now and again.path.stat().st_size > 0  # converted again, not a replayed failure
+
+
+PARENT = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    from converters.isolation import Worker
+    worker = Worker(sys.executable, sys.argv[1], name="sleeper")
+    worker.start()
+    print(worker.pid, flush=True)
+    worker.call("sleep", timeout=600, seconds=120)
+''')
+
+SLEEPER = textwrap.dedent('''
+    import time
+    from converters.worker_loop import serve
+    serve({"sleep": lambda seconds: time.sleep(seconds) or {}})
+''')
+
+
+def test_workers_die_with_their_parent(tmp_path: Path) -> None:
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "sleeper.py")], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1])
+    worker_pid = int(parent.stdout.readline())
+    time.sleep(1.0)
+    assert _running(worker_pid)
+    parent.send_signal(signal.SIGKILL)  # pytest killed mid-conversion
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(worker_pid), f"worker {worker_pid} outlived its killed parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
