@@ -364,7 +364,15 @@ def load_baselines(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         return {}
-    return json.loads(path.read_text()).get("cells", {})
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BudgetError(f"{path}: damaged accuracy baselines, not readable JSON ({exc}); restore it from git or "
+                          f"re-record with --accuracy-update-baselines") from None
+    cells = data.get("cells") if isinstance(data, dict) else None
+    if not isinstance(cells, dict):
+        raise BudgetError(f"{path}: damaged accuracy baselines, no 'cells' table in it")
+    return cells
 
 
 def baseline_entry(result: AccuracyResult) -> dict[str, Any]:

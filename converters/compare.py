@@ -91,10 +91,12 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
     rel = diff / np.maximum(np.abs(np.nan_to_num(exp)), np.finfo(np.float32).tiny)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
     excess = diff - tol.rtol * np.abs(np.nan_to_num(exp))
+    nonfinite = int((~finite & ~same_nonfinite).sum())
     comp = OutputComparison(
         name=name,
         shape=tuple(exp.shape),
-        cosine=cosine_similarity(np.nan_to_num(exp), np.nan_to_num(act)),
+        # NaN, not a number computed with NaN zeroed out (which once printed cosine 1.000000000 for all-NaN outputs)
+        cosine=cosine_similarity(exp[finite], act[finite]) if not nonfinite else float("nan"),
         max_abs=float(diff.max()) if diff.size else 0.0,
         max_rel=float(rel.max()) if rel.size else 0.0,
         mean_abs=float(diff.mean()) if diff.size else 0.0,
@@ -105,12 +107,16 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
     )
     if classifier and exp.ndim >= 1 and exp.shape[-1] > 1:
         comp.top1_agreement = float(np.mean(np.argmax(exp, -1) == np.argmax(act, -1)))
-    nonfinite = int((~finite & ~same_nonfinite).sum())
-    if nonfinite:
-        comp.failures.append(f"{nonfinite} non-finite value(s) where PyTorch is finite or differs")
+    ref_nan, act_nan = int(np.isnan(exp).sum()), int(np.isnan(act).sum())
+    if ref_nan:
+        comp.failures.append(f"PyTorch's own output has {ref_nan} NaN value(s) of {exp.size}: the reference is "
+                             f"broken (weights or inputs), no parity verdict is possible")
+    elif nonfinite:
+        comp.failures.append(f"{nonfinite} non-finite value(s) where PyTorch differs (the artifact's output has "
+                             f"{act_nan} NaN, {int(np.isinf(act).sum())} Inf)")
     if comp.cosine < tol.cosine_min:
         comp.failures.append(f"cosine {comp.cosine:.9f} < {tol.cosine_min}")
-    if comp.min_passing_atol > tol.atol:
+    if comp.min_passing_atol > tol.atol and not nonfinite:  # non-finite values are reported as such above
         comp.failures.append(
             f"max_abs {comp.max_abs:.3g} at {list(comp.worst_index)} exceeds atol {tol.atol:g} + "
             f"rtol {tol.rtol:g}*|ref| (expected {comp.worst_expected:.6g}, got {comp.worst_actual:.6g}; "

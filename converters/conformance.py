@@ -7,6 +7,7 @@ a message with the metrics and thresholds, and the partial ``CellResult``.
 from __future__ import annotations
 
 import json
+import re
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -184,7 +185,8 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
             expected = run_torch(spec, model, inputs)
             stage = "run"
             t0 = time.perf_counter()
-            actual = runner(inputs)
+            judged = getattr(runner, "run_judged", None)  # runtimes that blame by distance to PyTorch
+            actual = judged(inputs, expected) if judged else runner(inputs)
             result.seconds[f"run_b{batch}"] = round(time.perf_counter() - t0, 4)
             stage = "parity"
             parity = compare(expected, {k: np.asarray(v) for k, v in actual.items()}, tol, batch, classifier)
@@ -208,11 +210,11 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
     except StageError as exc:
         if stage == "export":
             result.cache = "conversion-failed"
-        raise _failure(result, exc.stage, str(exc)) from exc
+        raise _failure(result, exc.stage, str(exc) + exporter_hint(str(exc))) from exc
     except Exception as exc:
         if stage == "export":
             result.cache = "conversion-failed"
-        raise _failure(result, stage, error_head(exc, lines=6)) from exc
+        raise _failure(result, stage, error_head(exc, lines=6) + exporter_hint(str(exc))) from exc
     result.status = "passed"
     return result
 
@@ -232,6 +234,19 @@ def save_failure_io(directory: Path, batch: int, inputs: Mapping[str, np.ndarray
 
 class _Fail(Exception):
     pass
+
+
+OUTPUT_NAME_COLLISION = re.compile(r"'([^']+)' has been used as output names? multiple times")
+
+
+def exporter_hint(message: str) -> str:
+    """A hint for exporter errors whose cause is in the user's spec, not the model ("" when none applies)."""
+    found = OUTPUT_NAME_COLLISION.search(message)
+    if found:
+        return (f"\nhint: the output name {found.group(1)!r} collides with an internal value of the exported graph "
+                f"(the dynamo exporter names values after submodules, e.g. self.{found.group(1)}): rename that "
+                f"OutputSpec, e.g. to '{found.group(1)}_out'")
+    return ""
 
 
 def _failure(result: CellResult, stage: str, message: str) -> CellFailure:

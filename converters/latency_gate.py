@@ -202,12 +202,22 @@ def compare(current: Sequence[float], baseline: Sequence[float], cfg: GateConfig
     return result
 
 
-STATUSES = ("ok", "improved", "regression", "transient", "unstable", "no-baseline", "incomparable", "foreign")
+STATUSES = ("ok", "improved", "regression", "transient", "unstable", "no-baseline", "incomparable", "foreign",
+            "incomplete-baseline")
+
+
+FAILING = ("regression", "incomplete-baseline")
+"""Verdicts that fail a build: a confirmed slowdown, or a baseline entry that cannot be compared (a gate that
+passes whatever it cannot read is no gate)."""
+
+
+class BaselineError(ValueError):
+    """A saved benchmark run that is not a readable pytest-benchmark JSON with benchmarks in it."""
 
 
 @dataclass
 class Verdict:
-    """The gate's decision for one benchmark. Only ``regression`` fails a build."""
+    """The gate's decision for one benchmark. ``regression`` and ``incomplete-baseline`` fail a build."""
 
     status: str
     message: str
@@ -218,7 +228,7 @@ class Verdict:
 
     @property
     def failing(self) -> bool:
-        return self.status == "regression"
+        return self.status in FAILING
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "message": self.message,
@@ -335,9 +345,14 @@ class BaselineEntry:
 
 def _session_ratios(extra: Mapping[str, Any]) -> list[np.ndarray]:
     paired = extra.get("paired")
-    if not paired or not paired.get("eager_ms"):
+    if not isinstance(paired, dict) or not paired.get("eager_ms"):
         return []
-    return [np.asarray(paired["target_ms"], dtype=np.float64) / np.asarray(paired["eager_ms"], dtype=np.float64)]
+    try:
+        ratios = (np.asarray(paired["target_ms"], dtype=np.float64) /
+                  np.asarray(paired["eager_ms"], dtype=np.float64))
+    except (KeyError, TypeError, ValueError):
+        return []
+    return [ratios] if ratios.ndim == 1 and ratios.size and np.isfinite(ratios).all() and (ratios > 0).all() else []
 
 
 @dataclass
@@ -359,9 +374,18 @@ class Baseline:
 def load_run(path: str | Path) -> Baseline:
     """Read a pytest-benchmark JSON (saved with ``--benchmark-save``/``--benchmark-autosave``/``--benchmark-json``)."""
     path = Path(path)
-    data = json.loads(path.read_text())
+    fix = "re-record it (tox -e bench-baseline) or remove it"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BaselineError(f"{path}: damaged benchmark baseline, not readable JSON ({exc}); {fix}") from None
+    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
+    if not isinstance(benchmarks, list) or not benchmarks:
+        raise BaselineError(f"{path}: damaged benchmark baseline, no 'benchmarks' in it; {fix}")
     entries = {}
-    for b in data.get("benchmarks", []):
+    for i, b in enumerate(benchmarks):
+        if not isinstance(b, dict) or not isinstance(b.get("name"), str):
+            raise BaselineError(f"{path}: damaged benchmark baseline, benchmark {i} has no name; {fix}")
         extra = dict(b.get("extra_info") or {})
         entries[b["name"]] = BaselineEntry(b["name"], extra, dict(b.get("stats") or {}), _session_ratios(extra))
     return Baseline(path, data.get("machine_info", {}), data.get("commit_info", {}), data.get("datetime", ""),

@@ -317,6 +317,25 @@ class TFLiteRunner(_WorkerRunner):
             self._check_delegates(out, self._run_all("tflite_run", self.reference_handle, inputs, timed=False))
         return out
 
+    def run_judged(self, inputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
+                   ) -> dict[str, np.ndarray]:
+        """Like a call, with PyTorch's outputs at hand: when the default delegate and the reference kernels
+        disagree, the one farther from PyTorch is to blame. Only a delegate farther than the reference kernels is
+        a runtime defect; a delegate that is closer (its int8 kernels round better) is recorded, and its outputs
+        are judged for parity like any other."""
+        out = self._run_all("tflite_run", self.handle, inputs)
+        if self.reference_handle is None:
+            return out
+        ref = self._run_all("tflite_run", self.reference_handle, inputs, timed=False)
+        try:
+            self._check_delegates(out, ref)
+        except RuntimeDefect as exc:
+            delegate_farther, versus = blame_delegate(out, ref, expected)
+            if delegate_farther:
+                raise RuntimeDefect(f"{exc}; the delegate is the farther from PyTorch ({versus})") from None
+            self.delegate_check["delegate_closer_to_pytorch"] = versus
+        return out
+
     def intermediates(self, inputs: Mapping[str, np.ndarray]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         """Every operator's (dequantized) output tensor on these spec-layout inputs, run sample by sample on the
         reference kernels: (operators in execution order with their output tensor names, name -> stacked array)."""
@@ -355,6 +374,17 @@ class TFLiteRunner(_WorkerRunner):
                     f"runtime defect (not a conversion defect): ai-edge-litert {self.info['version']} with its "
                     f"default delegate (XNNPACK) disagrees with its reference kernels "
                     f"(BUILTIN_WITHOUT_DEFAULT_DELEGATES) on the same file: {detail}")
+
+
+def blame_delegate(delegate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                   expected: Mapping[str, np.ndarray]) -> tuple[bool, str]:
+    """(whether the default delegate is farther from PyTorch than the reference kernels on any output, the cosines
+    to PyTorch of both, per output)."""
+    cosines = {name: (cosine_similarity(delegate[name], want), cosine_similarity(reference[name], want))
+               for name, want in expected.items() if name in delegate and name in reference}
+    versus = "; ".join(f"{name}: cosine to PyTorch {d:.6f} with the delegate vs {r:.6f} with the reference kernels"
+                       for name, (d, r) in cosines.items())
+    return any(d < r for d, r in cosines.values()), versus
 
 
 class SavedModelRunner(_WorkerRunner):

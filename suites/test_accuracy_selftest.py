@@ -5,6 +5,7 @@ suite's."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,17 @@ def test_parity_failure_is_localised_too(harness) -> None:
     assert result.stage == "parity", result.message
     first = result.message.split("first layers below threshold (execution order):")[1].splitlines()[2]
     assert "layer1.0.conv1" in first, result.message
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"cells": {"m-onnx:fp16": ', "damaged accuracy baselines, not readable JSON"),
+    ("", "damaged accuracy baselines, not readable JSON"),
+    ("[]", "damaged accuracy baselines, no 'cells' table in it"),
+])
+def test_damaged_accuracy_baselines_are_a_named_error(tmp_path: Path, text: str, message: str) -> None:
+    from converters.accuracy import BudgetError, load_baselines
+
+    path = tmp_path / "accuracy.json"
+    path.write_text(text)
+    with pytest.raises(BudgetError, match=f"{re.escape(str(path))}: {message}"):
+        load_baselines(path)

@@ -52,6 +52,22 @@ def test_nan_and_shape_mismatch_are_failures() -> None:
     assert not res.passed and "missing" in res.failure_lines()[0]
 
 
+def test_nan_is_reported_as_nan_never_as_agreement() -> None:
+    x = np.full((2, 3), np.nan, np.float32)
+    both = compare_output("y", x, x.copy(), TOL)
+    assert not both.passed and np.isnan(both.cosine) and "cosine=nan" in both.describe()
+    assert both.failures == ["PyTorch's own output has 6 NaN value(s) of 6: the reference is broken (weights or "
+                             "inputs), no parity verdict is possible"]
+    ref = np.ones((2, 3), np.float32)
+    act = ref.copy()
+    act[0, :2] = [np.nan, np.inf]
+    one = compare_output("y", ref, act, TOL)
+    assert np.isnan(one.cosine) and one.failures[0] == ("2 non-finite value(s) where PyTorch differs (the "
+                                                        "artifact's output has 1 NaN, 1 Inf)")
+    masked = np.array([[1.0, -np.inf, 2.0]], np.float32)  # equal infinities (masked logits) agree
+    assert compare_output("y", masked, masked.copy(), TOL).passed
+
+
 def test_cosine_catches_scaled_output() -> None:
     x = np.random.default_rng(1).standard_normal(100).astype(np.float32)
     out = compare_output("y", x, -x, Tolerance(0.99, 10.0, 0.0, 0.0))

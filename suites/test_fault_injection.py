@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from converters.cache import ArtifactCache, CacheCorruptionWarning
-from converters.conformance import ModelIdentities, export_artifact, run_cell
-from converters.isolation import WorkerCrash, pool
+from converters.conformance import CellFailure, ModelIdentities, export_artifact, run_cell
+from converters.isolation import Worker, WorkerCrash
 from converters.registry import default_target_registry
 from converters.target import StageError
 from converters.thresholds import Thresholds
@@ -109,30 +108,25 @@ def test_a_corrupt_cached_model_is_evicted_and_rebuilt_not_failed_forever(tmp_pa
     assert result.cache.startswith("rebuilt (the cached entry was evicted: "), result.cache
 
 
-def test_a_conversion_worker_killed_from_outside_is_not_cached(tmp_path: Path, setting) -> None:
+def test_a_conversion_worker_killed_from_outside_is_not_cached(tmp_path: Path, setting, monkeypatch) -> None:
     targets, _, model = setting
     target = targets.get("tflite:fp32[litert-torch]")
     if target.backend_spec.python() is None:
         pytest.skip(target.backend_spec.unavailable_reason())
     killed: list[int] = []
+    read_line = Worker._read_line
 
-    def kill_the_converter() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            for worker in list(pool()._workers.values()):
-                if worker.name == "litert-torch-convert" and worker.pid and worker.requests:
-                    time.sleep(1.0)  # inside the conversion request
-                    os.kill(worker.pid, signal.SIGKILL)
-                    killed.append(worker.pid)
-                    return
-            time.sleep(0.05)
+    def kill_once_the_request_is_sent(worker: Worker, timeout: float) -> str | None:
+        """SIGKILL the converter right after the conversion request was written to it (a warm worker converts a
+        small model in under a second, so a timer could miss it)."""
+        if worker.name == "litert-torch-convert" and not killed:
+            killed.append(worker.pid)
+            os.kill(worker.pid, signal.SIGKILL)
+        return read_line(worker, timeout)
 
-    killer = threading.Thread(target=kill_the_converter, daemon=True)
-    killer.start()
-    cache = ArtifactCache(tmp_path)
+    monkeypatch.setattr(Worker, "_read_line", kill_once_the_request_is_sent)
     with pytest.raises(StageError, match="killed by signal SIGKILL") as crash:
-        export_artifact(target, SPEC, model, cache, targets, ModelIdentities())
-    killer.join()
+        export_artifact(target, SPEC, model, ArtifactCache(tmp_path), targets, ModelIdentities())
     assert killed and isinstance(crash.value.__cause__, WorkerCrash) and crash.value.__cause__.transient
     again = export_artifact(target, SPEC, model, ArtifactCache(tmp_path), targets, ModelIdentities())
     assert again.converted_now and again.path.stat().st_size > 0  # converted again, not a replayed failure
@@ -176,3 +170,46 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+class Encoder(nn.Module):
+    """A user's encoder whose output is named like one of its submodules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(100, 8)
+        self.head = nn.Linear(8, 8)
+
+    def forward(self, tokens):
+        return self.head(self.embedding(tokens))
+
+
+def test_an_output_name_colliding_with_a_submodule_gets_a_hint(tmp_path: Path, setting) -> None:
+    targets, thresholds, _ = setting
+    spec = ModelSpec(name="collide", family="user", factory=Encoder,
+                     inputs=(InputSpec("tokens", ("B", 6), "int64", "NT",
+                                       lambda rng, b: rng.integers(0, 100, size=(b, 6))),),
+                     outputs=(OutputSpec("embedding", ("B", 6, 8)),))
+    with pytest.raises(CellFailure) as failed:
+        run_cell(spec, targets.get("onnx:fp32[dynamo]"), spec.build(), cache=ArtifactCache(tmp_path),
+                 thresholds=thresholds, targets=targets, localise=False)
+    message = failed.value.result.message
+    if "used as output name" not in message:
+        pytest.skip(f"this exporter no longer rejects the collision: {message[:200]}")
+    assert "hint: the output name 'embedding' collides with an internal value" in message, message
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage, not a checkpoint", b""], ids=["garbage", "empty"])
+def test_a_bad_weights_file_is_one_line_per_cell_and_the_summary_is_printed(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q",
+                          f"--harness-weights=tiny_ladeda={bad}", "suites/test_matrix.py", "-k",
+                          "tiny_ladeda-onnx:fp32 or tiny_ladeda-onnx:fp16"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900)
+    out = run.stdout + run.stderr
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED, out[-3000:]
+    assert out.count(f"[weights] tiny_ladeda-onnx:fp16: --harness-weights tiny_ladeda: {bad}: ") == 1, out[-3000:]
+    assert out.count(f"[weights] tiny_ladeda-onnx:fp32: --harness-weights tiny_ladeda: {bad}: ") == 1, out[-3000:]
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
+    assert "export conformance matrix" in out, out[-3000:]  # the summary table is still printed

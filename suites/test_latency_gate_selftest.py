@@ -563,3 +563,42 @@ def test_missing_machine_baseline_errors_or_falls_back_to_foreign(pytester: pyte
     out = fallback.stdout.str()
     assert fallback.ret == 0, out[-3000:]
     assert "compared with Other-machine-kind's (reported, not gated" in out, out[-3000:]
+
+
+def _damage_first(text: str) -> str:
+    data = json.loads(text)
+    for bench in data["benchmarks"]:
+        bench.pop("extra_info", None)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(("damage", "exit_code", "message"), [
+    (lambda text: text[: len(text) // 2], pytest.ExitCode.USAGE_ERROR,
+     "damaged benchmark baseline, not readable JSON"),
+    (lambda text: "", pytest.ExitCode.USAGE_ERROR, "damaged benchmark baseline, not readable JSON"),
+    (lambda text: "{}", pytest.ExitCode.USAGE_ERROR, "damaged benchmark baseline, no 'benchmarks' in it"),
+    (_damage_first, pytest.ExitCode.TESTS_FAILED, "has no paired per-round timings or clock"),
+], ids=["truncated", "empty", "empty-object", "extra-info-stripped"])
+def test_a_damaged_baseline_is_named_and_never_passes_the_gate(pytester: pytest.Pytester, latency_state, damage,
+                                                                exit_code: int, message: str) -> None:
+    """The newest baseline session damaged: a one-line usage error naming the file, or (a readable file whose
+    entries lost their timings) a failing ``incomplete-baseline`` verdict; never INTERNALERROR, never ``ok``."""
+    committed = sorted((ROOT / "baselines" / "benchmarks").glob("*/*_baseline.json"))
+    if not committed:
+        pytest.skip("no committed baseline to damage")
+    folder = pytester.path / "store" / lat.machine_id()
+    folder.mkdir(parents=True)
+    for path in committed[-3:]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    newest = folder / committed[-1].name
+    newest.write_text(damage(newest.read_text()))
+    run = pytester.runpytest_subprocess(
+        f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"), "-p", "no:cacheprovider",
+        f"--harness-cache={latency_state.config.getoption('--harness-cache')}",
+        str(ROOT / "suites" / "test_latency.py"), "-k", "gcode_fingerprint-onnx", "--latency-seconds=0.3",
+        f"--benchmark-storage=file://{pytester.path / 'store'}", "--benchmark-quiet", "--latency-gate")
+    out = run.stdout.str() + run.stderr.str()
+    assert run.ret == exit_code, out[-3000:]
+    assert message in out and "INTERNALERROR" not in out, out[-3000:]
+    if exit_code == pytest.ExitCode.USAGE_ERROR:
+        assert str(newest) in out, out[-3000:]

@@ -13,7 +13,15 @@ from converters.export_results import model_records, support_table, write
 from converters.registry import default_target_registry
 from converters.target import StructureError
 from converters.tflite import PRECISIONS, Backend, check_tflite_structure, weight_fractions
-from converters.tflite_runtime import LoadError, _Binding, _resolve_names, dequantize, find_permutation, quantize
+from converters.tflite_runtime import (
+    LoadError,
+    _Binding,
+    _resolve_names,
+    blame_delegate,
+    dequantize,
+    find_permutation,
+    quantize,
+)
 from models.registry import default_registry
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -180,3 +188,17 @@ def test_export_results_record_and_support_table(tmp_path: Path) -> None:
     paths = write(CELLS, tmp_path)
     assert json.loads((tmp_path / "export_results" / "m.json").read_text())["model"] == "m"
     assert (tmp_path / "support_table.md") in paths
+
+
+def test_a_delegate_disagreement_blames_the_kernels_farther_from_pytorch() -> None:
+    """The issue's case: XNNPACK (cosine 0.9985 to PyTorch) disagreed with the reference kernels (0.9947) on an
+    int8-dynamic file and was called the defect. Only a delegate farther from PyTorch is one."""
+    rng = np.random.default_rng(0)
+    torch_out = rng.normal(size=(4, 32))
+    near, far = torch_out + 0.02 * rng.normal(size=(4, 32)), torch_out + 0.3 * rng.normal(size=(4, 32))
+    closer, versus = blame_delegate({"y": near}, {"y": far}, {"y": torch_out})
+    assert not closer and "with the delegate vs" in versus
+    farther, _ = blame_delegate({"y": far}, {"y": near}, {"y": torch_out})
+    assert farther
+    # several outputs: the delegate farther on any one of them is a defect
+    assert blame_delegate({"a": near, "b": far}, {"a": far, "b": near}, {"a": torch_out, "b": torch_out})[0]

@@ -62,7 +62,10 @@ class _State:
             config_error(exc)
         self.names_checked = False
         self.baselines_path = baselines_path(config)
-        self.baselines = load_baselines(self.baselines_path)
+        try:
+            self.baselines = load_baselines(self.baselines_path)
+        except BudgetError as exc:
+            config_error(exc)
 
 
 def baselines_path(config: pytest.Config) -> Path:

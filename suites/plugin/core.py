@@ -16,12 +16,13 @@ from typing import Any, NoReturn
 import pytest
 
 from converters.cache import ArtifactCache
-from converters.conformance import CellResult, ModelIdentities, run_cell
+from converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
 from converters.registry import TargetRegistry, default_target_registry
 from converters.target import Target
 from converters.thresholds import ThresholdError, Thresholds
 from models.registry import Registry, default_registry
 from models.spec import ModelSpec
+from models.weights import WeightsError
 from suites.plugin import project
 
 WEIGHTS_SOURCES = ("reference", "seeded")
@@ -99,6 +100,7 @@ class Harness:
     weights_source: str = "reference"
     _seeded: dict[str, Any] = field(default_factory=dict)
     _cell_specs: dict[str, ModelSpec] = field(default_factory=dict)
+    _bad_weights: dict[str, str] = field(default_factory=dict)
 
     def model(self, spec: ModelSpec) -> Any:
         """The conformance matrix's model: the reference model (one weights notion for matrix, accuracy and latency),
@@ -106,9 +108,15 @@ class Harness:
         return self.seeded_model(spec) if self.weights_source == "seeded" else self.reference_model(spec)
 
     def seeded_model(self, spec: ModelSpec) -> Any:
-        """The user's weights (--harness-weights), else the spec's deterministic seeded init."""
-        if spec.name not in self._seeded:
-            self._seeded[spec.name] = spec.build(self.weights.get(spec.name), allow_pickle=self.allow_pickle)
+        """The user's weights (--harness-weights), else the spec's deterministic seeded init. A weights file that
+        does not load fails every cell of its model with the same one line (read once, no traceback)."""
+        if spec.name not in self._seeded and spec.name not in self._bad_weights:
+            try:
+                self._seeded[spec.name] = spec.build(self.weights.get(spec.name), allow_pickle=self.allow_pickle)
+            except WeightsError as exc:
+                self._bad_weights[spec.name] = f"--harness-weights {spec.name}: {exc}"
+        if spec.name in self._bad_weights:
+            raise pytest.fail.Exception(f"[weights] {self._bad_weights[spec.name]}", pytrace=False)
         return self._seeded[spec.name]
 
     def cell_spec(self, spec: ModelSpec) -> ModelSpec:
@@ -163,8 +171,16 @@ class Harness:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
     def run(self, spec: ModelSpec, target: Target, localise: Any = True) -> CellResult:
-        """One conformance cell on the matrix's model and the spec as every suite converts it."""
-        return run_cell(self.cell_spec(spec), target, self.model(spec), cache=self.cache, thresholds=self.thresholds,
+        """One conformance cell on the matrix's model and the spec as every suite converts it; weights that do not
+        load fail it at stage ``weights`` (so it still has a row in the matrix summary)."""
+        try:
+            model = self.model(spec)
+        except pytest.fail.Exception:
+            if spec.name not in self._bad_weights:
+                raise
+            raise CellFailure(CellResult(model=spec.name, target=target.name, status="failed", stage="weights",
+                                         message=self._bad_weights[spec.name])) from None
+        return run_cell(self.cell_spec(spec), target, model, cache=self.cache, thresholds=self.thresholds,
                         targets=self.targets, identities=self.identities, localise=localise)
 
 

@@ -196,12 +196,17 @@ class LatencyState:
                 raise FileNotFoundError("--benchmark-storage is not a file:// storage")
             sessions = self.config.getoption("--latency-baseline-sessions") or self.gate.baseline_sessions
             baseline = lg.load_baseline(directory or Path("."), ref, sessions)
+        except lg.BaselineError as exc:
+            raise pytest.UsageError(f"--latency-gate: {exc}") from None
         except FileNotFoundError as exc:
             parent = directory.parent if directory else None
             others = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent and parent.is_dir() else []
             for other in others if self.config.getoption("--latency-baseline-missing") == "foreign" else ():
                 with contextlib.suppress(FileNotFoundError):
-                    baseline = lg.load_baseline(parent / other, ref, sessions)
+                    try:
+                        baseline = lg.load_baseline(parent / other, ref, sessions)
+                    except lg.BaselineError as damaged:
+                        raise pytest.UsageError(f"--latency-gate: {damaged}") from None
                     # Verdicts on it are "foreign" (reported, never failing) unless gate.machine_mismatch says
                     # otherwise: the machine kind recorded in every benchmark differs from this one.
                     self.notes.append(f"no baseline {ref!r} for machine kind {self.machine_id}; compared with "
@@ -516,8 +521,12 @@ class LatencyDriver:
         entry = state.baseline.entries.get(name)
         if case.target is None or timed.paired is None:
             verdict = lg.Verdict("ok", "PyTorch eager: the reference of every ratio, reported, not gated")
-        elif entry is None or entry.ratios is None:
+        elif entry is None:
             verdict = lg.Verdict("no-baseline", f"{name} is not in {state.baseline.path.name}: new benchmark")
+        elif entry.ratios is None or not entry.extra.get("clock"):
+            verdict = lg.Verdict("incomplete-baseline", f"{name} in {state.baseline.path} has no paired per-round "
+                                 f"timings or clock (extra_info missing or damaged): nothing to compare with; "
+                                 f"re-record the baseline")
         else:
             verdict = self._judge(prepared, timed, entry)
         record.verdict = verdict
