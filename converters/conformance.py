@@ -19,12 +19,18 @@ import numpy as np
 from torch import nn
 
 from converters.cache import CONTENT, Artifact, ArtifactCache, CachedFailure
-from converters.compare import ParityResult, compare
-from converters.localize import LayerReport, limits_for, onnx_layer_report, tflite_layer_report, torch_layer_report
+from converters.checks.compare import ParityResult, compare
+from converters.checks.localize import (
+    LayerReport,
+    limits_for,
+    onnx_layer_report,
+    tflite_layer_report,
+    torch_layer_report,
+)
+from converters.checks.thresholds import Thresholds
+from converters.exporters.torchscript import error_head
 from converters.registry import TargetRegistry
 from converters.target import Runner, StageError, Target
-from converters.thresholds import Thresholds
-from converters.torchscript import error_head
 from models.atomic import atomic_path
 from models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from models.weights import state_dict_hash

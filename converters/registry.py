@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterable
 
-from converters.guide_quant_target import GuideQuantizerTarget
-from converters.onnx_export import OnnxExportTarget
+from converters.compression.guide_quant_target import GuideQuantizerTarget
+from converters.exporters.onnx_export import OnnxExportTarget
+from converters.exporters.torchscript import TorchScriptTarget
 from converters.target import Target
-from converters.torchscript import TorchScriptTarget
 
 ENTRY_POINT_GROUP = "export_harness.targets"
 
@@ -28,8 +28,8 @@ def builtin_targets() -> list[Target]:
 
 def _method_targets() -> list[Target]:
     """Compression methods of the accuracy gates (ONNX Runtime fp16 / int8, torch dynamic int8, L1 pruning)."""
-    from converters.ort_methods import OrtDynamicInt8Target, OrtFp16Target, OrtStaticInt8Target
-    from converters.torch_methods import TorchDynamicInt8Target, TorchPrunedTarget
+    from converters.compression.ort_methods import OrtDynamicInt8Target, OrtFp16Target, OrtStaticInt8Target
+    from converters.compression.torch_methods import TorchDynamicInt8Target, TorchPrunedTarget
 
     return [
         OrtFp16Target(),
@@ -44,9 +44,9 @@ def _method_targets() -> list[Target]:
 def _tflite_targets() -> list[Target]:
     """TF/TFLite targets of the three backends. Always listed: a backend that is not installed skips its cells
     with a one-line reason naming the tox env that provides it (``unavailable_reason()``)."""
-    from converters.tf_litert_torch import litert_torch_targets
-    from converters.tf_onnx2tf import onnx2tf_targets
-    from converters.tf_onnx_tf import onnx_tf_targets
+    from converters.tf.tf_litert_torch import litert_torch_targets
+    from converters.tf.tf_onnx2tf import onnx2tf_targets
+    from converters.tf.tf_onnx_tf import onnx_tf_targets
 
     return [*onnx2tf_targets(), *litert_torch_targets(), *onnx_tf_targets()]
 

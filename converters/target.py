@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from converters.cache import Artifact
-from converters.worker_loop import package_versions
+from converters.tf.worker_loop import package_versions
 from models.spec import ModelSpec
 
 

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from converters.accuracy import (
+from converters.checks.accuracy import (
     Budget,
     BudgetError,
     Budgets,
@@ -24,10 +24,10 @@ from converters.accuracy import (
     paired_bootstrap,
     update_baselines,
 )
+from converters.checks.localize import limits_for, tflite_layer_name
+from converters.compression.ort_methods import OrtDynamicInt8Target
 from converters.conformance import CellFailure, export_artifact
-from converters.localize import limits_for, tflite_layer_name
-from converters.ort_methods import OrtDynamicInt8Target
-from converters.tf_litert_torch import LiteRTTorchTFLite
+from converters.tf.tf_litert_torch import LiteRTTorchTFLite
 from models.proxy_tasks import Metric
 from suites.plugin.accuracy import RESULTS_KEY, accuracy_gate_of
 
@@ -243,7 +243,7 @@ def test_parity_failure_is_localised_too(harness) -> None:
     ("[]", "damaged accuracy baselines, no 'cells' table in it"),
 ])
 def test_damaged_accuracy_baselines_are_a_named_error(tmp_path: Path, text: str, message: str) -> None:
-    from converters.accuracy import BudgetError, load_baselines
+    from converters.checks.accuracy import BudgetError, load_baselines
 
     path = tmp_path / "accuracy.json"
     path.write_text(text)

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from converters.cache import CONTENT, ArtifactCache, CacheCorruptionWarning, CachedFailure
-from converters.isolation import WorkerCrash, WorkerTimeout
 from converters.registry import builtin_targets
 from converters.target import ExportError
+from converters.tf.isolation import WorkerCrash, WorkerTimeout
 from models import tiny_ladeda
 from models.weights import state_dict_hash
 

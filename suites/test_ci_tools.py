@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from converters import calibration_curve, ci_costs
+from converters.report import calibration_curve, ci_costs
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="suites.test_matrix" name="test_cell[sign_gru-tflite:fp16[onnx2tf]]@sign_gru" time="30.5"/>

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from converters import latency as lat
-from converters import latency_gate
-from converters.accuracy import BudgetError, Budgets
+from converters.checks.accuracy import BudgetError, Budgets
+from converters.checks.thresholds import ThresholdError, Thresholds
+from converters.latency import gate as latency_gate
+from converters.latency import measure as lat
 from converters.registry import default_target_registry
-from converters.thresholds import ThresholdError, Thresholds
 from models.registry import default_registry
 from suites.plugin.latency import _batches, _positive
 
@@ -145,3 +145,21 @@ def test_a_bad_project_file_stops_the_run_with_one_line_naming_it(tmp_path: Path
     assert run.returncode not in (0, 5), out
     assert f'[config] {bad} over' in out and "no registered model-target cell of that name" in out, out
     assert "INTERNALERROR" not in out and "Traceback" not in out and "During handling" not in out, out
+
+
+def _collected(*args: str) -> list[str]:
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--co", "-q", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return [line for line in run.stdout.splitlines() if "::" in line]
+
+
+def test_one_tier_option_scopes_every_suite() -> None:
+    smoke_models = {s.name for s in default_registry().specs() if s.smoke}
+    files = ["suites/test_matrix.py", "suites/test_accuracy.py"]
+    every = _collected(*files)
+    smoke = _collected("--harness-tier=smoke", *files)
+    assert 0 < len(smoke) < len(every)
+    assert all(any(f"[{m}-" in node for m in smoke_models) for node in smoke), smoke[:5]
+    assert len(_collected("--harness-tier=full", *files)) >= len(every)  # --accuracy-full's models join
+    assert _collected("--harness-tier=smoke", "-m", "smoke", *files) == smoke

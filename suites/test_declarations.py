@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from converters.accuracy import Budgets
+from converters.checks.accuracy import Budgets
 from models.spec import Limitation, cpu_flags
 
 

@@ -21,7 +21,7 @@ def test_entry_point_models_and_targets_are_registered(tmp_path: Path, monkeypat
     (tmp_path / "user_models.py").write_text(textwrap.dedent('''
         import numpy as np
         from torch import nn
-        from converters.onnx_export import OnnxExportTarget
+        from converters.exporters.onnx_export import OnnxExportTarget
         from models.spec import InputSpec, ModelSpec, OutputSpec
 
         def specs():

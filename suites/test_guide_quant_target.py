@@ -9,9 +9,9 @@ import onnx
 from onnx import numpy_helper
 
 from converters.cache import ArtifactCache
+from converters.checks.thresholds import Thresholds
 from converters.conformance import run_cell
 from converters.registry import default_target_registry
-from converters.thresholds import Thresholds
 from models import tiny_ladeda
 
 SPEC = next(s for s in tiny_ladeda.specs() if s.name == "tiny_ladeda")

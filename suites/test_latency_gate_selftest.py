@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import latency as lat
-from converters import latency_gate as lg
 from converters.conformance import export_artifact
+from converters.latency import gate as lg
+from converters.latency import measure as lat
 
 pytestmark = pytest.mark.latency  # timings: the serial step, never beside the parallel suites
 
@@ -420,7 +420,7 @@ def test_latency_gate_aa_and_injected_smoke_models(harness, latency_state) -> No
 SLOWDOWN_CONFTEST = f'''
 import time
 
-import converters.latency as lat
+import converters.latency.measure as lat
 
 _load = lat.load_runner
 
@@ -512,7 +512,7 @@ def _history_run(path: Path, slow: float, commit: str) -> None:
 
 
 def test_bench_history_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from converters import bench_history
+    from converters.latency import history as bench_history
 
     folder = tmp_path / "Linux-test"
     folder.mkdir()

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import latency as lat
 from converters.conformance import export_artifact
+from converters.latency import measure as lat
 
 pytestmark = pytest.mark.latency  # timings: the serial step
 

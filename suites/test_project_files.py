@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from converters import latency_gate
-from converters.accuracy import BudgetError, Budgets
+from converters.checks.accuracy import BudgetError, Budgets
+from converters.checks.thresholds import ThresholdError, Thresholds
 from converters.defaults import deep_merge, default_path
-from converters.thresholds import ThresholdError, Thresholds
+from converters.latency import gate as latency_gate
 
 REPO = Path(__file__).resolve().parents[1]
 

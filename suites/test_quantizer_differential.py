@@ -1,4 +1,4 @@
-"""Differential checks of ``converters.quantization`` against ONNX Runtime and PyTorch (issue 3, item 4).
+"""Differential checks of ``converters.quantization.maths`` against ONNX Runtime and PyTorch (issue 3, item 4).
 
 Summary of what is asserted (for the same scale / zero point):
 
@@ -30,7 +30,7 @@ from hypothesis import event, given, note
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from converters.quantization import (
+from converters.quantization.maths import (
     QuantParams,
     compute_qparams,
     dequantize,

@@ -1,9 +1,9 @@
 """The guide's quantizer pseudocode, falsified by Hypothesis; the harness quantizer, verified on the same property.
 
 Each defect test runs ``hypothesis.find`` (deterministic, database-free) against the transcription in
-``converters/guide_quantizer.py`` and asserts that a counterexample is found; the docstring shows the minimal
-counterexample Hypothesis shrinks to (hypothesis 6.170.15) and what goes wrong on it. The matching ``fixed``
-test checks the same property on ``converters.quantization`` with ``@given``, plus the documented example.
+``converters/quantization/guide_quantizer.py`` and asserts that a counterexample is found; the docstring shows the
+minimal counterexample Hypothesis shrinks to (hypothesis 6.170.15) and what goes wrong on it. The matching ``fixed``
+test checks the same property on ``converters.quantization.maths`` with ``@given``, plus the documented example.
 
 The property throughout: every value of the tensor round-trips with error <= scale / 2 (+ a float64 slack of
 eps * (|x| + scale), see ``_within_half_step``), or, for zero, round-trips exactly.
@@ -18,7 +18,7 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from converters.guide_quantizer import (
+from converters.quantization.guide_quantizer import (
     guide_compute_quant_params,
     guide_dequantize_tensor,
     guide_dynamic_range_fake_quantize,
@@ -27,7 +27,7 @@ from converters.guide_quantizer import (
     guide_improved_quant_params,
     guide_quantize_tensor,
 )
-from converters.quantization import compute_qparams, fake_quantize
+from converters.quantization.maths import compute_qparams, fake_quantize
 
 INT8 = (-128, 127)
 UINT8 = (0, 255)

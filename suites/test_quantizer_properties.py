@@ -1,4 +1,4 @@
-"""Hypothesis property suite for ``converters.quantization`` (issue 3, item 3) plus ``quantize_model`` checks.
+"""Hypothesis property suite for ``converters.quantization.maths`` (issue 3, item 3) plus ``quantize_model`` checks.
 
 Error bounds use a float slack (see :func:`_slack`) that is justified from the arithmetic, never tuned.
 Two properties from the issue are false as literally stated; for each, a ``hypothesis.find`` test shows a
@@ -21,7 +21,7 @@ from hypothesis import find, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from converters.quantization import (
+from converters.quantization.maths import (
     MIN_SCALE,
     LayerQuantReport,
     QuantParams,

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from converters.onnx_export import OnnxExportTarget
+from converters.exporters.onnx_export import OnnxExportTarget
 
 
 class PerturbedOnnx(OnnxExportTarget):

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from converters.cache import ArtifactCache
+from converters.checks.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from converters.conformance import ModelIdentities, export_artifact, run_cell
 from converters.registry import default_target_registry
 from converters.target import StructureError
-from converters.tflite import TFLiteTarget
-from converters.tflite_runtime import TFLiteRunner
-from converters.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from converters.tf.tflite import TFLiteTarget
+from converters.tf.tflite_runtime import TFLiteRunner
 from models.spec import InputSpec, ModelSpec, OutputSpec
 
 REGISTRY = default_target_registry(include_entry_points=False)

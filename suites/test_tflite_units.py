@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.export_results import model_records, support_table, write
 from converters.registry import default_target_registry
+from converters.report.export_results import model_records, support_table, write
 from converters.target import StructureError
-from converters.tflite import PRECISIONS, Backend, check_tflite_structure, weight_fractions
-from converters.tflite_runtime import (
+from converters.tf.tflite import PRECISIONS, Backend, check_tflite_structure, weight_fractions
+from converters.tf.tflite_runtime import (
     LoadError,
     _Binding,
     _resolve_names,

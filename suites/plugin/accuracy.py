@@ -2,7 +2,7 @@
 
 Cells are (model with a proxy task) x (target with a budget: converters/defaults/accuracy_budgets.toml, with the
 project's baselines/accuracy_budgets.toml layered over it), with the same ``MODEL-TARGET`` ids as the conformance
-matrix. All measuring happens in ``converters.accuracy``.
+matrix. All measuring happens in ``converters.checks.accuracy``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from converters.accuracy import (
+from converters.checks.accuracy import (
     AccuracyResult,
     BudgetError,
     Budgets,
@@ -25,7 +25,7 @@ from models import datasets
 from models.training import has_task, task_for
 from suites.plugin import project
 from suites.plugin.cells import cells
-from suites.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness
+from suites.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness, harness_tier
 
 RESULTS_KEY = pytest.StashKey[dict[str, tuple[str, dict[str, Any]]]]()
 """This session's accuracy verdicts: cell id -> (outcome, recorded result)."""
@@ -92,7 +92,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             config_error(exc)
         state.names_checked = True
     params = []
-    full = metafunc.config.getoption("--accuracy-full")
+    full = metafunc.config.getoption("--accuracy-full") or harness_tier(metafunc.config) == "full"
     for spec, target, marks in cells(harness):
         if not has_task(spec) or (spec.name in state.budgets.full_only and not full):
             continue
@@ -222,7 +222,7 @@ def baseline_entry_from_dict(res: dict[str, Any]) -> dict[str, Any]:
     """``baseline_entry`` of a recorded (serialised) result."""
     result = AccuracyResult(model=res["model"], target=res["target"], task=res["task"],
                             artifact_sha256=res["artifact_sha256"])
-    from converters.accuracy import Budget, MetricResult
+    from converters.checks.accuracy import Budget, MetricResult
 
     for m in res["metrics"]:
         result.metrics.append(MetricResult(m["metric"], m["higher_is_better"], m["chance"], m["n_units"], m["fp32"],

@@ -10,7 +10,7 @@ import pytest
 from converters.conformance import CellFailure, CellResult
 from converters.target import Target
 from models.spec import ModelSpec, star_match
-from suites.plugin.core import Cell, ExpectedCellFailure, Harness, get_harness
+from suites.plugin.core import Cell, ExpectedCellFailure, Harness, get_harness, harness_tier
 
 
 def cells(harness: Harness, *, eager: bool = False) -> Iterator[tuple[ModelSpec, Target | None, list[Any]]]:
@@ -67,10 +67,19 @@ def item_model(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every matrix and accuracy cell gets the ``cell`` marker."""
+    """Every matrix and accuracy cell gets the ``cell`` marker; ``--harness-tier=smoke`` keeps only smoke models'."""
+    smoke_only = harness_tier(config) == "smoke"
+    kept, dropped = [], []
     for item in items:
         if item_model(item) is not None:
             item.add_marker(pytest.mark.cell)
+            if smoke_only and not item.get_closest_marker("smoke"):
+                dropped.append(item)
+                continue
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from typing import Any, NoReturn
 import pytest
 
 from converters.cache import ArtifactCache
+from converters.checks.thresholds import ThresholdError, Thresholds
 from converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
 from converters.registry import TargetRegistry, default_target_registry
 from converters.target import Target
-from converters.thresholds import ThresholdError, Thresholds
 from models.registry import Registry, default_registry
 from models.spec import ModelSpec
 from models.weights import WeightsError
@@ -49,6 +49,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "export conformance harness")
     group.addoption("--harness-cache", default=os.environ.get("HARNESS_CACHE"),
                     help="artifact cache directory (env HARNESS_CACHE; default .harness-cache/ in the rootdir)")
+    group.addoption("--harness-tier", default=os.environ.get("HARNESS_TIER", "ci"), choices=TIERS,
+                    help="one tier for every suite (env HARNESS_TIER): smoke = the smoke models' cells only; ci "
+                         "(default) = every cell, accuracy without --accuracy-full's models, smoke latency; full = "
+                         "--accuracy-full, --latency-scope=full and --latency-selftest=full (each option still wins)")
     group.addoption("--harness-retry-failed", action="store_true",
                     help="re-attempt conversions whose failure is cached")
     group.addoption("--harness-thresholds", default=None,
@@ -127,7 +131,7 @@ class Harness:
 
             self._cell_specs[spec.name] = spec
             if has_task(spec):
-                from converters.accuracy import accuracy_spec
+                from converters.checks.accuracy import accuracy_spec
 
                 self._cell_specs[spec.name] = accuracy_spec(spec, task_for(spec))
         return self._cell_specs[spec.name]
@@ -159,7 +163,7 @@ class Harness:
         FP32 eval outputs), and hand the freed heap back to the OS: under pytest-xdist a worker runs model after
         model, and two workers holding every model's data (11 GB each, measured) ran the 24 GB machine out of
         memory."""
-        from converters.accuracy import forget_reference_outputs
+        from converters.checks.accuracy import forget_reference_outputs
         from models.training import forget_task
 
         for held in (self._reference, self._seeded, self._cell_specs):
@@ -226,6 +230,14 @@ def get_harness(config: pytest.Config) -> Harness:
             raise pytest.UsageError(f"--harness-weights: unknown model {unknown[0]!r}; known: {known}")
         config.stash[HARNESS_KEY] = harness
     return harness
+
+
+TIERS = ("smoke", "ci", "full")
+
+
+def harness_tier(config: pytest.Config) -> str:
+    """The run's tier (``--harness-tier``): what every suite's own scope option defaults to."""
+    return config.getoption("--harness-tier", "ci")
 
 
 def config_error(exc: Exception) -> NoReturn:

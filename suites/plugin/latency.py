@@ -1,7 +1,7 @@
 """pytest glue for the latency suite: options, case generation, the per-benchmark driver, gate and summary.
 
 Part of the harness plugin (:mod:`suites.plugin`). The measuring and the statistics live in
-``converters/latency.py`` and ``converters/latency_gate.py``; this module only orchestrates pytest-benchmark.
+``converters/latency/measure.py`` and ``converters/latency/gate.py``; this module only orchestrates pytest-benchmark.
 Usage and design: docs/latency.md.
 """
 
@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converters import latency as lat
-from converters import latency_gate as lg
 from converters.cache import artifact_sha256
 from converters.conformance import CellFailure, CellResult, export_artifact, run_cell
+from converters.latency import gate as lg
+from converters.latency import measure as lat
 from converters.target import Target
 from models.spec import ModelSpec, star_match
 from suites.plugin import project
 from suites.plugin.accuracy import accuracy_gate_of
 from suites.plugin.cells import cells
-from suites.plugin.core import get_harness
+from suites.plugin.core import get_harness, harness_tier
 
 EAGER = "torch:eager"
 """Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against)."""
@@ -75,9 +75,9 @@ def _batches(text: str) -> tuple[int, ...]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("latency", "latency suite and regression gate (docs/latency.md)")
-    group.addoption("--latency-scope", default=os.environ.get("HARNESS_LATENCY_SCOPE", "smoke"), choices=SCOPES,
-                    help="smoke (default): smoke models at batch 1, small time budget; full: every passing cell "
-                         "at every batch size (env HARNESS_LATENCY_SCOPE)")
+    group.addoption("--latency-scope", default=os.environ.get("HARNESS_LATENCY_SCOPE"), choices=SCOPES,
+                    help="smoke (default; full with --harness-tier=full): smoke models at batch 1, small time budget; "
+                         "full: every passing cell at every batch size (env HARNESS_LATENCY_SCOPE)")
     group.addoption("--latency-batches", default=None, metavar="1,4,16", type=_batches,
                     help="batch sizes to time (default: [bench] batches of the config in full scope, 1 in smoke)")
     group.addoption("--latency-seconds", default=None, type=_positive(float), metavar="S",
@@ -102,8 +102,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="pool the newest N runs saved under the baseline's name (default [gate] baseline_sessions)")
     group.addoption("--latency-budgets", default=None, metavar="PROFILE",
                     help="opt in to the latency budgets of PROFILE (cpu, gpu, mps, or your own) from the config")
-    group.addoption("--latency-selftest", default="fast", choices=("fast", "full"),
-                    help="gate self-tests: fast (default) or full (adds the heavier, latency_heavy-marked ones)")
+    group.addoption("--latency-selftest", default=None, choices=("fast", "full"),
+                    help="gate self-tests: fast (default; full with --harness-tier=full) or full (adds the heavier, "
+                         "latency_heavy-marked ones)")
     group.addoption("--latency-machine-id", default="auto", metavar="auto|pytest-benchmark|NAME",
                     help="folder key of saved runs under --benchmark-storage: auto = OS-Python-bits-CPU model-CPU "
                          "count (default), pytest-benchmark = its own OS-Python-bits key, or a NAME")
@@ -252,7 +253,7 @@ def _state(config: pytest.Config) -> LatencyState:
             budgets = lg.load_budgets(data.get("budgets", []))
         except (OSError, ValueError, TypeError) as exc:
             raise pytest.UsageError(f"--latency-config {path or lg.DEFAULT_CONFIG}: {exc}") from None
-        scope = config.getoption("--latency-scope")
+        scope = config.getoption("--latency-scope") or ("full" if harness_tier(config) == "full" else "smoke")
         batches = config.getoption("--latency-batches") or (settings.batches if scope == "full" else (1,))
         threads = config.getoption("--latency-threads")
         profile = config.getoption("--latency-budgets")
@@ -344,7 +345,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             drop.append(item)  # budgets are opt-in: not even collected as skipped
         else:
             keep.append(item)
-        if item.get_closest_marker("latency_heavy") and config.getoption("--latency-selftest") != "full":
+        selftest = config.getoption("--latency-selftest") or ("full" if harness_tier(config) == "full" else "fast")
+        if item.get_closest_marker("latency_heavy") and selftest != "full":
             item.add_marker(pytest.mark.skip(reason="heavier gate self-test: run with --latency-selftest=full "
                                                     "(tox -e bench does)"))
     if drop:

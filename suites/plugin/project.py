@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.thresholds import Thresholds
+from converters.checks.thresholds import Thresholds
 
 BASELINES = "baselines"
 """The project's own folder of thresholds, budgets, accuracy and benchmark baselines (created on first record)."""

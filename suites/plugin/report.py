@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from converters import matrix_report
+from converters.report import matrix_report
 
 
 def _cell_rows(terminalreporter: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -39,7 +39,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if report_path:
         matrix_report.write_report(report_path, cells)
         tr.write_line(f"cell metrics written to {report_path}")
-        from converters import export_results  # guide 002's export_results.json per model + support table
+        from converters.report import export_results  # guide 002's export_results.json per model + support table
 
         written = export_results.write(cells, Path(report_path).parent)
         tr.write_line(f"export_results/<model>.json and {written[-1].name} written to {Path(report_path).parent}")

@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from converters.compare import cosine_similarity
+from converters.checks.compare import cosine_similarity
 
 SQNR_MIN_DB = 20.0
 COSINE_MIN = 0.99

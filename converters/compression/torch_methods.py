@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from converters.cache import Artifact
+from converters.exporters.torchscript import TRACE_BATCH, TorchScriptRunner, error_head, quiet_jit_warnings
 from converters.target import ExportError, Target
-from converters.torchscript import TRACE_BATCH, TorchScriptRunner, error_head, quiet_jit_warnings
 from models.spec import ModelSpec, to_torch
 
 

@@ -1,4 +1,4 @@
-"""Worker side of :mod:`converters.isolation`: read JSON-line requests on stdin, answer on a private pipe.
+"""Worker side of :mod:`converters.tf.isolation`: read JSON-line requests on stdin, answer on a private pipe.
 
 Pure stdlib so that it runs in any interpreter (the default stack, or the legacy onnx-tf venv with its own
 numpy/onnx/TensorFlow). ``serve(handlers)`` maps ``op`` names to functions taking keyword arguments and
@@ -32,7 +32,7 @@ def package_versions(*names: str) -> dict[str, str]:
 
 
 def _error_text(exc: BaseException, lines: int = 4) -> str:
-    """``Type: first lines`` of an exception and of its root cause (like converters.torchscript.error_head)."""
+    """``Type: first lines`` of an exception and of its root cause (like ``exporters.torchscript.error_head``)."""
 
     def head(e: BaseException) -> str:
         text = [ln.strip() for ln in str(e).splitlines() if ln.strip()]

@@ -24,9 +24,9 @@ import onnx
 from torch import nn
 
 from converters.cache import Artifact
-from converters.onnx_export import OnnxRuntimeRunner, check_onnx_structure
+from converters.exporters.onnx_export import OnnxRuntimeRunner, check_onnx_structure
+from converters.exporters.torchscript import error_head
 from converters.target import ExportError, StructureError, Target
-from converters.torchscript import error_head
 from models.spec import ModelSpec
 
 FP32_TARGET = "onnx:fp32"

@@ -1,7 +1,7 @@
 """Latency measurement of one Runner on prepared inputs: warm-up, raw timings, robust statistics, threads, memory.
 
 No pytest here: a script can time any artifact with these helpers. The pytest suite (``suites/test_latency.py``)
-drives them through pytest-benchmark's ``pedantic`` mode; the regression gate (``converters/latency_gate.py``)
+drives them through pytest-benchmark's ``pedantic`` mode; the regression gate (``converters/latency/gate.py``)
 consumes the *paired* timings produced here. Design (measured on the shared 2-core box, see the README):
 
 - **Paired, interleaved rounds.** A round alternates artifact and PyTorch eager calls (``t, e, t, e, ...``,

@@ -23,10 +23,10 @@ import numpy as np
 from torch import nn
 
 from converters.cache import Artifact
-from converters.isolation import WorkerCrash, WorkerTimeout
 from converters.target import ExportError, StageError, Target
-from converters.tf_worker import ONNX2TF_IMAGE_SAMPLE
-from converters.tflite import (
+from converters.tf.isolation import WorkerCrash, WorkerTimeout
+from converters.tf.tf_worker import ONNX2TF_IMAGE_SAMPLE
+from converters.tf.tflite import (
     PRECISIONS,
     Backend,
     BundleFileTarget,

@@ -5,7 +5,7 @@ plus ``outcome`` (PASSED / FAILED / XFAIL / XPASS). Shards of one matrix (pytest
 one machine each) write one report each; ``merge`` joins them into the report a single run writes, and renders
 the same table, ``support_table.md`` and ``export_results/<model>.json``::
 
-    python -m converters.matrix_report merge shard-1.json shard-2.json shard-3.json -o matrix-report.json
+    python -m converters.report.matrix_report merge shard-1.json shard-2.json shard-3.json -o matrix-report.json
 
 No pytest here.
 """
@@ -83,7 +83,7 @@ def merge(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.matrix_report",
+    parser = argparse.ArgumentParser(prog="python -m converters.report.matrix_report",
                                      description="merge shard reports of one conformance matrix")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("merge", help="join N shard reports into one report, table, support table, export_results")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from converters import export_results
+    from converters.report import export_results
 
     out = write_report(args.output, cells)
     print("\n".join(table_lines(cells)))

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 from converters.cache import reap_dead_work_dirs
-from converters.compare import cosine_similarity
-from converters.isolation import pool
+from converters.checks.compare import cosine_similarity
 from converters.target import StageError
+from converters.tf.isolation import pool
 from models.spec import BATCH, ModelSpec
 
-WORKER_MODULE = "converters.tf_worker"
+WORKER_MODULE = "converters.tf.tf_worker"
 RUN_TIMEOUT = 300.0
 LOAD_THREADS = 2
 """Interpreter threads of a freshly loaded .tflite (the matrix); latency sets its own count (``set_threads``)."""

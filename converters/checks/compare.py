@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from converters.thresholds import Tolerance
+from converters.checks.thresholds import Tolerance
 
 
 @dataclass

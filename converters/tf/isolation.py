@@ -9,7 +9,7 @@ and the next request starts a fresh worker: the calling process (pytest) always 
 Cost: a :class:`WorkerPool` keeps one warm worker per (python, module, environment) and reuses it across cells,
 so TensorFlow is imported once per backend, not once per cell. One-shot conversions use ``fresh=True``.
 
-Pure stdlib; importable without pytest or TensorFlow. The worker side is :mod:`converters.worker_loop`.
+Pure stdlib; importable without pytest or TensorFlow. The worker side is :mod:`converters.tf.worker_loop`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from converters.target import StageError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STDERR_TAIL_LINES = 12
 DEFAULT_TIMEOUT = 600.0
 

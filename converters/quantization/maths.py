@@ -1,7 +1,8 @@
 """Affine (scale / zero-point) integer quantization, done carefully.
 
 This is the harness's sound version of the quantizer described in deployment guide 001 (see
-``converters/guide_quantizer.py`` for the guide's pseudocode verbatim, kept only to demonstrate its defects).
+``converters/quantization/guide_quantizer.py`` for the guide's pseudocode verbatim, kept only to demonstrate its
+defects).
 
 Conventions (identical to ONNX ``QuantizeLinear`` / ``DequantizeLinear``)::
 

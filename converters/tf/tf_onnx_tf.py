@@ -24,9 +24,9 @@ import numpy as np
 from torch import nn
 
 from converters.cache import Artifact
-from converters.isolation import WorkerTimeout
 from converters.target import ExportError, StageError, Target
-from converters.tflite import PRECISIONS, Backend, BundleFileTarget, SavedModelTarget, calibration_data
+from converters.tf.isolation import WorkerTimeout
+from converters.tf.tflite import PRECISIONS, Backend, BundleFileTarget, SavedModelTarget, calibration_data
 from models.spec import ModelSpec
 
 ONNX_TF = Backend(

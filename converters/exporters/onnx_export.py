@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from converters.cache import Artifact
+from converters.exporters.torchscript import error_head
 from converters.target import ExportError, StructureError, Target
-from converters.torchscript import error_head
 from models.spec import ModelSpec, to_torch
 
 EXPORT_BATCH = 2

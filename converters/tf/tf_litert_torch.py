@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from converters.cache import Artifact
-from converters.isolation import WorkerTimeout
-from converters.onnx_export import export_mode
+from converters.exporters.onnx_export import export_mode
+from converters.exporters.torchscript import error_head
 from converters.target import ExportError, StageError, Target
-from converters.tflite import PRECISIONS, Backend, TFLiteTarget, calibration_data
-from converters.torchscript import error_head
+from converters.tf.isolation import WorkerTimeout
+from converters.tf.tflite import PRECISIONS, Backend, TFLiteTarget, calibration_data
 from models.spec import ModelSpec, to_torch
 
 LITERT_TORCH = Backend(

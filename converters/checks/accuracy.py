@@ -10,7 +10,7 @@ the FP32 metric, the method's metric, the drop and a paired bootstrap confidence
 - **ratchet** (``baselines/accuracy.json``): fails when the method's metric fell below its stored baseline by
   more than both the stored tolerance and the half-width of the drop's CI, even within budget.
 
-A failing cell carries a localisation table (``converters.localize``). No pytest here.
+A failing cell carries a localisation table (``converters.checks.localize``). No pytest here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Checks of an artifact: parity comparison, thresholds, layer localisation, accuracy gates."""

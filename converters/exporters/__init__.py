@@ -1,0 +1,1 @@
+"""Exporters: PyTorch -> ONNX (TorchScript-based and dynamo) and TorchScript (trace / script)."""

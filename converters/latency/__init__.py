@@ -1,0 +1,1 @@
+"""Latency: measurement (paired, interleaved timings), the regression gate, benchmark history."""

@@ -1,0 +1,1 @@
+"""Quantization maths: the guide's int8 quantizer and its reference arithmetic."""
