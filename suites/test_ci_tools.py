@@ -11,6 +11,8 @@ import pytest
 
 from converters.report import calibration_curve, ci_costs
 
+REPO = Path(__file__).resolve().parents[1]
+
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="suites.test_matrix" name="test_cell[sign_gru-tflite:fp16[onnx2tf]]@sign_gru" time="30.5"/>
 <testcase classname="suites.test_matrix" name="test_cell[sign_gru-onnx:fp32]@sign_gru" time="1.5"/>
@@ -97,3 +99,20 @@ def test_parallel_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch, worke
     set_to = share_cores_among_workers(config)  # type: ignore[arg-type]
     assert os.environ.get("OMP_NUM_THREADS") == expected
     assert set_to == (None if user or workers is None else int(expected))
+
+
+def test_docs_results_regenerates_the_measured_tables(tmp_path: Path) -> None:
+    from converters.report import docs_results
+
+    report = tmp_path / "matrix-report.json"
+    report.write_text(json.dumps({"cells": [
+        {"cell": "m-tflite:fp32[onnx2tf]", "model": "m", "target": "tflite:fp32[onnx2tf]", "outcome": "PASSED",
+         "status": "passed", "stage": None, "worst": {"cosine": 0.9999991}},
+        {"cell": "m-tflite:int8-full[litert-torch]", "model": "m", "target": "tflite:int8-full[litert-torch]",
+         "outcome": "XFAIL", "status": "failed", "stage": "export", "worst": {}}]}))
+    assert docs_results.main(["--matrix-report", str(report), "--benchmarks", str(REPO / "baselines" / "benchmarks"),
+                              "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "support-table.md").read_text()
+    assert "| `m` |" in table and "xfail (export)" in table and "2 cells" in table
+    speedup = (tmp_path / "out" / "latency-speedup.md").read_text()
+    assert "| model | torch:eager |" in speedup and "_baseline.json" in speedup

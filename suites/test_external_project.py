@@ -26,6 +26,8 @@ from torch import nn
 from models.proxy_tasks import ProxyTask, top1_metric
 from models.spec import InputSpec, ModelSpec, OutputSpec
 
+pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not
+
 WIDTH = 24
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PERTURBING_CONFTEST = '''

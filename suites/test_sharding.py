@@ -16,6 +16,8 @@ import pytest
 
 from converters.report import matrix_report
 
+pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("tiny_ladeda", "sign_gru")
 # the two models' cells on the ONNX / TorchScript targets (the TF backends have their own suites)

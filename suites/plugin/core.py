@@ -75,7 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "smoke: fast subset, one model variant per family")
-    config.addinivalue_line("markers", "slow: large or slow cells")
+    config.addinivalue_line("markers", "slow: large or slow cells, and self-tests that run whole pytest sessions")
     config.addinivalue_line("markers", "cell: a conformance-matrix or accuracy cell (added automatically)")
     config.addinivalue_line("markers", "latency: timing tests; run serially, never beside another job (tox runs them "
                                        "as their own step after the parallel suites)")
