@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not
+
 REPO = Path(__file__).resolve().parents[1]
 
 CONFTEST = '''
@@ -25,8 +27,6 @@ from torch import nn
 
 from models.proxy_tasks import ProxyTask, top1_metric
 from models.spec import InputSpec, ModelSpec, OutputSpec
-
-pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not
 
 WIDTH = 24
 
