@@ -74,7 +74,11 @@ class CacheStats:
 
 
 CONTENT = "content_sha256"
-"""meta.json key: sha256 of the entry's files (names included), everything but meta.json itself."""
+"""meta.json key: sha256 of the entry's files (names included), everything but meta.json and the sidecar."""
+SIDECAR = "artifact.json"
+"""The metadata sidecar beside an entry's artifact (``converters.report.sidecar``): derived from meta.json and the
+spec, rewritten when stale, so, like meta.json, not part of the content hash."""
+NOT_CONTENT = ("meta.json", SIDECAR)
 
 
 class ArtifactCache:
@@ -295,15 +299,15 @@ def _signature(entry: Path) -> tuple[tuple[str, int, int], ...]:
     """(relative path, size, mtime_ns) of every file but meta.json: what a re-verification is skipped on."""
     out = []
     for path in sorted(entry.rglob("*")):
-        if path.is_file() and path.name != "meta.json":
+        if path.is_file() and path.name not in NOT_CONTENT:
             st = path.stat()
             out.append((str(path.relative_to(entry)), st.st_size, st.st_mtime_ns))
     return tuple(out)
 
 
 def content_sha256(entry: Path) -> str:
-    """sha256 over every file of an entry directory except meta.json, names included."""
-    return artifact_sha256(entry, exclude=("meta.json",))
+    """sha256 over every file of an entry directory except meta.json and the sidecar, names included."""
+    return artifact_sha256(entry, exclude=NOT_CONTENT)
 
 
 def _tree_size(path: Path) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 from torch import nn
 
 from converters.cache import CONTENT, Artifact, ArtifactCache, CachedFailure
@@ -27,10 +28,12 @@ from converters.checks.localize import (
     tflite_layer_report,
     torch_layer_report,
 )
+from converters.checks.onnx_structure import frozen_axes
 from converters.checks.thresholds import Thresholds
 from converters.exporters.torchscript import error_head
 from converters.registry import TargetRegistry
-from converters.target import Runner, StageError, Target
+from converters.report.sidecar import ensure_entry_sidecar
+from converters.target import Runner, StageError, StructureError, Target
 from models.atomic import atomic_path
 from models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from models.weights import state_dict_hash
@@ -112,12 +115,14 @@ def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: Ar
                     targets: TargetRegistry, identities: ModelIdentities) -> Artifact:
     """Export through the cache, exporting the target's dependencies first. A derived artifact is valid only for
     the content of the dependencies it was built from (``sources``): a rebuilt source rebuilds it."""
-    deps = {name: export_artifact(targets.get(name), spec, model, cache, targets, identities)
+    deps = {name: export_artifact(targets.get(target.dependency(name)), spec, model, cache, targets, identities)
             for name in target.depends_on}
     key = target.cache_key(spec, identities.of(model), deps)
     sources = {name: art.meta[CONTENT] for name, art in deps.items()} if deps else None
-    return cache.get_or_create(key, target.name, lambda workdir: target.convert(spec, model, workdir, deps),
-                               cacheable_error=target.is_deterministic_failure, sources=sources)
+    artifact = cache.get_or_create(key, target.name, lambda workdir: target.convert(spec, model, workdir, deps),
+                                   cacheable_error=target.is_deterministic_failure, sources=sources)
+    ensure_entry_sidecar(spec, target, artifact)
+    return artifact
 
 
 def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Artifact,
@@ -126,10 +131,11 @@ def layer_report(spec: ModelSpec, target: Target, model: nn.Module, artifact: Ar
     """The artifact's layers against its FP32 reference: the FP32 ONNX graph (ONNX methods), the same converter's
     FP32 .tflite (TFLite precisions), or the eager model (TorchScript transforms); None for an FP32 reference.
     ``runner``: the artifact already loaded by the caller (else it is loaded here)."""
-    if target.format == "onnx" and target.name != "onnx:fp32":
-        ref = export_artifact(targets.get("onnx:fp32"), spec, model, cache, targets, identities)
+    onnx_fp32 = target.dependency("onnx:fp32")
+    if target.format == "onnx" and target.name != onnx_fp32:
+        ref = export_artifact(targets.get(onnx_fp32), spec, model, cache, targets, identities)
         return onnx_layer_report(ref.path, artifact.path, feeds)
-    fp32_sibling = f"tflite:fp32[{target.backend}]"
+    fp32_sibling = target.dependency(f"tflite:fp32[{target.backend}]")
     if target.format == "tflite" and target.name != fp32_sibling and fp32_sibling in targets.names():
         sibling = targets.get(fp32_sibling)
         ref = export_artifact(sibling, spec, model, cache, targets, identities)
@@ -160,10 +166,13 @@ def localisation(spec: ModelSpec, target: Target, model: nn.Module, artifact: Ar
 
 def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: ArtifactCache, thresholds: Thresholds,
              targets: TargetRegistry, identities: ModelIdentities | None = None, seed: int = 0,
-             batches: Sequence[int] = PARITY_BATCHES, localise: Callable[[str], bool] | bool = True) -> CellResult:
+             batches: Sequence[int] = PARITY_BATCHES, localise: Callable[[str], bool] | bool = True,
+             lengths: bool = False) -> CellResult:
     """Run every stage of one cell; returns the result or raises CellFailure at the first failing stage.
     ``localise``: whether a parity failure gets its layer table, or a predicate on the failure message (the matrix
-    skips it for a failure its declared limitation explains)."""
+    skips it for a failure its declared limitation explains). ``lengths``: instead of the default lengths, the
+    model's other lengths of its dynamic non-batch axes (:func:`parity_probes`), after checking that an ONNX
+    artifact keeps those axes symbolic."""
     result = CellResult(model=spec.name, target=target.name)
     identities = identities or ModelIdentities()
     stage = "export"
@@ -177,6 +186,10 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
 
         stage = "structure"
         result.structure = target.check_structure(artifact, spec)
+        if lengths and artifact.path.suffix == ".onnx":
+            frozen = frozen_axes(onnx.load(str(artifact.path), load_external_data=False), spec, lengths=True)
+            if frozen:
+                raise StructureError("declared-dynamic length axis frozen in the graph: " + ", ".join(frozen))
 
         stage = "load"
         t0 = time.perf_counter()
@@ -186,23 +199,25 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
 
         tol = thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
         classifier = [o.name for o in spec.outputs if o.is_classifier]
-        for batch in batches if spec.dynamic_batch else (1,):
-            inputs = spec.example_inputs(batch, seed=seed)
+        for batch, probe in parity_probes(spec, batches, lengths=lengths):
+            inputs = spec.example_inputs(batch, seed=seed, lengths=probe)
             expected = run_torch(spec, model, inputs)
+            tag = f"{batch}" + "".join(f"_{s}{n}" for s, n in sorted(probe.items()))
             stage = "run"
             t0 = time.perf_counter()
             judged = getattr(runner, "run_judged", None)  # runtimes that blame by distance to PyTorch
             actual = judged(inputs, expected) if judged else runner(inputs)
-            result.seconds[f"run_b{batch}"] = round(time.perf_counter() - t0, 4)
+            result.seconds[f"run_b{tag}"] = round(time.perf_counter() - t0, 4)
             stage = "parity"
             parity = compare(expected, {k: np.asarray(v) for k, v in actual.items()}, tol, batch, classifier)
+            parity.lengths = dict(probe)
             result.parity.append(parity)
             if not parity.passed:
                 lines = parity.failure_lines() + [o.describe() for o in parity.outputs]
-                saved = save_failure_io(cache.root / "failures" / result.cell_id, batch, inputs, expected, actual)
+                saved = save_failure_io(cache.root / "failures" / result.cell_id, tag, inputs, expected, actual)
                 lines.append(f"inputs and outputs saved to {saved}")
                 report = f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
-                message = f"batch {batch}, tier {target.tier}: " + "; ".join(lines) + report
+                message = f"{parity.label}, tier {target.tier}: " + "; ".join(lines) + report
                 if localise(message) if callable(localise) else localise:
                     table = localisation(spec, target, model, artifact, inputs, cache=cache, targets=targets,
                                          identities=identities, runner=runner)
@@ -225,11 +240,24 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
     return result
 
 
-def save_failure_io(directory: Path, batch: int, inputs: Mapping[str, np.ndarray],
+def parity_probes(spec: ModelSpec, batches: Sequence[int] = PARITY_BATCHES,
+                  lengths: bool = False) -> list[tuple[int, dict[str, int]]]:
+    """(batch, lengths) of each parity run: every batch at the default lengths (batch 1 only for a model without a
+    dynamic batch); with ``lengths``, instead the largest of those batches at each other length of each dynamic
+    non-batch axis (the other axes at their defaults)."""
+    probes: list[tuple[int, dict[str, int]]] = [(b, {}) for b in (batches if spec.dynamic_batch else (1,))]
+    if not lengths:
+        return probes
+    last = probes[-1][0]
+    return [(last, {symbol: n}) for symbol, values in spec.axis_lengths.items() for n in values[1:]]
+
+
+def save_failure_io(directory: Path, tag: str | int, inputs: Mapping[str, np.ndarray],
                     expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> Path:
-    """Write a failing batch's inputs, PyTorch outputs and artifact outputs to one .npz (atomically)."""
+    """Write a failing run's inputs, PyTorch outputs and artifact outputs to one .npz (atomically): ``batchTAG.npz``,
+    ``tag`` being the batch and any non-default length (``3``, ``3_frames500``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"batch{batch}.npz"
+    path = directory / f"batch{tag}.npz"
     arrays = {f"input.{k}": v for k, v in inputs.items()}
     arrays |= {f"expected.{k}": v for k, v in expected.items()}
     arrays |= {f"actual.{k}": np.asarray(v) for k, v in actual.items()}

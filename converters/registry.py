@@ -9,13 +9,15 @@ from converters.compression.guide_quant_target import GuideQuantizerTarget
 from converters.exporters.onnx_export import OnnxExportTarget
 from converters.exporters.torchscript import TorchScriptTarget
 from converters.target import Target
+from converters.variants import guide_chain_variants, opset_variants, sweep_opsets
 
 ENTRY_POINT_GROUP = "export_harness.targets"
 
 
 def builtin_targets() -> list[Target]:
-    """The conformance targets of the default stack, in matrix column order."""
-    return [
+    """The conformance targets of the default stack, in matrix column order; then their copies on the opset axis
+    (``converters/defaults/opsets.toml``) and guide 001's quantize -> ONNX -> TF chain (``converters.variants``)."""
+    base = [
         TorchScriptTarget("trace"),
         TorchScriptTarget("script"),
         OnnxExportTarget("torchscript", opset=17),
@@ -24,6 +26,8 @@ def builtin_targets() -> list[Target]:
         *_method_targets(),
         *_tflite_targets(),
     ]
+    opsets = sweep_opsets()
+    return [*base, *opset_variants(base, opsets), *guide_chain_variants(base, opsets)]
 
 
 def _method_targets() -> list[Target]:

@@ -59,11 +59,23 @@ class Target(ABC):
     """Names of targets whose artifacts ``convert`` receives in ``deps``."""
     packages: tuple[str, ...] = ("torch",)
     """Distributions whose versions are part of the artifact's identity."""
+    variant: str = ""
+    """Name suffix of a copy of this target in another chain (``@opset12``), made by ``converters.variants``."""
+    variant_deps: tuple[tuple[str, str], ...] = ()
+    """A copy's dependencies that are not "the same name plus ``variant``": (name in ``depends_on``, target)."""
+    opset_variant: int | None = None
+    """The ONNX opset of a copy's chain (None: the default chain)."""
+    chain: str = ""
+    """The chain a copy belongs to beyond its opset (``guide-int8``: built from the guide-quantized ONNX)."""
 
     @property
     def name(self) -> str:
         suffix = f"[{self.backend}]" if self.backend else ""
-        return f"{self.format}:{self.precision}{suffix}"
+        return f"{self.format}:{self.precision}{suffix}{self.variant}"
+
+    def dependency(self, name: str) -> str:
+        """The registered target that provides ``deps[name]``: the same chain as this target."""
+        return dict(self.variant_deps).get(name, f"{name}{self.variant}")
 
     def config(self) -> dict[str, Any]:
         """Settings that change the artifact; part of the cache key."""

@@ -224,6 +224,8 @@ def specs() -> list[ModelSpec]:
         ModelSpec(
             name="alphazero_chess",
             family="alphazero_chess",
+            guide_opsets=(11,),  # guide 003: opset 11, do_constant_folding=True
+            architecture=ARCHITECTURE,  # guide 003's compatibility check before loading a checkpoint
             factory=build_alphazero_chess,
             inputs=(
                 InputSpec(

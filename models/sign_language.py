@@ -584,10 +584,10 @@ def keypoint_sequence(rng: np.random.Generator, batch: int, steps: int = SEQ_LEN
 def _keypoint_input() -> InputSpec:
     return InputSpec(
         name="input",
-        shape=(BATCH, SEQ_LEN, INPUT_DIM),
+        shape=(BATCH, "frames", INPUT_DIM),  # dynamic, as guide 002 exports it (default 300 frames)
         dtype="float32",
         layout="NTC",
-        generator=lambda rng, batch: keypoint_sequence(rng, batch),
+        generator=lambda rng, batch, frames=SEQ_LEN: keypoint_sequence(rng, batch, frames),
         value_range=(0.0, 1.0),
         description="89 MediaPipe keypoints (25 pose, 21 left hand, 21 right hand, 22 face) as (x, y) in [0, 1]",
     )
@@ -626,9 +626,13 @@ def specs() -> list[ModelSpec]:
             limitations=(
                 TRANSFORMER_SCRIPT_LIMITATION,
                 Limitation(
-                    target="*onnx2tf]", match=r"No module named 'onnx2tf\.ops\.Attention'",
-                    reason="onnxsim 0.8.1 (which onnx2tf runs) fuses the attention into an ONNX Attention op that "
-                    "onnx2tf 1.28.8 does not implement: ModuleNotFoundError: No module named 'onnx2tf.ops.Attention'.",
+                    target="*onnx2tf]",
+                    match=r"Incompatible shapes: \[1,300,256\] vs\. \[0,300,0\]|XNNPack delegate failed to reshape|"
+                    r"onnx2tf produced no int8-full",
+                    reason="onnx2tf 1.28.8 on the export with guide 002's dynamic frames axis: the SavedModel fails "
+                    "at run (InvalidArgumentError: Incompatible shapes: [1,300,256] vs. [0,300,0]), XNNPACK cannot "
+                    "prepare its fp32 / fp16 / int8-dynamic .tflite (failed to reshape), and no int8-full file is "
+                    "written. (From a fixed-length export, onnxsim fuses an ONNX Attention op onnx2tf lacks.)",
                 ),
                 Limitation(
                     target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
@@ -638,6 +642,8 @@ def specs() -> list[ModelSpec]:
             ),
             family="sign_language",
             factory=build_sign_transformer,
+            # guide 002's --sequence-length 500 needs a model built with max_len >= 500; this one has max_len 300
+            axis_lengths={"frames": (SEQ_LEN, 150)},
             inputs=(_keypoint_input(),),
             outputs=_OUTPUTS,
             reference_params=3_286_259,
@@ -650,6 +656,7 @@ def specs() -> list[ModelSpec]:
         ModelSpec(
             name="sign_gru",
             family="sign_language",
+            axis_lengths={"frames": (SEQ_LEN, 500)},  # guide 002: default 300, --sequence-length 500
             factory=build_sign_gru,
             inputs=(_keypoint_input(),),
             outputs=_OUTPUTS,
@@ -657,6 +664,12 @@ def specs() -> list[ModelSpec]:
             description="MediaPipeGRU: GRU 178->256, Dropout 0.3, GRU 256->128, last hidden, gloss/category heads",
             smoke=True,
             limitations=(
+                Limitation(
+                    target="tf:savedmodel[onnx2tf]", match=r"shape \[300, 105\] != PyTorch \[1, 105\]",
+                    reason="onnx2tf 1.28.8 on the export with guide 002's dynamic frames axis: the SavedModel returns "
+                    "one row per frame (gloss_logits [300, 105] for one sample), the GRU's last-step selection lost; "
+                    "the fixed-length export converted correctly.",
+                ),
                 Limitation(
                     target="tflite:*onnx2tf]",
                     match=r"'tfl\.squeeze' op attribute 'squeeze_dims' failed to satisfy constraint",

@@ -21,8 +21,9 @@ from torch import nn
 BATCH = "B"
 """Symbol used in shapes for the (dynamic) batch dimension."""
 
-Generator = Callable[[np.random.Generator, int], np.ndarray]
-"""(rng, batch) -> array with the input's full shape and dtype."""
+Generator = Callable[..., np.ndarray]
+"""(rng, batch) -> array with the input's full shape and dtype; an input with dynamic axes other than batch gets
+their lengths as keywords named by the axis symbols: ``(rng, batch, frames=500)``."""
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,34 @@ class InputSpec:
     value_range: tuple[float, float] | None = None
     description: str = ""
 
-    def concrete_shape(self, batch: int) -> tuple[int, ...]:
-        return tuple(batch if d == BATCH else int(d) for d in self.shape)
+    def concrete_shape(self, batch: int, lengths: dict[str, int] | None = None) -> tuple[int, ...]:
+        """The shape for ``batch`` samples, each dynamic axis at ``lengths[symbol]``."""
+        lengths = lengths or {}
+        out = []
+        for d in self.shape:
+            if d == BATCH:
+                out.append(batch)
+            elif isinstance(d, str):
+                if d not in lengths:
+                    raise ValueError(f"input {self.name!r}: no length given for its dynamic axis {d!r}")
+                out.append(int(lengths[d]))
+            else:
+                out.append(int(d))
+        return tuple(out)
 
     @property
     def batch_axis(self) -> int | None:
         return self.shape.index(BATCH) if BATCH in self.shape else None
 
-    def generate(self, rng: np.random.Generator, batch: int) -> np.ndarray:
-        arr = np.asarray(self.generator(rng, batch))
-        want = self.concrete_shape(batch)
+    @property
+    def length_axes(self) -> dict[int, str]:
+        """Dynamic axes other than batch: axis -> symbol (``{1: "frames"}``)."""
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str) and d != BATCH}
+
+    def generate(self, rng: np.random.Generator, batch: int, lengths: dict[str, int] | None = None) -> np.ndarray:
+        symbols = {d: (lengths or {})[d] for d in self.length_axes.values() if d in (lengths or {})}
+        arr = np.asarray(self.generator(rng, batch, **symbols))
+        want = self.concrete_shape(batch, lengths)
         if arr.shape != want or arr.dtype != np.dtype(self.dtype):
             raise ValueError(
                 f"input {self.name!r}: generator returned {arr.dtype}{list(arr.shape)}, "
@@ -135,6 +154,18 @@ class ModelSpec:
     smoke: bool = False
     slow: bool = False
     limitations: tuple[Limitation, ...] = ()
+    guide_opsets: tuple[int, ...] = ()
+    """ONNX opsets the model's export guide uses: its ``TARGET@opsetN`` cells of the opset axis always run (every
+    opset of the axis runs only with ``--harness-tier=full``)."""
+    architecture: dict[str, Any] = field(default_factory=dict)
+    """Architecture parameters a checkpoint's ``architecture`` entry must agree with before its weights load
+    (guide 003: channels, blocks); keys the checkpoint does not state are not checked."""
+    axis_lengths: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Lengths of each dynamic non-batch axis (a symbol in an input shape, e.g. ``"frames"``): the first is the
+    default every suite uses; the matrix also checks parity at the others (the axis is exported dynamic)."""
+    guide_chains: tuple[str, ...] = ()
+    """Target chains of ``converters.variants`` the guide ships, at its guide opsets (``guide-int8``: guide 001's
+    quantize -> ONNX -> TF -> TFLite)."""
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per-tier threshold overrides, e.g. ``{"fp32": {"atol": 1e-4}}``; each needs a reason in ``notes``."""
     notes: str = ""
@@ -152,6 +183,50 @@ class ModelSpec:
     def dynamic_batch(self) -> bool:
         return all(i.batch_axis is not None for i in self.inputs)
 
+    def __post_init__(self) -> None:
+        symbols = {d for i in self.inputs for d in i.length_axes.values()}
+        missing, unused = symbols - set(self.axis_lengths), set(self.axis_lengths) - symbols
+        if missing or unused:
+            raise ValueError(f"model {self.name!r}: axis_lengths must give the lengths of exactly the dynamic axes "
+                             f"of its inputs {sorted(symbols)} (missing {sorted(missing)}, unknown {sorted(unused)})")
+        for symbol, lengths in self.axis_lengths.items():
+            if not lengths or not all(isinstance(n, int) and n > 0 for n in lengths):
+                raise ValueError(f"model {self.name!r}: axis_lengths[{symbol!r}] must be positive ints, got {lengths}")
+
+    def default_lengths(self) -> dict[str, int]:
+        """Each dynamic non-batch axis at its default (first) length."""
+        return {symbol: lengths[0] for symbol, lengths in self.axis_lengths.items()}
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """``dynamic_axes`` of the TorchScript-based ONNX export: every input's batch axis and dynamic length axes,
+        and the outputs' first axis when the whole model is batch-dynamic. Defined here, not in the exporter, so
+        that which axes are dynamic is part of the model's contract (and of its cache key), not of the converter's
+        code."""
+        axes: dict[str, dict[int, str]] = {}
+        for i in self.inputs:
+            named = {i.batch_axis: "batch"} if i.batch_axis is not None else {}
+            named.update(i.length_axes)
+            if named:
+                axes[i.name] = named
+        for o in self.outputs:
+            named = {0: "batch"} if self.dynamic_batch else {}
+            named.update({i: d for i, d in enumerate(o.shape) if isinstance(d, str) and d != BATCH})
+            if named:
+                axes[o.name] = named
+        return axes
+
+    def export_dynamic_shapes(self) -> tuple[dict[int, Any] | None, ...]:
+        """``dynamic_shapes`` of ``torch.export`` (the dynamo exporter), the same axes as :meth:`onnx_dynamic_axes`
+        (one Dim per symbol, shared by the inputs that carry it)."""
+        dims = {"batch": torch.export.Dim("batch", min=1, max=4096)}
+        dims.update({s: torch.export.Dim(s, min=2, max=4 * max(n)) for s, n in self.axis_lengths.items()})
+        shapes = []
+        for i in self.inputs:
+            named = {i.batch_axis: dims["batch"]} if i.batch_axis is not None else {}
+            named.update({axis: dims[symbol] for axis, symbol in i.length_axes.items()})
+            shapes.append(named or None)
+        return tuple(shapes)
+
     def build(self, weights: str | Path | None = None, *, allow_pickle: bool = False) -> nn.Module:
         """Build the model in eval mode: seeded init, then ``weights`` (state_dict, checkpoint or TorchScript)."""
         with torch.random.fork_rng(devices=[]), _one_thread():
@@ -160,13 +235,18 @@ class ModelSpec:
         if weights is not None:
             from models.weights import load_weights
 
-            load_weights(model, weights, allow_pickle=allow_pickle)
+            load_weights(model, weights, allow_pickle=allow_pickle, architecture=self.architecture)
         return model.eval()
 
-    def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-        """Realistic named inputs (numpy, PyTorch layout and dtype) for ``batch`` samples."""
-        rng = np.random.default_rng([seed, batch, _stable_hash(self.name)])
-        return {spec.name: spec.generate(rng, batch) for spec in self.inputs}
+    def example_inputs(self, batch: int = 1, seed: int = 0,
+                       lengths: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Realistic named inputs (numpy, PyTorch layout and dtype) for ``batch`` samples, dynamic axes at
+        ``lengths`` (default: each axis's first length)."""
+        lengths = {**self.default_lengths(), **(lengths or {})}
+        key = [seed, batch, _stable_hash(self.name)]
+        key += [n for s, n in sorted(lengths.items()) if n != self.axis_lengths[s][0]]  # default draws unchanged
+        rng = np.random.default_rng(key)
+        return {spec.name: spec.generate(rng, batch, lengths) for spec in self.inputs}
 
     def limitation_for(self, target_name: str) -> Limitation | None:
         return next((lim for lim in self.limitations if lim.matches(target_name)), None)

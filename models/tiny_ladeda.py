@@ -303,6 +303,8 @@ def specs() -> list[ModelSpec]:
         ModelSpec(
             name="tiny_ladeda",
             family="tiny_ladeda",
+            guide_opsets=(12,),  # guide 001: opset 12, then onnx-tf -> TFLite
+            guide_chains=("guide-int8",),  # guide 001 quantizes first: quantizer -> ONNX -> TF -> TFLite
             limitations=(
                 SCRIPT_LIMITATION,
                 Limitation(
@@ -328,6 +330,8 @@ def specs() -> list[ModelSpec]:
         ModelSpec(
             name="tiny_ladeda_patch",
             family="tiny_ladeda",
+            guide_opsets=(12,),  # guide 001: opset 12, then onnx-tf -> TFLite
+            guide_chains=("guide-int8",),  # guide 001 quantizes first: quantizer -> ONNX -> TF -> TFLite
             limitations=(
                 SCRIPT_LIMITATION,
                 Limitation(

@@ -11,6 +11,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +33,12 @@ def _is_torchscript_archive(path: Path) -> bool:
 
 def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a state dict from a state_dict file, a checkpoint dict or a TorchScript file."""
+    return read_checkpoint(path, allow_pickle=allow_pickle)[0]
+
+
+def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, the checkpoint's ``architecture`` entry or {}) of a state_dict file, a checkpoint dict or a
+    TorchScript file."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"{path}: weights file does not exist")
@@ -39,7 +46,7 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
         raise WeightsError(f"{path}: expected a weights file, found a directory")
     try:
         if _is_torchscript_archive(path):
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), {}
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
         if not allow_pickle and "Unsupported global" in str(exc):
@@ -50,7 +57,16 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
     except Exception as exc:
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
-    return _extract_state_dict(obj, path)
+    architecture = obj.get("architecture") if isinstance(obj, Mapping) else None
+    return _extract_state_dict(obj, path), dict(architecture) if isinstance(architecture, Mapping) else {}
+
+
+def check_architecture(path: Path, stated: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """Guide 003's compatibility check: every parameter both the checkpoint and the model state must agree."""
+    for key in (k for k in model if k in stated):
+        if stated[key] != model[key]:
+            raise WeightsError(f"{path}: architecture mismatch, {key}: checkpoint {stated[key]!r}, "
+                               f"model {model[key]!r}")
 
 
 def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -76,10 +92,14 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
-    """Load ``path`` into ``model`` strictly; mismatches raise WeightsError naming the first offending key."""
+def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = False,
+                 architecture: Mapping[str, Any] | None = None) -> nn.Module:
+    """Load ``path`` into ``model`` strictly; mismatches raise WeightsError naming the first offending key. With
+    ``architecture`` (the model's parameters), a checkpoint's ``architecture`` entry is checked against it first."""
     path = Path(path)
-    state = read_state_dict(path, allow_pickle=allow_pickle)
+    state, stated = read_checkpoint(path, allow_pickle=allow_pickle)
+    if architecture:
+        check_architecture(path, stated, architecture)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

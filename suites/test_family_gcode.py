@@ -40,7 +40,8 @@ def test_registered_specs(specs: dict[str, ModelSpec]) -> None:
     assert [n for n, s in specs.items() if s.smoke] == ["gcode_fingerprint"]
     fp, st = specs["gcode_fingerprint"], specs["gcode_decoder_step"]
     assert fp.input_names == ["continuous", "categorical"] and fp.output_names == ["fingerprint", "memory"]
-    assert [i.shape for i in fp.inputs] == [("B", 64, 135), ("B", 64, 4)]
+    assert [i.shape for i in fp.inputs] == [("B", "seq", 135), ("B", "seq", 4)]
+    assert fp.axis_lengths == {"seq": (64, 128)}
     assert [i.dtype for i in fp.inputs] == ["float32", "float32"]
     assert [o.kind for o in fp.outputs] == ["embedding", "tensor"]
     assert st.input_names == ["memory", "tokens"] and st.output_names == ["next_logits"]

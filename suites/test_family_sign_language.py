@@ -32,7 +32,8 @@ def test_registered_specs(specs: dict[str, ModelSpec]) -> None:
         assert spec.input_names == ["input"]
         assert spec.output_names == ["gloss_logits", "category_logits"]
         assert all(o.kind == "logits" for o in spec.outputs)
-        assert spec.inputs[0].shape == ("B", 300, 178) and spec.inputs[0].layout == "NTC"
+        assert spec.inputs[0].shape == ("B", "frames", 178) and spec.inputs[0].layout == "NTC"
+        assert spec.default_lengths() == {"frames": 300}
         assert spec.dynamic_batch
 
 

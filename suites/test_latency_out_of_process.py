@@ -4,7 +4,9 @@ Their runners call a worker process; the parent's thread-CPU clock around such a
 encoder's ``tflite:fp32[litert-torch]`` once showed 1.35 ms where the same file costs 8.3 ms CPU in-process). The
 latency suite reads the worker's own clocks around each invoke (``runner.work_clock``). Each test here times one
 cached artifact through the harness's runner and, in a separate process, through the runtime's own API with no
-harness code in the timed loop, at one thread on the same CPU clock, and asserts the two agree within 20%.
+harness code in the timed loop, at one thread on the same CPU clock, and asserts the two agree within 20%. With
+``--latency-report`` (or ``$HARNESS_RESULTS_DIR``) each test also stores its row in ``out-of-process-timing.json``
+beside it, which ``python -m converters.report.docs_results --out-of-process PATH`` renders for ``docs/results/``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from converters.conformance import export_artifact
 from converters.latency import measure as lat
+from converters.report import out_of_process
 
 pytestmark = pytest.mark.latency  # timings: the serial step
 
@@ -70,7 +73,8 @@ DIRECT = textwrap.dedent('''
 
 @pytest.mark.parametrize(("model", "target"), CELLS, ids=[f"{m}-{t}" for m, t in CELLS])
 def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model: str, target: str,
-                                                                  tmp_path: Path, record_property) -> None:
+                                                                  tmp_path: Path, record_property,
+                                                                  pytestconfig: pytest.Config) -> None:
     spec, tgt = harness.models.get(model), harness.targets.get(target)
     artifact = export_artifact(tgt, spec, harness.model(spec), harness.cache, harness.targets, harness.identities)
     runner, threads = lat.load_runner(tgt, artifact, spec, 1)
@@ -105,6 +109,13 @@ def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model
     parent_ms = 1e3 * float(np.median(lat.measure(fn, CALLS, 1, time.thread_time)))  # the old reading
     record_property("timing_ms", {"harness_worker_cpu": round(harness_ms, 3), "direct_cpu": round(direct, 3),
                                   "parent_thread_cpu": round(parent_ms, 3), "pairs": pairs})
+    results = out_of_process.results_dir(pytestconfig.getoption("--latency-report"))
+    if results is not None:
+        out_of_process.record_row(results, {
+            "cell": f"{model}-{target}", "harness_worker_cpu_ms": round(harness_ms, 3),
+            "direct_cpu_ms": round(direct, 3), "parent_thread_cpu_ms": round(parent_ms, 3),
+            "pairs": [[round(h, 3), round(d, 3)] for h, d in pairs], "calls": CALLS, "batch": 1, "threads": 1,
+            "machine": lat.machine_id(), "measured": time.strftime("%Y-%m-%d", time.gmtime())})
     print(f"{model}-{target}: harness (worker CPU clock) {harness_ms:.3f} ms, runtime timed directly "
           f"{direct:.3f} ms, parent thread-CPU clock (before) {parent_ms:.3f} ms; pairs {pairs}")
     assert abs(harness_ms / direct - 1) <= AGREEMENT, f"more than {AGREEMENT:.0%} apart in every pair: {pairs}"

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from converters.cache import ArtifactCache
+from converters.checks.tflite_structure import check_tflite_structure
 from converters.checks.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from converters.conformance import ModelIdentities, export_artifact, run_cell
 from converters.registry import default_target_registry
@@ -121,3 +122,56 @@ def test_runner_layout_from_a_real_signature(cells: dict, tmp_path: Path) -> Non
     with torch.no_grad():
         ref = cells["model"](*(torch.from_numpy(inputs[n]) for n in SPEC.input_names))
     assert np.allclose(out["scores"], ref[0].numpy(), atol=1e-5)
+
+
+class EmbeddingEncoder(nn.Module):
+    """A pretrained-encoder shape: a 30k-row embedding table that dominates the element count, small matmuls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(30000, 32)
+        self.proj = nn.Linear(32, 64)
+        self.head = nn.Linear(64, 8)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.proj(self.embedding(token_ids).mean(dim=1))))
+
+
+EMBEDDING_SPEC = ModelSpec(
+    name="structure_embedding", family="selftest", factory=EmbeddingEncoder,
+    inputs=(InputSpec("token_ids", ("B", 16), "int64", "NT",
+                      lambda rng, b: rng.integers(0, 30000, (b, 16)).astype(np.int64)),),
+    outputs=(OutputSpec("logits", ("B", 8), kind="logits"),),
+)
+
+
+@pytest.mark.parametrize("precision", ["int8-dynamic", "int8-full"])
+def test_int8_judged_on_compute_weights_not_on_the_embedding_table(precision: str,
+                                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 12 item 8: an int8 file whose every matmul weight is int8 is int8, whatever dtype its embedding table
+    keeps; the table is reported apart."""
+    cache = ArtifactCache(tmp_path_factory.mktemp(f"emb-{precision}"))
+    target = REGISTRY.get(f"tflite:{precision}[litert-torch]")
+    artifact = export_artifact(target, EMBEDDING_SPEC, EMBEDDING_SPEC.build(), cache, REGISTRY, ModelIdentities())
+    facts = target.check_structure(artifact, EMBEDDING_SPEC)  # raises StructureError when judged not int8
+    compute = {dtype: w["elements"] for dtype, w in facts["compute_weights"].items()}
+    assert compute.get("int8", 0) == 32 * 64 + 64 * 8, facts
+    assert sum(t["elements"] for t in facts["tables"].values()) == 30000 * 32, facts
+    print(precision, "compute", compute, "tables", {d: t["elements"] for d, t in facts["tables"].items()},
+          "all constants", {d: w["elements"] for d, w in facts["weights"].items()})
+
+
+def test_compute_weight_rule_on_recorded_facts() -> None:
+    """The rule itself: int8 compute weights beside a float table pass; float compute weights fail, naming both."""
+    def facts(compute: dict[str, int], table: dict[str, int]) -> dict:
+        as_weights = {d: {"tensors": 1, "bytes": n, "elements": n} for d, n in compute.items()}
+        as_tables = {d: {"tensors": 1, "bytes": n, "elements": n} for d, n in table.items()}
+        everything = {**as_tables, **{d: {**w, "elements": w["elements"] + table.get(d, 0)}
+                                      for d, w in as_weights.items()}}
+        return {"weights": everything, "compute_weights": as_weights, "tables": as_tables,
+                "inputs": [{"name": "token_ids", "dtype": "int64"}],
+                "outputs": [{"name": "logits", "dtype": "float32"}]}
+
+    check_tflite_structure("int8-dynamic", facts({"int8": 2560}, {"float32": 960000}), EMBEDDING_SPEC)
+    with pytest.raises(StructureError, match=r"mostly not int8 .*compute-op weights.*lookup-table elements"):
+        check_tflite_structure("int8-dynamic", facts({"float32": 2560}, {"int8": 960000}), EMBEDDING_SPEC)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from converters.checks.tflite_structure import check_tflite_structure, weight_fractions
 from converters.registry import default_target_registry
 from converters.report.export_results import model_records, support_table, write
 from converters.target import StructureError
-from converters.tf.tflite import PRECISIONS, Backend, check_tflite_structure, weight_fractions
+from converters.tf.tflite import PRECISIONS, Backend
 from converters.tf.tflite_runtime import (
     LoadError,
     _Binding,
@@ -202,3 +203,38 @@ def test_a_delegate_disagreement_blames_the_kernels_farther_from_pytorch() -> No
     assert farther
     # several outputs: the delegate farther on any one of them is a defect
     assert blame_delegate({"a": near, "b": far}, {"a": far, "b": near}, {"a": torch_out, "b": torch_out})[0]
+
+
+def test_accuracy_batches_and_latency_runners_blame_by_distance() -> None:
+    """The accuracy suite hands each eval batch's PyTorch outputs to a runner that can judge its delegate; the
+    latency suite switches the cross-check off (it times the default path and could not say who is wrong)."""
+    from converters.checks.accuracy import run_batched
+    from converters.latency.measure import load_runner
+
+    class Judging:
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+            self.cross_check = True
+
+        def __call__(self, feeds: dict) -> dict:
+            raise AssertionError("plain call used although PyTorch's outputs were at hand")
+
+        def run_judged(self, feeds: dict, expected: dict) -> dict:
+            self.seen.append((len(feeds["x"]), len(expected["y"])))
+            assert np.array_equal(expected["y"], feeds["x"] * 2)
+            return {"y": feeds["x"] * 2}
+
+        def default_path_only(self) -> None:
+            self.cross_check = False
+
+    runner = Judging()
+    x = np.arange(10, dtype=np.float32)
+    out = run_batched(runner, {"x": x}, batch=4, expected={"y": x * 2})
+    assert runner.seen == [(4, 4), (4, 4), (2, 2)] and np.array_equal(out["y"], x * 2)
+
+    class Target:
+        def load(self, artifact: object, spec: object) -> Judging:
+            return runner
+
+    loaded, record = load_runner(Target(), None, None, threads=0)
+    assert loaded is runner and not runner.cross_check and record["method"] == "runtime defaults"

@@ -135,3 +135,19 @@ def test_seeded_init_does_not_depend_on_thread_count() -> None:
         torch.set_num_threads(threads)
     assert len(hashes) == 1
     assert torch.get_num_threads() == threads
+
+
+def test_checkpoint_architecture_is_checked_before_loading(tmp_path: Path) -> None:
+    """Guide 003: a checkpoint states its architecture (channels, blocks); a mismatch is one line naming the field,
+    before any key or shape error; an agreeing checkpoint loads."""
+    from models import alphazero_chess
+
+    spec = alphazero_chess.specs()[0]
+    model = spec.build()
+    good = alphazero_chess.checkpoint_dict(model)
+    torch.save(good, tmp_path / "good.pt")
+    assert state_dict_hash(spec.build(tmp_path / "good.pt")) == state_dict_hash(model)
+    bad = {**good, "architecture": {**good["architecture"], "num_res_blocks": 10}}
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match=r"bad\.pt: architecture mismatch, num_res_blocks: checkpoint 10, model 6$"):
+        spec.build(tmp_path / "bad.pt")

@@ -39,7 +39,8 @@ def test_forward_shapes_and_finite(model_spec, batch) -> None:
     model = model_spec.build()
     outputs = run_torch(model_spec, model, model_spec.example_inputs(batch, seed=0))
     for out in model_spec.outputs:
-        want = tuple(batch if d == "B" else d for d in out.shape)
+        lengths = model_spec.default_lengths()
+        want = tuple(batch if d == "B" else lengths.get(d, d) for d in out.shape)
         assert outputs[out.name].shape == want, out.name
         assert np.isfinite(outputs[out.name]).all(), out.name
 
@@ -54,7 +55,7 @@ def test_example_inputs_are_seeded_and_realistic(model_spec) -> None:
     first, again, other = (model_spec.example_inputs(3, seed=s) for s in (0, 0, 1))
     for spec in model_spec.inputs:
         x = first[spec.name]
-        assert x.shape == spec.concrete_shape(3) and x.dtype == np.dtype(spec.dtype)
+        assert x.shape == spec.concrete_shape(3, model_spec.default_lengths()) and x.dtype == np.dtype(spec.dtype)
         assert np.array_equal(x, again[spec.name]), f"{spec.name}: not deterministic for a seed"
         assert not np.array_equal(x, other[spec.name]), f"{spec.name}: seed has no effect"
         assert np.unique(x).size > 1, f"{spec.name}: constant input"

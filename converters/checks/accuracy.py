@@ -262,9 +262,19 @@ def drop_function(budget: Budget, higher_is_better: bool) -> Any:
     return lambda ref, cand: sign * (ref - cand) / max(abs(ref), 1e-12) * 100.0
 
 
-def run_batched(fn: Any, inputs: Arrays, batch: int = EVAL_BATCH) -> Arrays:
+def run_batched(fn: Any, inputs: Arrays, batch: int = EVAL_BATCH, expected: Arrays | None = None) -> Arrays:
+    """``fn`` over ``inputs`` in batches, outputs concatenated. With ``expected`` (PyTorch's outputs on the same
+    inputs), a runner that cross-checks its delegate (``run_judged``) blames the one farther from PyTorch."""
+    judged = getattr(fn, "run_judged", None) if expected is not None else None
     n = len(next(iter(inputs.values())))
-    parts = [fn({k: v[i:i + batch] for k, v in inputs.items()}) for i in range(0, n, batch)]
+
+    def call(i: int) -> Arrays:
+        feeds = {k: v[i:i + batch] for k, v in inputs.items()}
+        if judged is None:
+            return fn(feeds)
+        return judged(feeds, {k: v[i:i + batch] for k, v in (expected or {}).items()})
+
+    parts = [call(i) for i in range(0, n, batch)]
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
@@ -313,7 +323,7 @@ def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: P
     result.seconds["fp32_eval"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     runner = target.load(artifact, aspec)
-    cand = run_batched(runner, task.eval_inputs)
+    cand = run_batched(runner, task.eval_inputs, expected=ref)
     result.seconds["method_eval"] = round(time.perf_counter() - t0, 2)
     stored = (baselines or {}).get(result.cell_id, {}).get("metrics", {})
     for metric in task.metrics:

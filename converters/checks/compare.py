@@ -53,6 +53,12 @@ class ParityResult:
     tolerance: Tolerance
     outputs: list[OutputComparison]
     errors: list[str] = field(default_factory=list)
+    lengths: dict[str, int] = field(default_factory=dict)
+    """Dynamic non-batch axes run at a length other than their default (``{"frames": 500}``)."""
+
+    @property
+    def label(self) -> str:
+        return f"batch {self.batch}" + "".join(f", {s}={n}" for s, n in sorted(self.lengths.items()))
 
     @property
     def passed(self) -> bool:
@@ -65,7 +71,8 @@ class ParityResult:
         return lines
 
     def to_dict(self) -> dict:
-        return {"batch": self.batch, "tolerance": asdict(self.tolerance), "errors": self.errors,
+        return {"batch": self.batch, **({"lengths": self.lengths} if self.lengths else {}),
+                "tolerance": asdict(self.tolerance), "errors": self.errors,
                 "outputs": [asdict(o) | {"passed": o.passed} for o in self.outputs]}
 
 

@@ -24,7 +24,8 @@ import onnx
 from torch import nn
 
 from converters.cache import Artifact
-from converters.exporters.onnx_export import OnnxRuntimeRunner, check_onnx_structure
+from converters.checks.onnx_structure import check_onnx_structure
+from converters.exporters.onnx_runner import OnnxRuntimeRunner
 from converters.exporters.torchscript import error_head
 from converters.target import ExportError, StructureError, Target
 from models.spec import ModelSpec

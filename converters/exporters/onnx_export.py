@@ -14,14 +14,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
 
 from converters.cache import Artifact
+from converters.checks.onnx_structure import check_onnx_structure, onnx_opset
+from converters.exporters.onnx_runner import OnnxRuntimeRunner
 from converters.exporters.torchscript import error_head
-from converters.target import ExportError, StructureError, Target
+from converters.target import ExportError, Target
 from models.spec import ModelSpec, to_torch
 
 EXPORT_BATCH = 2
@@ -38,10 +39,6 @@ def export_mode() -> Iterator[None]:
             yield
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
-
-
-def onnx_opset(model: onnx.ModelProto) -> int:
-    return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
 
 
 class OnnxExportTarget(Target):
@@ -74,7 +71,7 @@ class OnnxExportTarget(Target):
                     torch.onnx.export(
                         model, args, str(path), input_names=spec.input_names, output_names=spec.output_names,
                         opset_version=self.opset, dynamo=False, do_constant_folding=True,
-                        dynamic_axes=_dynamic_axes(spec),
+                        dynamic_axes=spec.onnx_dynamic_axes(),
                     )
         except Exception as exc:
             raise ExportError(f"torch.onnx.export({self.exporter}) failed: {error_head(exc)}") from exc
@@ -91,8 +88,7 @@ class OnnxExportTarget(Target):
         }
 
     def _export_dynamo(self, spec: ModelSpec, model: nn.Module, args: tuple, path: Path) -> None:
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        dynamic_shapes = tuple({i.batch_axis: batch} if i.batch_axis is not None else None for i in spec.inputs)
+        dynamic_shapes = spec.export_dynamic_shapes()
         program = torch.onnx.export(
             model, args, input_names=spec.input_names, output_names=spec.output_names, opset_version=self.opset,
             dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
@@ -104,61 +100,6 @@ class OnnxExportTarget(Target):
 
     def load(self, artifact: Artifact, spec: ModelSpec) -> OnnxRuntimeRunner:
         return OnnxRuntimeRunner(artifact.path, spec)
-
-
-def check_onnx_structure(path: Path, spec: ModelSpec) -> dict[str, Any]:
-    """onnx.checker (full), I/O names as declared, and declared-dynamic batch axes really symbolic."""
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:
-        raise StructureError(f"onnx.checker rejected {path.name}: {error_head(exc)}") from exc
-    proto = onnx.load(str(path), load_external_data=False)
-    inputs = {vi.name: vi for vi in proto.graph.input}
-    outputs = {vi.name: vi for vi in proto.graph.output}
-    for names, found, kind in ((spec.input_names, inputs, "input"), (spec.output_names, outputs, "output")):
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise StructureError(f"{kind} {missing[0]!r} not in graph {kind}s {sorted(found)}")
-    frozen = []
-    for name, axis in [(i.name, i.batch_axis) for i in spec.inputs] + [(o.name, 0) for o in spec.outputs]:
-        if axis is None:
-            continue
-        vi = inputs.get(name) or outputs[name]
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) > axis and dims[axis].HasField("dim_value"):
-            frozen.append(f"{name}[{axis}]={dims[axis].dim_value}")
-    if frozen:
-        raise StructureError("declared-dynamic batch axis frozen in the graph: " + ", ".join(frozen))
-    return {"opset": onnx_opset(proto), "nodes": len(proto.graph.node),
-            "op_types": sorted({n.op_type for n in proto.graph.node})}
-
-
-class OnnxRuntimeRunner:
-    """ONNX Runtime CPU session on named numpy inputs (cast to the declared dtypes)."""
-
-    def __init__(self, path: Path, spec: ModelSpec, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        self.spec = spec
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.info = {"runtime": "onnxruntime", "version": ort.__version__,
-                     "providers": self.session.get_providers()}
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {i.name: np.ascontiguousarray(inputs[i.name], dtype=i.dtype) for i in self.spec.inputs}
-        values = self.session.run(self.spec.output_names, feed)
-        return dict(zip(self.spec.output_names, values, strict=True))
-
-
-def _dynamic_axes(spec: ModelSpec) -> dict[str, dict[int, str]]:
-    axes = {i.name: {i.batch_axis: "batch"} for i in spec.inputs if i.batch_axis is not None}
-    if spec.dynamic_batch:
-        axes.update({o.name: {0: "batch"} for o in spec.outputs})
-    return axes
 
 
 def _signature(values: Any) -> list[dict[str, Any]]:

@@ -512,9 +512,20 @@ def load_runner(target: Any, artifact: Any, spec: Any, threads: int) -> tuple[An
     """
     if threads > 0 and "threads" in inspect.signature(target.load).parameters:
         runner = target.load(artifact, spec, threads=threads)
+        _default_path_only(runner)
         return runner, {"requested": threads, "method": "target.load(threads=)", **runner_threads(runner)}
     runner = target.load(artifact, spec)
+    _default_path_only(runner)
     return runner, apply_threads(runner, threads)
+
+
+def _default_path_only(runner: Any) -> None:
+    """A runner that cross-checks a second kernel path on every call (TFLite int8: the reference kernels) times
+    only its default path: the cross-check would be untimed but would double each round's wall time, and its
+    verdict without PyTorch's outputs could not say which path is wrong."""
+    stop = getattr(runner, "default_path_only", None)
+    if stop is not None:
+        stop()
 
 
 def apply_threads(runner: Any, threads: int) -> dict[str, Any]:

@@ -85,6 +85,28 @@ def support_table(cells: Iterable[Mapping[str, Any]], models: Iterable[str] | No
     return "\n".join(lines) + "\n"
 
 
+def variant_support_table(cells: Iterable[Mapping[str, Any]]) -> str:
+    """Markdown: the guides' pipelines as written. One row per (model, chain copy) present in ``cells``
+    (``@opsetN``: the ONNX chain exported at the guide's opset; ``@guide-int8-opsetN``: guide 001's guide-quantized
+    ONNX through the TF backends), columns: the chain's ONNX root, ORT's methods, then every TF/TFLite target."""
+    by_cell = {c["cell"]: c for c in cells}
+    rows = sorted({(c["model"], "@" + c["target"].split("@", 1)[1]) for c in by_cell.values() if "@" in c["target"]})
+    onnx = ["onnx:fp32", "onnx:fp16", "onnx:int8-dynamic", "onnx:int8-static[minmax]", "onnx:int8-static[entropy]",
+            "onnx:int8-static[percentile]", "onnx:int8-static[minmax-per-tensor]"]
+    tf = [(f"{b} {t.split(':')[1]}", f"{t}[{b}]") for b, targets in TF_COLUMNS if b != "litert-torch"
+          for t in targets]
+    header = ["model", "chain", *(t.split(":", 1)[1] for t in onnx), *(label for label, _ in tf)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, suffix in rows:
+        guide = suffix.startswith("@guide-int8-")
+        root = f"onnx:fp32[guide-quantizer-int8]@{suffix.rsplit('-', 1)[1]}" if guide else f"onnx:fp32{suffix}"
+        row = [f"`{model}`", f"`{suffix}`", _cell_text(by_cell.get(f"{model}-{root}"))]
+        row += ["-" if guide else _cell_text(by_cell.get(f"{model}-{t}{suffix}")) for t in onnx[1:]]
+        row += [_cell_text(by_cell.get(f"{model}-{target}{suffix}")) for _, target in tf]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _cell_text(cell: Mapping[str, Any] | None) -> str:
     if cell is None:
         return "skip"

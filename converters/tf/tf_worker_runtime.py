@@ -34,8 +34,19 @@ def _remember(store: dict[str, Any], handle: str, value: Any, limit: int = MAX_L
 # ------------------------------------------------------------------------------------------------ structure
 
 
+COMPUTE_WEIGHT_INPUTS = {
+    "CONV_2D": (1,), "DEPTHWISE_CONV_2D": (1,), "TRANSPOSE_CONV": (1,), "CONV_3D": (1,), "FULLY_CONNECTED": (1,),
+    "BATCH_MATMUL": (0, 1), "UNIDIRECTIONAL_SEQUENCE_LSTM": tuple(range(1, 9)),
+}
+"""Quantizable compute ops and the inputs that hold their weights (a constant there is a weight tensor)."""
+TABLE_INPUTS = {"GATHER": (0,), "EMBEDDING_LOOKUP": (1,)}
+"""Lookup ops and their table input: embedding tables, which quantizers may keep float, are reported apart."""
+
+
 def tflite_inspect(path: str) -> dict[str, Any]:
-    """Facts from the flatbuffer: I/O tensors, constant (weight) tensors by dtype with their bytes, op names."""
+    """Facts from the flatbuffer: I/O tensors, constant tensors by dtype (``weights``), the constant weights of
+    quantizable compute ops by dtype (``compute_weights``; a weight stored in another dtype and DEQUANTIZEd first
+    counts in its stored dtype), lookup tables by dtype (``tables``), op names."""
     from ai_edge_litert import schema_py_generated as schema
 
     buf = Path(path).read_bytes()
@@ -43,15 +54,27 @@ def tflite_inspect(path: str) -> dict[str, Any]:
     type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     ops = set()
+    code_names = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         name = op_names.get(builtin, str(builtin))
+        code_names.append(name)
         ops.add(code.CustomCode().decode() if name == "CUSTOM" and code.CustomCode() else name)
     weights: dict[str, dict[str, int]] = {}
+    compute: dict[str, dict[str, int]] = {}
+    tables: dict[str, dict[str, int]] = {}
     io: dict[str, list[dict[str, Any]]] = {"inputs": [], "outputs": []}
+
+    def add(into: dict[str, dict[str, int]], dtype: str, elements: int, size: int) -> None:
+        entry = into.setdefault(dtype, {"tensors": 0, "bytes": 0, "elements": 0})
+        entry["tensors"] += 1
+        entry["bytes"] += size
+        entry["elements"] += elements
+
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)
+        constants: dict[int, tuple[str, int, int]] = {}  # tensor index -> (dtype, elements, bytes)
         for t in range(graph.TensorsLength()):
             tensor = graph.Tensors(t)
             dtype = type_names.get(tensor.Type(), str(tensor.Type()))
@@ -60,17 +83,34 @@ def tflite_inspect(path: str) -> dict[str, Any]:
             if size == 0 and buffer is not None and buffer.Size() > 0:  # large models keep data after the buffers
                 size = buffer.Size()
             if size:
-                entry = weights.setdefault(dtype, {"tensors": 0, "bytes": 0, "elements": 0})
-                entry["tensors"] += 1
-                entry["bytes"] += int(size)
-                entry["elements"] += int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+                elements = int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+                constants[t] = (dtype, elements, int(size))
+                add(weights, dtype, elements, int(size))
+        dequantized: dict[int, int] = {}  # output tensor of a DEQUANTIZE of a constant -> that constant
+        operators = [graph.Operators(o) for o in range(graph.OperatorsLength())]
+        for op in operators:
+            if code_names[op.OpcodeIndex()] == "DEQUANTIZE" and op.InputsLength() and op.Inputs(0) in constants:
+                dequantized[op.Outputs(0)] = op.Inputs(0)
+        seen: set[tuple[str, int]] = set()
+        for op in operators:
+            name = code_names[op.OpcodeIndex()]
+            for kind, positions in (("compute", COMPUTE_WEIGHT_INPUTS.get(name, ())),
+                                    ("table", TABLE_INPUTS.get(name, ()))):
+                for pos in positions:
+                    if pos >= op.InputsLength():
+                        continue
+                    idx = dequantized.get(op.Inputs(pos), op.Inputs(pos))
+                    if idx in constants and (kind, idx) not in seen:
+                        seen.add((kind, idx))
+                        dtype, elements, size = constants[idx]
+                        add(compute if kind == "compute" else tables, dtype, elements, size)
         if s == 0:
             for kind, idx in (("inputs", graph.InputsAsNumpy()), ("outputs", graph.OutputsAsNumpy())):
                 for i in np.atleast_1d(idx).tolist():
                     tensor = graph.Tensors(int(i))
                     io[kind].append({"name": tensor.Name().decode(), "dtype": type_names.get(tensor.Type())})
-    return {"size_bytes": len(buf), "weights": weights, "ops": sorted(ops), **io,
-            "versions": package_versions("ai-edge-litert")}
+    return {"size_bytes": len(buf), "weights": weights, "compute_weights": compute, "tables": tables,
+            "ops": sorted(ops), **io, "versions": package_versions("ai-edge-litert")}
 
 
 # ------------------------------------------------------------------------------------------------ execution

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from converters.cache import Artifact
+from converters.checks.tflite_structure import check_tflite_structure
 from converters.target import ExportError, StageError, StructureError, Target, package_versions
 from converters.tf.isolation import WorkerTimeout, pool, python_has_modules
 from converters.tf.tflite_runtime import WORKER_MODULE, SavedModelRunner, TFLiteRunner
@@ -230,39 +231,6 @@ class TFLiteTarget(TFTarget):
         self._facts[artifact.key] = facts
         check_tflite_structure(self.precision, facts, spec)
         return facts
-
-
-def weight_fractions(weights: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
-    """Share of constant-tensor *elements* per dtype."""
-    total = sum(w["elements"] for w in weights.values()) or 1
-    return {dtype: round(w["elements"] / total, 4) for dtype, w in weights.items()}
-
-
-def check_tflite_structure(precision: str, facts: Mapping[str, Any], spec: ModelSpec) -> None:
-    """Issue item 4: what the file stores must match its name. Raises StructureError with the evidence."""
-    fractions = weight_fractions(facts["weights"])
-    float_inputs = {i.name for i in spec.inputs if np.dtype(i.dtype).kind == "f"}
-    io_types = [(d["name"], d["dtype"]) for d in facts["inputs"] + facts["outputs"]]
-    evidence = f"weights by element share {fractions}; I/O {io_types}"
-    problems = []
-    if precision == "fp32":
-        if fractions.get("float32", 0.0) < 0.5:
-            problems.append("fp32 file whose weights are mostly not float32")
-    elif precision == "fp16":
-        if fractions.get("float16", 0.0) < 0.5:
-            problems.append("fp16 file whose weights are mostly not float16")
-    elif precision.startswith("int8"):
-        if fractions.get("int8", 0.0) < 0.5:
-            problems.append(f"{precision} file whose weights are mostly not int8")
-    io_dtypes = [d["dtype"] for d in facts["inputs"]] + [d["dtype"] for d in facts["outputs"]]
-    n_float_io = len(float_inputs) + len(spec.outputs)
-    if precision == "int8-full":
-        if sum(1 for d in io_dtypes if d == "int8") < n_float_io:
-            problems.append(f"int8-full file without int8 I/O for all {n_float_io} float inputs/outputs")
-    elif any(d in ("int8", "uint8") for d in io_dtypes):
-        problems.append(f"{precision} file with quantized I/O (float I/O expected)")
-    if problems:
-        raise StructureError("; ".join(problems) + f" ({evidence})")
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

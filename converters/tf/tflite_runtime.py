@@ -139,8 +139,9 @@ class _Binding:
         return np.transpose(y, inverse) if self.perm != tuple(range(y.ndim)) else y
 
 
-def _shape_for(dims: Sequence[int | str], batch: int = 1) -> tuple[int, ...]:
-    return tuple(batch if d == BATCH else int(d) for d in dims)
+def _shape_for(dims: Sequence[int | str], lengths: Mapping[str, int], batch: int = 1) -> tuple[int, ...]:
+    """A spec shape made concrete: ``batch``, each dynamic length axis at ``lengths``."""
+    return tuple(batch if d == BATCH else int(lengths[d]) if isinstance(d, str) else int(d) for d in dims)
 
 
 def _norm(name: str) -> str:
@@ -219,14 +220,15 @@ class _WorkerRunner:
         out_map, out_how = _resolve_names("output", self.spec.output_names, sig_outputs,
                                           positional and positional[1])
         self.name_mapping = {"inputs": in_how, "outputs": out_how}
+        lengths = self.spec.default_lengths()
         for ispec in self.spec.inputs:
             det = sig_inputs[in_map[ispec.name]]
-            perm = find_permutation(_shape_for(ispec.shape), det.get("shape_signature") or det["shape"],
+            perm = find_permutation(_shape_for(ispec.shape, lengths), det.get("shape_signature") or det["shape"],
                                     ispec.batch_axis, prefer_channels_last=ispec.name in channels_last)
             self.inputs[ispec.name] = _Binding(ispec.name, in_map[ispec.name], det, perm)
         for ospec in self.spec.outputs:
             det = sig_outputs[out_map[ospec.name]]
-            perm = find_permutation(_shape_for(ospec.shape), det.get("shape_signature") or det["shape"],
+            perm = find_permutation(_shape_for(ospec.shape, lengths), det.get("shape_signature") or det["shape"],
                                     0 if ospec.shape and ospec.shape[0] == BATCH else None,
                                     prefer_channels_last=bool(channels_last))
             self.outputs[ospec.name] = _Binding(ospec.name, out_map[ospec.name], det, perm)
@@ -310,6 +312,12 @@ class TFLiteRunner(_WorkerRunner):
         if self.reference_handle is not None:
             self.reference_handle = self._call("tflite_load", path=str(self.path), delegates="none",
                                                threads=threads)["handle"]
+
+    def default_path_only(self) -> None:
+        """Stop cross-checking the reference kernels (latency runs: who is right is the matrix's and the accuracy
+        suite's verdict, where PyTorch's outputs are at hand to blame the farther path)."""
+        self.reference_handle = None
+        self.delegate_check["checked"] = False
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self._run_all("tflite_run", self.handle, inputs)

@@ -93,7 +93,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         state.names_checked = True
     params = []
     full = metafunc.config.getoption("--accuracy-full") or harness_tier(metafunc.config) == "full"
-    for spec, target, marks in cells(harness):
+    for spec, target, marks in cells(harness, guide_chains=True):
         if not has_task(spec) or (spec.name in state.budgets.full_only and not full):
             continue
         if not state.budgets.covers(target.name) or (state.budgets.full_only_target(target.name) and not full):

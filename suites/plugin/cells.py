@@ -13,13 +13,20 @@ from models.spec import ModelSpec, star_match
 from suites.plugin.core import Cell, ExpectedCellFailure, Harness, get_harness, harness_tier
 
 
-def cells(harness: Harness, *, eager: bool = False) -> Iterator[tuple[ModelSpec, Target | None, list[Any]]]:
+def cells(harness: Harness, *, eager: bool = False, opset_axis: bool = False,
+          guide_chains: bool = False) -> Iterator[tuple[ModelSpec, Target | None, list[Any]]]:
     """The one cell generator of every suite: each (model, target) of the registries in matrix order with the marks
     all suites share (``smoke`` / ``slow`` from the spec; a skip naming the tox env when the target's backend is not
-    installed). ``eager`` puts the PyTorch-eager pseudo-target (``None``) first. Suites add their own filters and
-    declared failures."""
+    installed). ``eager`` puts the PyTorch-eager pseudo-target (``None``) first. ``opset_axis`` adds the copies of
+    ``converters.variants`` a model declares (its ``guide_opsets`` and ``guide_chains``; with ``--harness-tier=full``
+    every opset of the plain ONNX chain); ``guide_chains`` adds only its guide-chain copies. Suites add their own
+    filters and declared failures."""
+    every_opset = harness_tier(harness.config) == "full"
     for spec in harness.models.specs():
         for target in [None, *harness.targets.targets()] if eager else harness.targets.targets():
+            if target is not None and target.opset_variant is not None and not _runs_variant(
+                    spec, target, opset_axis=opset_axis, guide_chains=guide_chains, every_opset=every_opset):
+                continue
             marks = [getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(spec, m)]
             unavailable = getattr(target, "unavailable_reason", None)
             reason = unavailable() if unavailable else None
@@ -28,12 +35,25 @@ def cells(harness: Harness, *, eager: bool = False) -> Iterator[tuple[ModelSpec,
             yield spec, target, marks
 
 
-def _matrix_params(harness: Harness, globs: tuple[str, ...]) -> list[Any]:
+def _runs_variant(spec: ModelSpec, target: Target, *, opset_axis: bool, guide_chains: bool, every_opset: bool) -> bool:
+    declared = target.opset_variant in spec.guide_opsets and (not target.chain or target.chain in spec.guide_chains)
+    if target.chain:
+        return (opset_axis or guide_chains) and declared
+    return opset_axis and (declared or every_opset)
+
+
+LENGTHS = "#lengths"
+"""Suffix of the declaration name of a cell's dynamic-lengths check (``tflite:fp32[litert-torch]#lengths``)."""
+
+
+def _matrix_params(harness: Harness, globs: tuple[str, ...], lengths: bool = False) -> list[Any]:
     params = []
-    for spec, target, marks in cells(harness):
+    for spec, target, marks in cells(harness, opset_axis=not lengths):
         if globs and not any(star_match(g, target.name) for g in globs):
             continue
-        limitation = spec.limitation_for(target.name)
+        if lengths and not spec.axis_lengths:
+            continue
+        limitation = spec.limitation_for(target.name + (LENGTHS if lengths else ""))
         if limitation:
             marks.append(pytest.mark.xfail(strict=limitation.strict, reason=limitation.reason,
                                            raises=ExpectedCellFailure))
@@ -43,12 +63,15 @@ def _matrix_params(harness: Harness, globs: tuple[str, ...]) -> list[Any]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "cell" not in metafunc.fixturenames and "model_spec" not in metafunc.fixturenames:
+    if not {"cell", "length_cell", "model_spec"} & set(metafunc.fixturenames):
         return
     harness = get_harness(metafunc.config)
+    marker = metafunc.definition.get_closest_marker("harness_targets")
+    globs = tuple(marker.args) if marker else ()
     if "cell" in metafunc.fixturenames:
-        marker = metafunc.definition.get_closest_marker("harness_targets")
-        metafunc.parametrize("cell", _matrix_params(harness, tuple(marker.args) if marker else ()))
+        metafunc.parametrize("cell", _matrix_params(harness, globs))
+    if "length_cell" in metafunc.fixturenames:
+        metafunc.parametrize("length_cell", _matrix_params(harness, globs, lengths=True))
     if "model_spec" in metafunc.fixturenames:
         metafunc.parametrize("model_spec", [
             pytest.param(s, id=s.name, marks=[getattr(pytest.mark, m) for m in ("smoke", "slow") if getattr(s, m)])
@@ -59,7 +82,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def item_model(item: pytest.Item) -> str | None:
     """The model a matrix / accuracy / latency item exercises, None for other tests."""
     params = getattr(getattr(item, "callspec", None), "params", {})
-    for name in ("cell", "accuracy_cell"):
+    for name in ("cell", "length_cell", "accuracy_cell"):
         if name in params:
             return params[name].spec.name
     return None
@@ -88,19 +111,37 @@ def check_cell(harness: Harness, record_property: Any) -> Any:
     return lambda cell: _check_cell(cell, harness, record_property)
 
 
-def _check_cell(cell: Cell, harness: Harness, record_property: Any) -> CellResult:
-    declared = cell.spec.limitation_for(cell.target.name)
+@pytest.fixture
+def check_lengths(harness: Harness, record_property: Any) -> Any:
+    """``check_lengths(cell) -> CellResult``: the cell's artifact at the other lengths of its dynamic axes. Skipped
+    when the cell fails at the default lengths (``test_cell`` has that verdict); declarations name
+    ``TARGET#lengths``."""
+
+    def run(cell: Cell) -> CellResult:
+        try:
+            harness.run(cell.spec, cell.target, localise=False)
+        except CellFailure as exc:
+            pytest.skip(f"the cell fails at the default lengths ([{exc.result.stage}], test_cell's verdict)")
+        return _check_cell(cell, harness, record_property, lengths=True)
+
+    return run
+
+
+def _check_cell(cell: Cell, harness: Harness, record_property: Any, lengths: bool = False) -> CellResult:
+    name = cell.target.name + (LENGTHS if lengths else "")
+    prop = "harness_lengths" if lengths else "harness"  # the matrix table and report read "harness" rows only
+    declared = cell.spec.limitation_for(name)
     try:
         # the layer table only for a failure its declaration does not explain (a strict xfail shows no message)
-        result = harness.run(cell.spec, cell.target,
+        result = harness.run(cell.spec, cell.target, lengths=lengths,
                              localise=lambda message: not (declared and declared.explains(message)))
     except CellFailure as exc:
         failure = exc
     else:
-        record_property("harness", result.to_dict())
+        record_property(prop, result.to_dict())
         return result
-    record_property("harness", failure.result.to_dict())
-    limitation = cell.spec.limitation_for(cell.target.name)
+    record_property(prop, failure.result.to_dict())
+    limitation = declared
     if limitation and limitation.explains(failure.result.message):
         raise ExpectedCellFailure(str(failure))
     expected = f"\n(declared limitation expected /{limitation.match}/: {limitation.reason})" if limitation else ""

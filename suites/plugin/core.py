@@ -174,7 +174,7 @@ class Harness:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
-    def run(self, spec: ModelSpec, target: Target, localise: Any = True) -> CellResult:
+    def run(self, spec: ModelSpec, target: Target, localise: Any = True, lengths: bool = False) -> CellResult:
         """One conformance cell on the matrix's model and the spec as every suite converts it; weights that do not
         load fail it at stage ``weights`` (so it still has a row in the matrix summary)."""
         try:
@@ -185,7 +185,7 @@ class Harness:
             raise CellFailure(CellResult(model=spec.name, target=target.name, status="failed", stage="weights",
                                          message=self._bad_weights[spec.name])) from None
         return run_cell(self.cell_spec(spec), target, model, cache=self.cache, thresholds=self.thresholds,
-                        targets=self.targets, identities=self.identities, localise=localise)
+                        targets=self.targets, identities=self.identities, localise=localise, lengths=lengths)
 
 
 def _parse_weights(values: list[str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-__all__ = ["test_accuracy", "test_cell", "test_latency", "test_latency_budget"]
+__all__ = ["test_accuracy", "test_cell", "test_dynamic_lengths", "test_latency", "test_latency_budget"]
 
 
 def test_cell(cell, check_cell) -> None:
@@ -18,6 +18,13 @@ def test_cell(cell, check_cell) -> None:
     result = check_cell(cell)
     assert result.status == "passed"
     assert result.parity, "a passing cell must have compared at least one batch"
+
+
+def test_dynamic_lengths(length_cell, check_lengths) -> None:
+    """A model with dynamic non-batch axes (``axis_lengths``): its passing artifact at the other lengths (e.g. 500
+    frames), the ONNX graph keeping those axes symbolic; a backend that froze them fails or is declared."""
+    result = check_lengths(length_cell)
+    assert result.status == "passed" and result.parity and all(p.lengths for p in result.parity)
 
 
 def test_accuracy(accuracy_cell, check_accuracy) -> None:
