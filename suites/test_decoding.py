@@ -40,7 +40,7 @@ def _memories(harness: Harness, cell: Cell, contract: GreedyContract) -> np.ndar
     return cell.spec.example_inputs(EVAL_SAMPLES, seed=11)[contract.memory]
 
 
-def test_greedy_decoding_on_artifact(decoding_cell: Cell, harness: Harness, record_property: Any) -> None:
+def test_greedy_decoding_on_artifact(decoding_cell: Cell, harness: Harness, harness_record: Any) -> None:
     spec, target = decoding_cell.spec, decoding_cell.target
     contract = GreedyContract.of(spec)
     assert contract is not None
@@ -63,7 +63,7 @@ def test_greedy_decoding_on_artifact(decoding_cell: Cell, harness: Harness, reco
     decoded = greedy_decode(target.load(artifact, cspec), contract, memory, window)
     result = agreement(reference, decoded)
     result["minimum"] = contract.minimum(target.tier)
-    record_property("decoding", result)
+    harness_record("decoding", result)
     print(f"{decoding_cell.id}: {result}")
     assert result["exact_sequence"] >= result["minimum"], (
         f"greedy decoding on {target.name}: {result['exact_sequence']:.4f} of {result['samples']} sequences equal "

@@ -395,19 +395,19 @@ FAST_REPS, FAST_SECONDS = 10, 2.0
 slowdowns); at 2 s by ~2%."""
 
 
-def test_latency_gate_aa_and_injected_fast(harness, latency_state, record_property) -> None:
+def test_latency_gate_aa_and_injected_fast(harness, latency_state, harness_record) -> None:
     """A/A and injected-slowdown trials on gcode_decoder_step-onnx:fp32 (the cheapest cell), chained."""
     start = time.perf_counter()
     cells = [CellTrials(harness, latency_state, "gcode_decoder_step", "onnx:fp32", _plan(latency_state, FAST_SECONDS))]
     verdicts = _trials(cells, FAST_REPS)
     summary = _report(latency_state, f"fast: gcode_decoder_step-onnx:fp32 b1, {FAST_REPS} reps", cells, verdicts,
                       time.perf_counter() - start)
-    record_property("latency_selftest", json.dumps(summary, default=str))
+    harness_record("latency_selftest", json.dumps(summary, default=str))
     _check(verdicts["aa"], verdicts["injected"], summary["contention_median"], latency_state)
 
 
 @pytest.mark.latency_heavy
-def test_latency_gate_aa_and_injected_smoke_models(harness, latency_state, record_property) -> None:
+def test_latency_gate_aa_and_injected_smoke_models(harness, latency_state, harness_record) -> None:
     """20 A/A and 20 injected trials over the ONNX and TorchScript cells of every smoke model, at the bench
     suite's own time budget per measurement ([bench] seconds)."""
     start = time.perf_counter()
@@ -417,7 +417,7 @@ def test_latency_gate_aa_and_injected_smoke_models(harness, latency_state, recor
     verdicts = _trials(cells, 20)
     summary = _report(latency_state, f"heavy: {len(cells)} smoke cells b1, 20 reps", cells, verdicts,
                       time.perf_counter() - start)
-    record_property("latency_selftest", json.dumps(summary, default=str))
+    harness_record("latency_selftest", json.dumps(summary, default=str))
     _check(verdicts["aa"], verdicts["injected"], summary["contention_median"], latency_state)
 
 
@@ -444,7 +444,7 @@ E2E_BASELINE_SESSIONS, E2E_SECONDS = 2, 1.0
 
 
 @pytest.mark.latency_heavy
-def test_latency_gate_end_to_end_through_pytest(pytester: pytest.Pytester, latency_state, record_property) -> None:
+def test_latency_gate_end_to_end_through_pytest(pytester: pytest.Pytester, latency_state, harness_record) -> None:
     """Baseline run, unchanged run (A/A across processes) and a 20%-slower run, each a real pytest session."""
     storage = pytester.path / "store"
     cache = latency_state.config.getoption("--harness-cache")
@@ -488,7 +488,7 @@ def test_latency_gate_end_to_end_through_pytest(pytester: pytest.Pytester, laten
     latency_state.selftest.setdefault("runs", []).append(
         {"title": "end-to-end", "seconds": round(seconds, 1), "contention_median": median, "aa": _counts(aa),
          "injected": _counts(inj)})
-    record_property("latency_selftest", json.dumps(
+    harness_record("latency_selftest", json.dumps(
         {"title": "end-to-end", "seconds": round(seconds, 1), "contention_median": median,
          "aa": {"trials": len(aa), "false_alarms": false_alarms, "statuses": _counts(aa)},
          "injected": {"trials": len(inj), "caught": caught, "statuses": _counts(inj)}}))

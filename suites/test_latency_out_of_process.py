@@ -73,7 +73,7 @@ DIRECT = textwrap.dedent('''
 
 @pytest.mark.parametrize(("model", "target"), CELLS, ids=[f"{m}-{t}" for m, t in CELLS])
 def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model: str, target: str,
-                                                                  tmp_path: Path, record_property,
+                                                                  tmp_path: Path, harness_record,
                                                                   pytestconfig: pytest.Config) -> None:
     spec, tgt = harness.models.get(model), harness.targets.get(target)
     artifact = export_artifact(tgt, spec, harness.model(spec), harness.cache, harness.targets, harness.identities)
@@ -107,7 +107,7 @@ def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model
             break
     harness_ms, direct = pairs[-1]
     parent_ms = 1e3 * float(np.median(lat.measure(fn, CALLS, 1, time.thread_time)))  # the old reading
-    record_property("timing_ms", {"harness_worker_cpu": round(harness_ms, 3), "direct_cpu": round(direct, 3),
+    harness_record("timing_ms", {"harness_worker_cpu": round(harness_ms, 3), "direct_cpu": round(direct, 3),
                                   "parent_thread_cpu": round(parent_ms, 3), "pairs": pairs})
     results = out_of_process.results_dir(pytestconfig.getoption("--latency-report"))
     if results is not None:

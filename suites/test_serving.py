@@ -186,7 +186,7 @@ def compare_answers(expected: dict[str, Any], actual: dict[str, Any], tol: Toler
 
 
 def test_handler_matches_pytorch(serving_target: str, harness: Harness, bst: ModelSpec, reference: Handler,
-                                 requests_: list[str], record_property: Callable[[str, Any], None]) -> None:
+                                 requests_: list[str], harness_record: Callable[[str, Any], None]) -> None:
     """Every passing BST cell of the serving targets: same top-5 as the PyTorch handler on the same requests."""
     target = passing_cell(harness, bst, serving_target)
     handler = artifact_handler(harness, bst, target)
@@ -196,7 +196,7 @@ def test_handler_matches_pytorch(serving_target: str, harness: Harness, bst: Mod
         (s_ref, expected), (s_got, actual) = reference(body), handler(body)
         assert (s_ref, s_got) == (200, 200), f"request {i}: {expected.get('error')} / {actual.get('error')}"
         worst = max(worst, compare_answers(expected, actual, tol, f"{bst.name}-{target.name} request {i}"))
-    record_property("serving_max_prob_diff", worst)
+    harness_record("serving_max_prob_diff", worst)
 
 
 def test_tflite_handler_matches_pytorch(tflite_stub: tuple[Handler, Handler], stub: ModelSpec, harness: Harness,
@@ -417,7 +417,7 @@ def _wait_ready(url: str, body: bytes, log: Path) -> float:
 
 def test_functions_framework_live(harness: Harness, bst: ModelSpec, reference: Handler, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str],
-                                  record_property: Callable[[str, Any], None]) -> None:
+                                  harness_record: Callable[[str, Any], None]) -> None:
     """The ONNX Runtime handler served by functions-framework: 500 requests, 4 concurrent; zero 5xx (zero non-200),
     the same top-5 as PyTorch on every answer; bad requests answered 400 in JSON over HTTP; p50/p99 printed."""
     pytest.importorskip("functions_framework", reason="functions-framework is not installed (the `serving` extra)")
@@ -451,7 +451,7 @@ def test_functions_framework_live(harness: Harness, bst: ModelSpec, reference: H
     assert get[0] == 405 and "expected POST" in get[1]["error"], get
     ms = np.asarray([r[3] for r in results]) * 1000.0
     p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-    record_property("serving_latency_ms", {"p50": round(p50, 1), "p99": round(p99, 1), "ready_s": round(ready, 1)})
+    harness_record("serving_latency_ms", {"p50": round(p50, 1), "p99": round(p99, 1), "ready_s": round(ready, 1)})
     with capsys.disabled():
         print(f"\nfunctions-framework {bst.name} onnx:fp32 (onnxruntime): {LIVE_REQUESTS} requests, "
               f"{LIVE_CONCURRENCY} concurrent, batch 1: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "

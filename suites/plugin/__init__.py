@@ -8,13 +8,15 @@ test module of its own).
 
 Modules: ``core`` (options, hooks, the Harness), ``project`` (a project's files, relative to its rootdir), ``cells``
 (the cell generator and the matrix check), ``scheduling`` (xdist grouping, ordering, memory), ``report`` (the matrix
-table and JSON), ``accuracy`` and ``latency`` (those suites' options, cells and summaries), ``items`` (test items).
+table and JSON), ``junit`` (cell records as flat JUnit properties, the Markdown summary), ``accuracy`` and
+``latency`` (those suites' options, cells and summaries), ``items`` (test items).
 """
 
 pytest_plugins = [
     "suites.plugin.core",
     "suites.plugin.cells",
     "suites.plugin.scheduling",
+    "suites.plugin.junit",
     "suites.plugin.report",
     "suites.plugin.accuracy",
     "suites.plugin.latency",

@@ -26,6 +26,7 @@ from models.training import has_task, task_for
 from suites.plugin import project
 from suites.plugin.cells import cells
 from suites.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness, harness_tier
+from suites.plugin.junit import records_of
 
 RESULTS_KEY = pytest.StashKey[dict[str, tuple[str, dict[str, Any]]]]()
 """This session's accuracy verdicts: cell id -> (outcome, recorded result)."""
@@ -110,7 +111,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
+def check_accuracy(pytestconfig: pytest.Config, harness_record: Any) -> Any:
     """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
 
     def run(cell: Any) -> AccuracyResult:
@@ -135,7 +136,7 @@ def check_accuracy(pytestconfig: pytest.Config, record_property: Any) -> Any:
                 raise ExpectedCellFailure(message) from None
             pytest.fail(message, pytrace=False)
         training = harness.weights_records.get(cell.spec.name, {})
-        record_property("accuracy", {**result.to_dict(), "training": training})
+        harness_record("accuracy", {**result.to_dict(), "training": training})
         if not result.passed:
             expected = state.budgets.expected_failure(cell.id)
             if expected and expected.explains(result.message()):
@@ -172,7 +173,7 @@ def accuracy_gate_of(config: pytest.Config, cell_id: str, sha256: str) -> dict[s
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "call":
         return
-    props = dict(getattr(report, "user_properties", []) or [])
+    props = records_of(report)
     if "accuracy" in props:
         results = _CONFIG.stash.get(RESULTS_KEY, None) if _CONFIG is not None else None
         if results is not None:

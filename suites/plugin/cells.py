@@ -82,7 +82,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def item_model(item: pytest.Item) -> str | None:
     """The model a matrix / accuracy / latency item exercises, None for other tests."""
     params = getattr(getattr(item, "callspec", None), "params", {})
-    for name in ("cell", "length_cell", "accuracy_cell"):
+    for name in ("cell", "length_cell", "decoding_cell", "accuracy_cell"):
         if name in params:
             return params[name].spec.name
     return None
@@ -106,13 +106,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def check_cell(harness: Harness, record_property: Any) -> Any:
+def check_cell(harness: Harness, harness_record: Any) -> Any:
     """``check_cell(cell) -> CellResult``: runs it, records metrics, maps a declared limitation to xfail."""
-    return lambda cell: _check_cell(cell, harness, record_property)
+    return lambda cell: _check_cell(cell, harness, harness_record)
 
 
 @pytest.fixture
-def check_lengths(harness: Harness, record_property: Any) -> Any:
+def check_lengths(harness: Harness, harness_record: Any) -> Any:
     """``check_lengths(cell) -> CellResult``: the cell's artifact at the other lengths of its dynamic axes. Skipped
     when the cell fails at the default lengths (``test_cell`` has that verdict); declarations name
     ``TARGET#lengths``."""
@@ -122,12 +122,12 @@ def check_lengths(harness: Harness, record_property: Any) -> Any:
             harness.run(cell.spec, cell.target, localise=False)
         except CellFailure as exc:
             pytest.skip(f"the cell fails at the default lengths ([{exc.result.stage}], test_cell's verdict)")
-        return _check_cell(cell, harness, record_property, lengths=True)
+        return _check_cell(cell, harness, harness_record, lengths=True)
 
     return run
 
 
-def _check_cell(cell: Cell, harness: Harness, record_property: Any, lengths: bool = False) -> CellResult:
+def _check_cell(cell: Cell, harness: Harness, harness_record: Any, lengths: bool = False) -> CellResult:
     name = cell.target.name + (LENGTHS if lengths else "")
     prop = "harness_lengths" if lengths else "harness"  # the matrix table and report read "harness" rows only
     declared = cell.spec.limitation_for(name)
@@ -138,9 +138,9 @@ def _check_cell(cell: Cell, harness: Harness, record_property: Any, lengths: boo
     except CellFailure as exc:
         failure = exc
     else:
-        record_property(prop, result.to_dict())
+        harness_record(prop, result.to_dict())
         return result
-    record_property(prop, failure.result.to_dict())
+    harness_record(prop, failure.result.to_dict())
     limitation = declared
     if limitation and limitation.explains(failure.result.message):
         raise ExpectedCellFailure(str(failure))

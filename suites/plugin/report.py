@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from converters.report import matrix_report
+from suites.plugin.junit import records_of
 
 
 def _cell_rows(terminalreporter: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -16,7 +17,7 @@ def _cell_rows(terminalreporter: Any) -> list[tuple[str, dict[str, Any]]]:
         for rep in reports:
             if getattr(rep, "when", None) != "call":
                 continue
-            props = dict(getattr(rep, "user_properties", []) or [])
+            props = records_of(rep)
             if "harness" not in props:
                 continue
             if hasattr(rep, "wasxfail"):

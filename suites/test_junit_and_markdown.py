@@ -1,0 +1,84 @@
+"""JUnit XML under pytest's default xunit2 family, without warnings, with each cell's verdict and numbers as flat
+properties; and the Markdown job summary (issue 14, item 3)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from converters.report.markdown_summary import summary_markdown
+from suites.plugin.junit import flat_properties
+
+CONFTEST = '''
+import numpy as np
+from torch import nn
+
+from models.spec import InputSpec, ModelSpec, OutputSpec
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def pytest_harness_models(config):
+    return [ModelSpec(name="junit_tiny", family="user", factory=Tiny,
+                      inputs=(InputSpec("x", ("B", 6), "float32", "NC",
+                                        lambda rng, b: rng.normal(size=(b, 6)).astype(np.float32)),),
+                      outputs=(OutputSpec("y", ("B", 3), kind="logits"),))]
+'''
+
+
+def test_flat_properties_of_a_cell_record() -> None:
+    cell = {"cell": "m-onnx:fp32", "model": "m", "status": "failed", "stage": "parity", "cache": "hit",
+            "message": "batch 3: y: cosine 0.98 < 0.99\nsecond line", "worst": {"cosine": 0.98, "max_abs": 0.5},
+            "artifact": {"key": "abc", "size_bytes": 10, "convert_seconds": 0.1, "opset_produced": 17}}
+    props = dict(flat_properties("harness", cell))
+    assert props["harness.status"] == "failed" and props["harness.stage"] == "parity"
+    assert props["harness.cosine"] == "0.98" and props["harness.artifact.opset_produced"] == "17"
+    assert props["harness.message"] == "batch 3: y: cosine 0.98 < 0.99"  # first line only
+    assert all(isinstance(v, str) and "{" not in v for v in props.values())
+
+
+def test_markdown_summary_counts_and_failures() -> None:
+    rows = [{"nodeid": "t::test_cell[m-onnx:fp32]", "outcome": "passed", "records": {"harness": {"model": "m"}}},
+            {"nodeid": "t::test_cell[m-onnx:fp16]", "outcome": "failed", "longrepr": "[parity] m-onnx:fp16: a|b",
+             "records": {"harness": {"model": "m", "stage": "parity"}}},
+            {"nodeid": "t::test_cell[m-tflite:fp32]", "outcome": "xfail", "records": {"harness": {"model": "m"}}}]
+    text = summary_markdown(rows)
+    assert "**1** passed · **1** failed · **1** xfail" in text
+    assert "| `t::test_cell[m-onnx:fp16]` | parity | [parity] m-onnx:fp16: a\\|b |" in text
+    assert "| `m` | 1 | 1 | 1 | 0 | 0 |" in text
+
+
+def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (project / "test_cells.py").write_text("from suites.plugin.items import test_cell  # noqa: F401\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HARNESS_"))}
+    junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
+    quiet = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:anyio"]  # anyio's plugin warns on import
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", *quiet, "-W", "error::pytest.PytestWarning",
+                          "--harness-cache", str(tmp_path / "cache"),
+                          "-k", "junit_tiny-onnx:fp32] or junit_tiny-torchscript:trace]",
+                          f"--junitxml={junit}", f"--harness-markdown={summary}"],
+                         cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "PytestWarning" not in run.stdout + run.stderr
+    root = ET.parse(junit).getroot()
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert set(cases) == {"test_cell[junit_tiny-onnx:fp32]", "test_cell[junit_tiny-torchscript:trace]"}
+    props = {p.get("name"): p.get("value") for p in cases["test_cell[junit_tiny-onnx:fp32]"].iter("property")}
+    assert props["harness.status"] == "passed" and float(props["harness.cosine"]) > 0.999999
+    assert "harness" not in props  # no dict repr
+    text = summary.read_text()
+    assert "**2** passed" in text and "| `junit_tiny` | 2 |" in text
