@@ -10,6 +10,8 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from converters.report.markdown_summary import summary_markdown
 from suites.plugin.junit import flat_properties
 
@@ -59,7 +61,9 @@ def test_markdown_summary_counts_and_failures() -> None:
     assert "| `m` | 1 | 1 | 1 | 0 | 0 |" in text
 
 
-def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path, workers: list[str]) -> None:
+    """Serial and under pytest-xdist (the workers pass their records on; only the controller writes)."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "conftest.py").write_text(textwrap.dedent(CONFTEST))
@@ -67,7 +71,7 @@ def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HARNESS_"))}
     junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
     quiet = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:anyio"]  # anyio's plugin warns on import
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", *quiet, "-W", "error::pytest.PytestWarning",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", *quiet, *workers, "-W", "error::pytest.PytestWarning",
                           "--harness-cache", str(tmp_path / "cache"),
                           "-k", "junit_tiny-onnx:fp32] or junit_tiny-torchscript:trace]",
                           f"--junitxml={junit}", f"--harness-markdown={summary}"],
@@ -81,4 +85,5 @@ def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path) -> None:
     assert props["harness.status"] == "passed" and float(props["harness.cosine"]) > 0.999999
     assert "harness" not in props  # no dict repr
     text = summary.read_text()
+    assert text.count("# Export conformance run") == 1, text
     assert "**2** passed" in text and "| `junit_tiny` | 2 |" in text

@@ -51,12 +51,9 @@ def summary_markdown(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def write_summary(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write (atomically) or, for an existing ``$GITHUB_STEP_SUMMARY``-style file, append the summary."""
+    """Write the summary to ``path`` atomically (CI appends the file to ``$GITHUB_STEP_SUMMARY``)."""
     path = Path(path)
-    text = summary_markdown(rows)
-    if path.exists() and path.stat().st_size:
-        text = path.read_text() + "\n" + text
-    write_text_atomic(path, text)
+    write_text_atomic(path, summary_markdown(rows))
     return path
 
 

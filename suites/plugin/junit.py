@@ -88,7 +88,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     path = config.getoption("--harness-markdown")
-    if not path:
+    if not path or _ON_WORKER:  # the controller sees every worker's reports
         return
     rows = []
     for reports in terminalreporter.stats.values():
