@@ -49,10 +49,9 @@ def test_greedy_decoding_on_artifact(decoding_cell: Cell, harness: Harness, harn
     except CellFailure as exc:
         pytest.skip(f"decoding runs on passing artifacts; the matrix cell fails at [{exc.result.stage}]")
     model, cspec = harness.model(spec), harness.cell_spec(spec)
-    window = next(i for i in spec.inputs if i.name == contract.tokens).shape[-1]
     memory = _memories(harness, decoding_cell, contract)
 
-    reference = greedy_decode(lambda feeds: run_torch(spec, model, dict(feeds)), contract, memory, window)
+    reference = greedy_decode(lambda feeds: run_torch(spec, model, dict(feeds)), contract, memory)
     generate = getattr(getattr(model, "gcode_head", None), "generate", None)
     if generate is not None:  # the loop is the model's own generate()
         with torch.no_grad():
@@ -60,7 +59,7 @@ def test_greedy_decoding_on_artifact(decoding_cell: Cell, harness: Harness, harn
         assert np.array_equal(ids, reference)
 
     artifact = export_artifact(target, cspec, model, harness.cache, harness.targets, harness.identities)
-    decoded = greedy_decode(target.load(artifact, cspec), contract, memory, window)
+    decoded = greedy_decode(target.load(artifact, cspec), contract, memory)
     result = agreement(reference, decoded)
     result["minimum"] = contract.minimum(target.tier)
     harness_record("decoding", result)

@@ -8,12 +8,12 @@ as the G-code guide's deployment would; on PyTorch the loop equals ``generate()`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from models.spec import ModelSpec
+from models.spec import ModelSpec, star_match
 
 Step = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -21,7 +21,8 @@ Step = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 @dataclass(frozen=True)
 class GreedyContract:
     """Names and ids of a decoder step: ``memory`` / ``tokens`` inputs, ``logits`` output, BOS / PAD ids, how many
-    tokens to decode, and the minimum exact-sequence agreement with PyTorch per threshold tier (``*`` wildcards)."""
+    tokens to decode, and the minimum exact-sequence agreement with PyTorch per threshold tier (``*`` wildcards).
+    ``window`` (the token input's length) comes from the spec."""
 
     memory: str
     tokens: str
@@ -30,29 +31,27 @@ class GreedyContract:
     pad_id: int
     steps: int
     min_agreement: Mapping[str, float]
+    window: int = field(default=0)
 
     @classmethod
     def of(cls, spec: ModelSpec) -> GreedyContract | None:
         raw = spec.extra.get("greedy_decoding")
         if raw is None:
             return None
-        contract = cls(**raw)
-        window = next(i for i in spec.inputs if i.name == contract.tokens).shape[-1]
-        if not isinstance(window, int) or not 0 < contract.steps < window:
-            raise ValueError(f"{spec.name}: greedy_decoding.steps must be in 1..{window}, got {contract.steps}")
-        return contract
+        window = next(i for i in spec.inputs if i.name == raw["tokens"]).shape[-1]
+        if not isinstance(window, int) or not 0 < raw["steps"] < window:
+            raise ValueError(f"{spec.name}: greedy_decoding.steps must be in 1..{window}, got {raw['steps']}")
+        return cls(**raw, window=window)
 
     def minimum(self, tier: str) -> float:
         """The gate for a target of threshold tier ``tier`` (first matching key, else ``default``)."""
-        from models.spec import star_match
-
         return next((v for k, v in self.min_agreement.items() if k != "default" and star_match(k, tier)),
                     self.min_agreement["default"])
 
 
-def greedy_decode(step: Step, contract: GreedyContract, memory: np.ndarray, window: int) -> np.ndarray:
+def greedy_decode(step: Step, contract: GreedyContract, memory: np.ndarray) -> np.ndarray:
     """[n, steps] token ids decoded by ``step`` (any runner: named numpy in, named numpy out), all samples at once."""
-    tokens = np.full((len(memory), window), contract.pad_id, np.int64)
+    tokens = np.full((len(memory), contract.window), contract.pad_id, np.int64)
     tokens[:, 0] = contract.bos_id
     for i in range(contract.steps):
         logits = np.asarray(step({contract.memory: memory, contract.tokens: tokens})[contract.logits])
