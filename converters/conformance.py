@@ -82,7 +82,8 @@ class CellResult:
             "stage": self.stage, "message": self.message, "cache": self.cache,
             "artifact": {k: self.artifact.get(k) for k in ("key", "size_bytes", "convert_seconds", "exporter",
                                                            "opset_requested", "opset_produced", "main",
-                                                           "report", "quant_layers")},
+                                                           "report", "quant_layers", "content_sha256",
+                                                           "versions")},
             "runtime": self.runtime, "seconds": self.seconds, "worst": self.worst(),
             "parity": [p.to_dict() for p in self.parity],
         }

@@ -51,13 +51,22 @@ def table_lines(cells: Iterable[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def write_report(path: str | Path, cells: list[Mapping[str, Any]]) -> Path:
-    """Write a run's (or a merge's) cell records, sorted by cell id."""
-    return write_json_atomic(path, {"cells": sorted(cells, key=lambda c: c["cell"])})
+def write_report(path: str | Path, cells: list[Mapping[str, Any]], accuracy: Iterable[Mapping[str, Any]] = (),
+                 environment: Mapping[str, Any] | None = None) -> Path:
+    """Write a run's (or a merge's) cell records sorted by cell id, its accuracy records (the accuracy suite's
+    per-cell results with their outcome) and what it ran on."""
+    return write_json_atomic(path, {"cells": sorted(cells, key=lambda c: c["cell"]),
+                                    "accuracy": sorted(accuracy, key=lambda c: c["cell"]),
+                                    "environment": dict(environment or {})})
 
 
 def load_report(path: str | Path) -> list[dict[str, Any]]:
     """The cell records of one report file; a clear ValueError names a file that is not a matrix report."""
+    return load_full_report(path)["cells"]
+
+
+def load_full_report(path: str | Path) -> dict[str, Any]:
+    """One report file: ``cells``, ``accuracy`` (empty in reports written before it existed), ``environment``."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -65,21 +74,35 @@ def load_report(path: str | Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: not a readable matrix report ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise ValueError(f"{path}: not a matrix report (expected a JSON object with a 'cells' list)")
-    return data["cells"]
+    return {"cells": data["cells"], "accuracy": data.get("accuracy") or [],
+            "environment": data.get("environment") or {}}
 
 
 def merge(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """The cells of several shard reports as one run's: a cell reported by two shards is an error (the shards of
-    one matrix are disjoint), so a report passed twice is caught instead of double-counted."""
-    merged: dict[str, dict[str, Any]] = {}
-    origin: dict[str, Path] = {}
+    """The cells of several shard reports as one run's (see :func:`merge_reports`)."""
+    return merge_reports(paths)["cells"]
+
+
+def merge_reports(paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Several shard reports as one run's report: a cell (or accuracy cell) reported by two shards is an error (the
+    shards of one matrix are disjoint), so a report passed twice is caught instead of double-counted. The
+    environment is the first shard's, with ``shards`` naming each shard's machine and commit."""
+    merged: dict[str, dict[str, dict[str, Any]]] = {"cells": {}, "accuracy": {}}
+    origin: dict[tuple[str, str], Path] = {}
+    shards: list[dict[str, Any]] = []
+    environment: dict[str, Any] = {}
     for path in map(Path, paths):
-        for cell in load_report(path):
-            if cell["cell"] in merged:
-                raise ValueError(f"cell {cell['cell']} is in both {origin[cell['cell']]} and {path}: shard reports "
-                                 "of one matrix must be disjoint")
-            merged[cell["cell"]], origin[cell["cell"]] = cell, path
-    return [merged[k] for k in sorted(merged)]
+        report = load_full_report(path)
+        shards.append({"report": str(path), **{k: report["environment"].get(k) for k in ("machine_id", "commit")}})
+        for kind in merged:
+            for cell in report[kind]:
+                if cell["cell"] in merged[kind]:
+                    raise ValueError(f"cell {cell['cell']} is in both {origin[kind, cell['cell']]} and {path}: shard "
+                                     "reports of one matrix must be disjoint")
+                merged[kind][cell["cell"]], origin[kind, cell["cell"]] = cell, path
+        environment = environment or dict(report["environment"])
+    environment["shards"] = shards if len(shards) > 1 else []
+    return {kind: [merged[kind][k] for k in sorted(merged[kind])] for kind in merged} | {"environment": environment}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                                                            "export_results/ are written beside it)")
     args = parser.parse_args(argv)
     try:
-        cells = merge(args.reports)
+        report = merge_reports(args.reports)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from converters.report import export_results
 
-    out = write_report(args.output, cells)
+    cells = report["cells"]
+    out = write_report(args.output, cells, report["accuracy"], report["environment"])
     print("\n".join(table_lines(cells)))
     written = export_results.write(cells, out.parent)
     print(f"merged {len(args.reports)} reports into {out}; {written[-1].name} and export_results/ in {out.parent}")
