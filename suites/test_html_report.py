@@ -242,3 +242,17 @@ def test_bad_report_file_is_one_line_and_exit_2(tmp_path: Path, content: str, ex
                            str(tmp_path / "r.html")], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and expected in proc.stderr and str(bad) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_a_later_step_reads_the_runs_accuracy_verdicts(run: dict[str, Any], tmp_path: Path) -> None:
+    """The latency step (``--accuracy-results``) learns from this report which artifact bytes passed accuracy."""
+    from suites.plugin.accuracy import _earlier_results
+
+    earlier = _earlier_results(str(run["report"]))
+    verdict, record = earlier["tiny_ladeda-onnx:fp32"]
+    assert verdict == "passed" and len(record["artifact_sha256"]) == 64
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    with pytest.raises(pytest.UsageError, match=r"--accuracy-results .*bad.json: not a matrix report"):
+        _earlier_results(str(bad))

@@ -46,11 +46,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--accuracy-baselines", default=None,
                     help="baselines JSON file (default: baselines/accuracy.json in the rootdir; created on first "
                          "record)")
+    group.addoption("--accuracy-results", default=None, metavar="PATH",
+                    help="the matrix report (--harness-report) of an earlier step of the same run: its accuracy "
+                         "verdicts count for the exact artifacts (sha256) they measured; the latency step reads "
+                         "them to say which timed artifacts passed their accuracy gate")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     datasets.set_data_dir(project.cache_dir(config) / "data")
     config.stash[RESULTS_KEY] = {}
+    config.stash[EARLIER_KEY] = _earlier_results(config.getoption("--accuracy-results"))
+
+
+EARLIER_KEY = pytest.StashKey[dict[str, tuple[str, dict[str, Any]]]]()
+"""``--accuracy-results``: cell id -> (verdict, recorded result) of an earlier step of the run."""
+_EARLIER_VERDICT = {"PASSED": "passed", "XFAIL": "declared failing (strict xfail)"}
+
+
+def _earlier_results(path: str | None) -> dict[str, tuple[str, dict[str, Any]]]:
+    if not path:
+        return {}
+    from converters.report.matrix_report import load_full_report
+
+    try:
+        records = load_full_report(path)["accuracy"]
+    except ValueError as exc:
+        raise pytest.UsageError(f"--accuracy-results {exc}") from None
+    return {r["cell"]: (_EARLIER_VERDICT.get(r.get("outcome", ""), "failed"), r) for r in records}
 
 
 class _State:
@@ -149,21 +171,24 @@ def check_accuracy(pytestconfig: pytest.Config, harness_record: Any) -> Any:
 
 def accuracy_gate_of(config: pytest.Config, cell_id: str, sha256: str) -> dict[str, Any] | None:
     """What the accuracy gate said about this exact artifact (issue: the artifact that passed the gate is the one
-    benchmarked): this session's verdict on the cell if it measured the same sha256, else the stored baseline's
-    if it recorded that sha256; ``verdict: "other artifact"`` when the cell measured different bytes; None when
-    no accuracy cell has this id."""
+    benchmarked): this session's verdict on the cell if it measured the same sha256, else an earlier step's
+    (``--accuracy-results``), else the stored baseline's if it recorded that sha256; ``verdict: "other artifact"``
+    when the cell measured different bytes; None when no accuracy cell has this id."""
     outcome, res = config.stash.get(RESULTS_KEY, {}).get(cell_id, (None, {}))
     if outcome and res.get("artifact_sha256") == sha256:
         return {"cell": cell_id, "verdict": outcome, "source": "this session"}
+    earlier, rec = config.stash.get(EARLIER_KEY, {}).get(cell_id, (None, {}))
+    if earlier and rec.get("artifact_sha256") == sha256:
+        return {"cell": cell_id, "verdict": earlier, "source": str(config.getoption("--accuracy-results"))}
     state = _state(config)  # the session's budgets and baselines, loaded once
     stored = state.baselines.get(cell_id, {})
     if stored.get("artifact_sha256") == sha256:
         declared = state.budgets.expected_failure(cell_id)  # failing cells are stored too (with metrics)
         return {"cell": cell_id, "verdict": "declared failing (strict xfail)" if declared else "within stored baseline",
                 "source": str(state.baselines_path)}
-    if outcome or stored:
-        return {"cell": cell_id, "verdict": "other artifact",
-                "measured_sha256": res.get("artifact_sha256") or stored.get("artifact_sha256")}
+    if outcome or earlier or stored:
+        return {"cell": cell_id, "verdict": "other artifact", "measured_sha256": res.get("artifact_sha256")
+                or rec.get("artifact_sha256") or stored.get("artifact_sha256")}
     return None
 
 
