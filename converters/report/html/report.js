@@ -195,29 +195,40 @@
   })();
 
   (function accuracy() {
-    var traces = [], budgetX = [], budgetY = [];
     var ids = Object.keys(data.accuracy).sort();
-    VERDICTS.forEach(function (v) {
-      var t = { type: "scatter", mode: "markers", name: "drop (" + LABEL[v] + ")", x: [], y: [], marker: { color: COLOR[v], size: 8 },
-        error_y: { type: "data", symmetric: false, array: [], arrayminus: [], color: COLOR[v] }, text: [] };
-      ids.forEach(function (id) {
-        var acc = data.accuracy[id];
-        if (acc.verdict !== v) return;
-        acc.metrics.forEach(function (m) {
-          if (m.drop === null) return;
-          var x = id + " · " + m.metric;
-          t.x.push(x); t.y.push(m.drop); t.error_y.array.push(m.ci_high - m.drop); t.error_y.arrayminus.push(m.drop - m.ci_low);
-          t.text.push("CI " + num(m.ci_low, 2) + ".." + num(m.ci_high, 2) + " pp, budget " + m.threshold);
-          if (m.threshold !== null) { budgetX.push(x); budgetY.push(m.threshold); }
+    var select = document.getElementById("accuracy-select");
+    if (!ids.length) { select.disabled = true; note("plot-accuracy", "no accuracy results in this report (the accuracy suite did not run)"); return; }
+    var models = [];
+    ids.forEach(function (id) { var m = byId[id] ? byId[id].model : id.split("-")[0]; if (models.indexOf(m) < 0) models.push(m); });
+    // one model at a time by default: a declared failure 80 pp down would flatten every other model's CI
+    models.forEach(function (m) { select.appendChild(el("option", { value: m, text: m })); });
+    select.appendChild(el("option", { value: "", text: "all models" }));
+    function draw(model) {
+      var traces = [], budgetX = [], budgetY = [];
+      VERDICTS.forEach(function (v) {
+        var t = { type: "scatter", mode: "markers", name: "drop (" + LABEL[v] + ")", x: [], y: [], marker: { color: COLOR[v], size: 8 },
+          error_y: { type: "data", symmetric: false, array: [], arrayminus: [], color: COLOR[v] }, text: [],
+          hovertemplate: "%{x}: %{y:.2f} pp, %{text}<extra></extra>" };
+        ids.forEach(function (id) {
+          var acc = data.accuracy[id], c = byId[id];
+          if (acc.verdict !== v || (model && (c ? c.model : id.split("-")[0]) !== model)) return;
+          acc.metrics.forEach(function (m) {
+            if (m.drop === null) return;
+            var x = (model ? id.slice(model.length + 1) : id) + " · " + m.metric;
+            t.x.push(x); t.y.push(m.drop); t.error_y.array.push(m.ci_high - m.drop); t.error_y.arrayminus.push(m.drop - m.ci_low);
+            t.text.push("CI " + num(m.ci_low, 2) + ".." + num(m.ci_high, 2) + " pp, budget " + m.threshold);
+            if (m.threshold !== null) { budgetX.push(x); budgetY.push(m.threshold); }
+          });
         });
+        if (t.x.length) traces.push(t);
       });
-      if (t.x.length) traces.push(t);
-    });
-    if (!traces.length) { note("plot-accuracy", "no accuracy results in this report (the accuracy suite did not run)"); return; }
-    traces.push({ type: "scatter", mode: "markers", name: "budget", x: budgetX, y: budgetY,
-      marker: { symbol: "line-ew-open", size: 18, color: "#1b3f99", line: { width: 2 } } });
-    Plotly.newPlot("plot-accuracy", traces, { height: 460, margin: { t: 20, b: 260 }, xaxis: { tickangle: -60, tickfont: { size: 9 } },
-      yaxis: { title: "drop vs FP32 PyTorch (pp, 95% CI)", zeroline: true } }, config);
+      traces.push({ type: "scatter", mode: "markers", name: "budget", x: budgetX, y: budgetY, hoverinfo: "skip",
+        marker: { symbol: "line-ew-open", size: 18, color: "#1b3f99", line: { width: 2 } } });
+      Plotly.react("plot-accuracy", traces, { height: 460, margin: { t: 20, b: 220 }, xaxis: { tickangle: -45, tickfont: { size: 10 } },
+        yaxis: { title: "drop vs FP32 PyTorch (pp, 95% CI)", zeroline: true } }, config);
+    }
+    select.addEventListener("change", function () { draw(select.value); });
+    draw(models[0]);
   })();
 
   (function latencyHistory() {
