@@ -4,28 +4,23 @@ and ``models/``."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pytest
 
 from converters.cache import ArtifactCache
-from converters.checks.thresholds import ThresholdError, Thresholds
-from converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
-from converters.registry import TargetRegistry, default_target_registry
+from converters.checks.thresholds import ThresholdError
+from converters.registry import default_target_registry
+from converters.session import WEIGHTS_SOURCES, Session
 from converters.target import Target
-from models.registry import Registry, default_registry
+from models.registry import default_registry
 from models.spec import ModelSpec
 from models.weights import WeightsError
 from suites.plugin import project
 
-WEIGHTS_SOURCES = ("reference", "seeded")
 HARNESS_KEY = pytest.StashKey["Harness"]()
 
 
@@ -87,105 +82,15 @@ def pytest_configure(config: pytest.Config) -> None:
         hypothesis_profiles.load_profile(config.getoption("--harness-hypothesis-profile"))
 
 
-@dataclass
-class Harness:
-    """Session state shared by all cells: registries, cache, thresholds and built models."""
+@dataclass(kw_only=True)
+class Harness(Session):
+    """Session state shared by all cells (``converters.session.Session``: registries, cache, thresholds and built
+    models) plus the pytest config; a weights file that does not load fails the test with its one line."""
 
     config: pytest.Config
-    models: Registry
-    targets: TargetRegistry
-    cache: ArtifactCache
-    thresholds: Thresholds
-    weights: dict[str, str]
-    allow_pickle: bool
-    identities: ModelIdentities = field(default_factory=ModelIdentities)
-    weights_records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _reference: dict[str, Any] = field(default_factory=dict)
-    weights_source: str = "reference"
-    _seeded: dict[str, Any] = field(default_factory=dict)
-    _cell_specs: dict[str, ModelSpec] = field(default_factory=dict)
-    _bad_weights: dict[str, str] = field(default_factory=dict)
 
-    def model(self, spec: ModelSpec) -> Any:
-        """The conformance matrix's model: the reference model (one weights notion for matrix, accuracy and latency),
-        or the seeded one with ``--harness-weights-source=seeded``."""
-        return self.seeded_model(spec) if self.weights_source == "seeded" else self.reference_model(spec)
-
-    def seeded_model(self, spec: ModelSpec) -> Any:
-        """The user's weights (--harness-weights), else the spec's deterministic seeded init. A weights file that
-        does not load fails every cell of its model with the same one line (read once, no traceback)."""
-        if spec.name not in self._seeded and spec.name not in self._bad_weights:
-            try:
-                self._seeded[spec.name] = spec.build(self.weights.get(spec.name), allow_pickle=self.allow_pickle)
-            except WeightsError as exc:
-                self._bad_weights[spec.name] = f"--harness-weights {spec.name}: {exc}"
-        if spec.name in self._bad_weights:
-            raise pytest.fail.Exception(f"[weights] {self._bad_weights[spec.name]}", pytrace=False)
-        return self._seeded[spec.name]
-
-    def cell_spec(self, spec: ModelSpec) -> ModelSpec:
-        """The spec every suite converts: with the proxy task's calibration split attached when the model has a task
-        (static quantizers then calibrate on real data, and matrix, accuracy and latency share each artifact)."""
-        if spec.name not in self._cell_specs:
-            from models.training import has_task, task_for
-
-            self._cell_specs[spec.name] = spec
-            if has_task(spec):
-                from converters.checks.accuracy import accuracy_spec
-
-                self._cell_specs[spec.name] = accuracy_spec(spec, task_for(spec))
-        return self._cell_specs[spec.name]
-
-    def reference_model(self, spec: ModelSpec) -> Any:
-        """The model whose artifacts the accuracy gates measure and the latency suite times (one artifact, one
-        sha256): the user's weights (--harness-weights), else the cached trained reference weights of a zoo model's
-        proxy task (trained on a cache miss), else the model as its spec builds it (a user's pretrained model, or
-        seeded init). ``weights_records[spec.name]`` says which."""
-        if spec.name not in self._reference:
-            from models.training import has_recipe, has_task
-
-            if spec.name in self.weights or not has_task(spec) or not has_recipe(spec):
-                self._reference[spec.name] = self.seeded_model(spec)
-                source = self.weights.get(spec.name)
-                self.weights_records[spec.name] = {"source": source or "as built (no training recipe)"}
-            else:
-                from models.training import reference_weights
-
-                t0 = time.perf_counter()
-                path, record = reference_weights(spec)
-                self.weights_records[spec.name] = {**record, "source": "trained reference weights",
-                                                   "wall_seconds": round(time.perf_counter() - t0, 1)}
-                self._reference[spec.name] = spec.build(path)
-        return self._reference[spec.name]
-
-    def release(self, name: str) -> None:
-        """Free what this process holds for one model once its cells are done (built models, its task's data splits,
-        FP32 eval outputs), and hand the freed heap back to the OS: under pytest-xdist a worker runs model after
-        model, and two workers holding every model's data (11 GB each, measured) ran the 24 GB machine out of
-        memory."""
-        from converters.checks.accuracy import forget_reference_outputs
-        from models.training import forget_task
-
-        for held in (self._reference, self._seeded, self._cell_specs):
-            held.pop(name, None)
-        forget_reference_outputs(name)
-        forget_task(name)
-        gc.collect()
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-    def run(self, spec: ModelSpec, target: Target, localise: Any = True, lengths: bool = False) -> CellResult:
-        """One conformance cell on the matrix's model and the spec as every suite converts it; weights that do not
-        load fail it at stage ``weights`` (so it still has a row in the matrix summary)."""
-        try:
-            model = self.model(spec)
-        except pytest.fail.Exception:
-            if spec.name not in self._bad_weights:
-                raise
-            raise CellFailure(CellResult(model=spec.name, target=target.name, status="failed", stage="weights",
-                                         message=self._bad_weights[spec.name])) from None
-        return run_cell(self.cell_spec(spec), target, model, cache=self.cache, thresholds=self.thresholds,
-                        targets=self.targets, identities=self.identities, localise=localise, lengths=lengths)
+    def weights_failure(self, message: str, error: WeightsError) -> BaseException:
+        return pytest.fail.Exception(message, pytrace=False)
 
 
 def _parse_weights(values: list[str]) -> dict[str, str]:

@@ -1,0 +1,205 @@
+"""``export-harness benchmark``: latency, throughput and peak memory of a model's artifacts per batch size.
+
+Each target's conformance cell runs first (a failing cell is not timed, as in the latency suite); then, per batch
+size, the artifact is loaded on its runtime with fixed intra-op threads and its peak RSS measured over the load and
+first run (``converters.latency.measure``: ``load_runner``, ``PeakRss``, the runtime's own process for
+out-of-process runtimes), ``--warmup`` calls, and ``--runs`` timed calls on the wall clock of the process that runs
+the artifact: p50 / p95 / p99 / mean ms and samples per second at the median. PyTorch eager (``torch:eager``) is
+timed the same way as the reference of the speedup column. No regression gate here: that is the latency suite's
+(``pytest -m latency``), which pairs every round with eager on a CPU clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
+from converters.cli.cells import DEFAULT_FORMATS, check_opset, run_matrix_cell, select_targets
+from converters.cli.export import cached_artifact, publish
+from converters.cli.progress import Progress
+from converters.cli.session import first_line, load_model, open_session, weights_label
+from converters.latency import measure as lat
+from converters.session import Session
+from converters.target import Target
+from models.atomic import write_json_atomic
+from models.spec import ModelSpec
+
+EAGER = "torch:eager"
+DEFAULT_BATCHES = (1,)
+DEFAULT_RUNS = 50
+DEFAULT_WARMUP = 5
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def count_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--formats", nargs="+", metavar="PATTERN", default=None,
+                        help="targets to time (patterns as in export); default: " + " ".join(DEFAULT_FORMATS))
+    parser.add_argument("--opset", type=int, metavar="N", default=None, help="the ONNX chain at this opset")
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, metavar="N", default=list(DEFAULT_BATCHES),
+                        help="batch sizes (default: 1; guide 004: 1 2 4 8 16)")
+    parser.add_argument("--runs", type=positive_int, default=DEFAULT_RUNS, metavar="N",
+                        help=f"timed calls per target and batch (default {DEFAULT_RUNS})")
+    parser.add_argument("--warmup", type=count_int, default=DEFAULT_WARMUP, metavar="N",
+                        help=f"untimed calls before them (default {DEFAULT_WARMUP})")
+    parser.add_argument("--threads", type=count_int, default=1, metavar="N",
+                        help="intra-op threads of PyTorch, TorchScript and ONNX Runtime (default 1, as the latency "
+                             "suite; 0 = each runtime's default)")
+    parser.add_argument("--no-eager", action="store_true", help="do not time PyTorch eager (no speedup column)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON to PATH")
+
+
+def time_runner(runner: Any, inputs: dict[str, Any], runs: int, warmup: int) -> tuple[lat.LatencyStats, str]:
+    """``runs`` timed calls after ``warmup`` untimed ones, on the wall clock of the process running the artifact."""
+    timer = lat.clocks_for("wall", runner)[1]
+    call = lambda: runner(inputs)  # noqa: E731
+    for _ in range(warmup):
+        call()
+    clock = "wall" if lat.runtime_pid(runner) == "self" else "wall (runtime process)"
+    return lat.LatencyStats.from_seconds(lat.measure(call, runs, 1, timer)), clock
+
+
+def load_for_timing(session: Session, spec: ModelSpec, target: Target | None, inputs: dict[str, Any],
+                    threads: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(runner, threads record, peak RSS of the load and first run) of one target (None: PyTorch eager)."""
+    model = session.model(spec)
+    if target is None:
+        runner = lat.EagerRunner(spec, model)
+        with lat.PeakRss() as probe:
+            runner(inputs)
+        return runner, lat.runner_threads(runner) | {"requested": threads}, probe.result() | {"covers": "first run"}
+
+    artifact = cached_artifact(session, spec, target)
+    with lat.PeakRss() as probe:
+        runner, threads_record = lat.load_runner(target, artifact, spec, threads)
+        pid = lat.runtime_pid(runner)
+        if pid != "self":  # out-of-process runtime: its own peak, from here on (the load is not covered)
+            probe = lat.PeakRss(pid).__enter__()
+        runner(inputs)  # the first call allocates the runtime's buffers for this batch
+    probe.__exit__(None, None, None)
+    covers = "load + first run" if pid == "self" else "first run (runtime process)"
+    return runner, threads_record, probe.result() | {"covers": covers}
+
+
+def bench_one(session: Session, spec: ModelSpec, target: Target | None, batch: int, runs: int, warmup: int,
+              threads: int) -> dict[str, Any]:
+    """One row: latency percentiles, throughput and peak RSS of ``target`` at ``batch``."""
+    inputs = spec.example_inputs(batch, seed=0)
+    with lat.torch_threads(threads), lat.pinned_allocator() as allocator:
+        runner, threads_record, memory = load_for_timing(session, spec, target, inputs, threads)
+        stats, clock = time_runner(runner, inputs, runs, warmup)
+    info = getattr(runner, "info", {}) or {}
+    return {"model": spec.name, "target": EAGER if target is None else target.name, "batch": batch,
+            "status": "timed", "p50_ms": stats.median_ms, "p95_ms": stats.p95_ms, "p99_ms": stats.p99_ms,
+            "mean_ms": stats.mean_ms, "min_ms": stats.min_ms, "max_ms": stats.max_ms, "stdev_ms": stats.stdev_ms,
+            "throughput_per_s": round(stats.throughput(batch), 2), "peak_rss_mb": memory.get("peak_mb"),
+            "peak_rss_delta_mb": memory.get("peak_delta_mb"), "memory": memory, "runs": runs, "warmup": warmup,
+            "clock": clock, "threads": threads_record, "allocator": allocator,
+            "runtime": {k: str(v) for k, v in info.items() if k in ("runtime", "version", "delegate", "batch_mode")}}
+
+
+def skipped_row(spec: ModelSpec, target: Target, batch: int, reason: str, outcome: str | None = None) -> dict[str, Any]:
+    """A target not timed at ``batch``; ``outcome``: its conformance cell's (FAILED fails the command)."""
+    return {"model": spec.name, "target": target.name, "batch": batch, "status": "skipped", "reason": reason,
+            "conformance": outcome}
+
+
+def benchmark_targets(session: Session, spec: ModelSpec, targets: Sequence[Target], batches: Sequence[int], *,
+                      runs: int, warmup: int, threads: int, quiet: bool, eager: bool = True,
+                      conformance: bool = True) -> list[dict[str, Any]]:
+    """Rows for PyTorch eager (with ``eager``) and each target at each batch; a target whose conformance cell does
+    not pass (checked first unless ``conformance`` is False) gets a ``skipped`` row naming the stage."""
+    plan: list[Target | None] = ([None] if eager else []) + list(targets)
+    progress = Progress(len(plan) * len(batches), enabled=not quiet)
+    rows: list[dict[str, Any]] = []
+    for target in plan:
+        reason = outcome = None
+        if target is not None and conformance:
+            record, _ = run_matrix_cell(session, spec, target, localise=False)
+            if record["status"] != "passed":
+                first = (record.get("message") or "").strip().splitlines()
+                stage = f"stage {record['stage']}" if record.get("stage") else "skipped"
+                reason = f"conformance {record['outcome']} ({stage}): {first[0][:200] if first else ''}"
+                outcome = record["outcome"]
+        for batch in batches:
+            label = f"{spec.name}-{EAGER if target is None else target.name} b{batch}"
+            with progress.step(label) as step:
+                if reason is not None:
+                    rows.append(skipped_row(spec, target, batch, reason, outcome))  # type: ignore[arg-type]
+                else:
+                    try:
+                        rows.append(bench_one(session, spec, target, batch, runs, warmup, threads))
+                    except Exception as exc:  # a runtime that cannot run this batch: reported, not fatal
+                        rows.append(skipped_row(spec, target, batch, f"run failed: {first_line(exc)[:200]}"))  # type: ignore[arg-type]
+                step.status = rows[-1]["status"]
+    eager_p50 = {r["batch"]: r["p50_ms"] for r in rows if r["target"] == EAGER and r["status"] == "timed"}
+    for row in rows:
+        if row["status"] == "timed" and row["batch"] in eager_p50:
+            row["speedup_vs_eager"] = round(eager_p50[row["batch"]] / row["p50_ms"], 3) if row["p50_ms"] else None
+    return rows
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    print(f"{'target':<40} {'batch':>5} {'p50_ms':>9} {'p95_ms':>9} {'p99_ms':>9} {'mean_ms':>9} "
+          f"{'samples/s':>10} {'peak_MB':>8} {'speedup':>7}")
+    for r in rows:
+        if r["status"] != "timed":
+            print(f"{r['target']:<40} {r['batch']:>5} skipped: {r['reason']}")
+            continue
+        print(f"{r['target']:<40} {r['batch']:>5} {r['p50_ms']:>9.3f} {r['p95_ms']:>9.3f} {r['p99_ms']:>9.3f} "
+              f"{r['mean_ms']:>9.3f} {r['throughput_per_s']:>10.1f} {_fmt(r.get('peak_rss_mb'), '.1f'):>8} "
+              f"{_fmt(r.get('speedup_vs_eager'), '.2f'):>7}")
+
+
+def run(args: argparse.Namespace) -> int:
+    session, spec = open_session(args)
+    targets = select_targets(session.targets, args.formats or DEFAULT_FORMATS,
+                             check_opset(session.targets, args.opset))
+    batches = list(dict.fromkeys(args.batch_sizes))
+    if not spec.dynamic_batch and batches != [1]:
+        raise UsageError(f"--batch-sizes {' '.join(map(str, batches))}: model {spec.name} has a fixed batch of 1")
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise UsageError(f"--json {args.json}: directory {json_path.parent} does not exist")
+    load_model(session, spec)
+    rows = benchmark_targets(session, spec, targets, batches, runs=args.runs, warmup=args.warmup,
+                             threads=args.threads, quiet=args.quiet, eager=not args.no_eager)
+    print_table(rows)
+    if json_path is not None:
+        report = {"model": spec.name, "weights": weights_label(session, spec),
+                  "machine_id": lat.machine_id(), "machine_kind": lat.machine_kind(),
+                  "settings": {"batch_sizes": batches, "runs": args.runs, "warmup": args.warmup,
+                               "threads": args.threads, "clock": "wall"},
+                  "rows": rows}
+        try:
+            publish(write_json_atomic(json_path, json.loads(json.dumps(report, default=str)), indent=1))
+        except OSError as exc:
+            raise UsageError(f"--json {args.json}: cannot write ({first_line(exc)})") from None
+        print(f"benchmark rows written to {json_path}")
+    return EXIT_FAILED if any(r.get("conformance") == "FAILED" for r in rows) else EXIT_OK
