@@ -366,8 +366,10 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_lines_elsewhere() ->
             time.sleep(0.05)
             step.status = "PASSED"
     text = tty.getvalue()
-    assert text.startswith("\r[1/2] a 0.0 s") and text.count("\n") == 2
-    assert "\r[1/2] a PASSED" in text and "\r[2/2] b PASSED" in text and text.count("\r[1/2] a ") > 2  # ticking
+    bar = "." * 20
+    assert text.startswith(f"\r[1/2] [{bar}] a 0.0 s") and text.count("\n") == 2
+    assert f"\r[1/2] [{'#' * 10}{'.' * 10}] a PASSED" in text and f"\r[2/2] [{'#' * 20}] b PASSED" in text
+    assert text.count(f"\r[1/2] [{bar}] a ") > 2  # ticking
     plain = io.StringIO()
     progress = Progress(2, stream=plain, tty=False)
     for label in ("a", "b"):

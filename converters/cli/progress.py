@@ -1,6 +1,6 @@
-"""Progress on stderr: on a terminal one line redrawn in place (``[3/8] tflite:fp16[onnx2tf] 12.4 s``, the timer
-ticking from a daemon thread while a conversion runs), elsewhere (CI logs, pipes) one plain line per finished step;
-nothing with ``--quiet``. No dependencies beyond the standard library."""
+"""Progress on stderr: on a terminal one line redrawn in place (``[3/8] [#####.....] tflite:fp16[onnx2tf] 12.4 s``,
+the timer ticking from a daemon thread while a conversion runs), elsewhere (CI logs, pipes) one plain line per
+finished step; nothing with ``--quiet``. No dependencies beyond the standard library."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
+
+BAR_WIDTH = 20
 
 
 @dataclass
@@ -23,9 +25,12 @@ class Step:
     started: float
     status: str = ""
 
-    def line(self, now: float) -> str:
+    def line(self, now: float, bar: bool = False) -> str:
+        """``[3/8] label STATUS 12.4 s``; with ``bar`` a bar of the steps finished before this one after the count."""
         status = f" {self.status}" if self.status else ""
-        return f"[{self.index}/{self.total}] {self.label}{status} {now - self.started:.1f} s"
+        filled = BAR_WIDTH * (self.index - 1 + bool(self.status)) // max(self.total, 1)
+        drawn = f" [{'#' * filled}{'.' * (BAR_WIDTH - filled)}]" if bar else ""
+        return f"[{self.index}/{self.total}]{drawn} {self.label}{status} {now - self.started:.1f} s"
 
 
 class Progress:
@@ -63,11 +68,11 @@ class Progress:
         stop = threading.Event()
         ticker = None
         if self.tty:
-            self._draw(step.line(step.started), final=False)
+            self._draw(step.line(step.started, bar=True), final=False)
 
             def tick() -> None:
                 while not stop.wait(self.interval):
-                    self._draw(step.line(time.perf_counter()), final=False)
+                    self._draw(step.line(time.perf_counter(), bar=True), final=False)
 
             ticker = threading.Thread(target=tick, name="export-harness-progress", daemon=True)
             ticker.start()
@@ -77,4 +82,4 @@ class Progress:
             stop.set()
             if ticker is not None:
                 ticker.join()
-            self._draw(step.line(time.perf_counter()), final=True)
+            self._draw(step.line(time.perf_counter(), bar=self.tty), final=True)
