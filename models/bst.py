@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.method_limitations import BST_OPSET13, at_opset
 from models.spec import BATCH, Generator, InputSpec, Limitation, ModelSpec, OutputSpec
 from models.synthetic import smooth_series
 
@@ -823,6 +824,24 @@ SCRIPT_LIMITATION = Limitation(
 )
 
 
+_TF_CONVERTERS = (
+    Limitation(
+        target="*onnx2tf]",
+        match=r"Output tensors of a Functional model must be the output of a TensorFlow `Layer`",
+        reason="onnx2tf 1.28.8 (onnxsim on PATH) fails on the TCN's erf-GELU Div "
+        "(wa/tcn_pose/net/net.2/Div): ValueError: Output tensors of a Functional model must be the "
+        "output of a TensorFlow `Layer` ... Found: 1.4142135381698608. Pre-simplifying with onnxslim "
+        "then fails on wa/Tile.",
+    ),
+    Limitation(
+        target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
+        reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the opset-17 ONNX export (guide "
+        "002's opset) contains Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
+    ),
+)
+"""The TF converters' failures on BST's ONNX export (opset 17, and 13: the same graph ops)."""
+
+
 def specs() -> list[ModelSpec]:
     """The five BST variants at the deployed hyper-parameters (C=25, T=100)."""
     out = []
@@ -857,24 +876,13 @@ def specs() -> list[ModelSpec]:
                         "opset version 13); every target of the opset-11 chain starts from that export.",
                     ),
                     Limitation(
-                        target="*onnx2tf]",
-                        match=r"Output tensors of a Functional model must be the output of a TensorFlow `Layer`",
-                        reason="onnx2tf 1.28.8 (onnxsim on PATH) fails on the TCN's erf-GELU Div "
-                        "(wa/tcn_pose/net/net.2/Div): ValueError: Output tensors of a Functional model must be the "
-                        "output of a TensorFlow `Layer` ... Found: 1.4142135381698608. Pre-simplifying with onnxslim "
-                        "then fails on wa/Tile.",
-                    ),
-                    Limitation(
                         target="tflite:*litert-torch]", match=r"failed to legalize operation 'tfl\.equal'",
                         reason="litert-torch 0.10 lowers the attention mask test `mask == 0.0` to a float64 tfl.equal, "
                         "which TFLite rejects: failed to legalize operation 'tfl.equal' that was explicitly marked "
                         "illegal (tensor<...xf64>).",
                     ),
-                    Limitation(
-                        target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
-                        reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the opset-17 ONNX export (guide "
-                        "002's opset) contains Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
-                    ),
+                    *_TF_CONVERTERS,
+                    *at_opset(13, _TF_CONVERTERS, BST_OPSET13),
                 ),
                 notes=_NOTES,
                 extra={"hparams": dict(HPARAMS), "source": "Va6lue/BST-Badminton-Stroke-type-Transformer@2ef1797"},
