@@ -8,7 +8,8 @@ calibrates on the model's proxy-task calibration split (as the matrix and the ac
 the static quantizers (``onnx:int8-static[*]``) and TFLite full-integer int8 read it; the other methods ignore it.
 
 ``--compare`` writes ``quantization_results.json`` (guide 004's name): per method its size and batch-1 median
-latency, each with its ratio to the FP32 artifact of the same chain (``onnx:fp32`` for ORT methods, the same
+latency (paired, interleaved rounds against the FP32 artifact, as the latency suite times a cell against eager),
+each with its ratio to the FP32 artifact of the same chain (``onnx:fp32`` for ORT methods, the same
 converter's ``tflite:fp32`` for TFLite, ``torchscript:trace`` for TorchScript), and, for a model with a labelled
 task, the task-metric drop with its 95% paired-bootstrap CI (``converters.checks.accuracy.evaluate_accuracy``, as
 the accuracy gates measure it on the same artifact).
@@ -24,11 +25,12 @@ from typing import Any
 
 from converters.checks.accuracy import BudgetError, Budgets, evaluate_accuracy
 from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
-from converters.cli.benchmark import bench_one, count_int, positive_int
+from converters.cli.benchmark import count_int, load_for_timing, positive_int
 from converters.cli.cells import check_opset, run_matrix_cell, select_targets, unexpected
 from converters.cli.export import cached_artifact, output_dir, print_table, publish, run_cells
 from converters.cli.progress import Progress
 from converters.cli.session import first_line, load_calibration, load_model, open_session, weights_label
+from converters.latency import measure as timing
 from converters.registry import TargetRegistry
 from converters.session import Session
 from converters.target import Target
@@ -174,10 +176,8 @@ def compare(session: Session, spec: ModelSpec, methods: Sequence[tuple[str, Targ
             size = cached_artifact(session, spec, target).meta.get("size_bytes")
             entry["size"] = {"bytes": size, "fp32_bytes": base.get("bytes"), "ratio": _ratio(size, base.get("bytes"))}
             try:
-                row = bench_one(session, spec, target, 1, runs, warmup, threads=1)
-                entry["latency"] = {"batch": 1, "median_ms": row["p50_ms"], "fp32_median_ms": base.get("median_ms"),
-                                    "ratio": _ratio(row["p50_ms"], base.get("median_ms")), "runs": runs,
-                                    "threads": 1, "clock": row["clock"]}
+                entry["latency"] = paired_latency(session, spec, target, ref, runs, warmup) if base.get(
+                    "bytes") else None
             except Exception as exc:
                 entry["latency"] = None
                 entry["latency_reason"] = f"run failed: {first_line(exc)[:200]}"
@@ -192,10 +192,35 @@ def compare(session: Session, spec: ModelSpec, methods: Sequence[tuple[str, Targ
 def _reference_numbers(session: Session, spec: ModelSpec, ref: Target, runs: int, warmup: int) -> dict[str, Any]:
     record, _ = run_matrix_cell(session, spec, ref, localise=False)
     if record["status"] == "skipped" or record["stage"] in ("export", "weights"):
-        return {"target": ref.name, "outcome": record["outcome"], "bytes": None, "median_ms": None}
-    row = bench_one(session, spec, ref, 1, runs, warmup, threads=1)
+        return {"target": ref.name, "outcome": record["outcome"], "bytes": None}
     return {"target": ref.name, "outcome": record["outcome"], "bytes": cached_artifact(session, spec, ref).meta.get(
-        "size_bytes"), "median_ms": row["p50_ms"]}
+        "size_bytes")}
+
+
+def paired_latency(session: Session, spec: ModelSpec, target: Target, ref: Target, runs: int,
+                   warmup: int) -> dict[str, Any]:
+    """Batch-1 latency of ``target`` against its FP32 artifact ``ref``, timed as the latency suite times a cell
+    against eager: both loaded with one intra-op thread, ``runs`` rounds of interleaved calls (method, FP32, ...)
+    so both see the same machine, on the thread-CPU clock when all the work of both runs on the calling thread
+    (else the wall clock); the ratio is the median of the per-round ratios."""
+    inputs = spec.example_inputs(1, seed=0)
+    with timing.torch_threads(1), timing.pinned_allocator():
+        runner, _, _ = load_for_timing(session, spec, target, inputs, 1)
+        base, _, _ = load_for_timing(session, spec, ref, inputs, 1)
+        calls = [lambda: runner(inputs), lambda: base(inputs)]
+        for _ in range(warmup):
+            for call in calls:
+                call()
+        in_process = timing.runtime_pid(runner) == timing.runtime_pid(base) == "self"
+        clock, why = timing.choose_clock("auto", 1, runner, calls) if in_process else (
+            "wall", "a runtime runs in another process")
+        timings = timing.measure_paired(calls[0], calls[1], runs, timer=timing.CLOCKS[clock])
+    target_ms = timing.LatencyStats.from_seconds(timings.target).median_ms
+    ref_ms = timing.LatencyStats.from_seconds(timings.reference).median_ms
+    return {"batch": 1, "median_ms": round(target_ms, 4), "fp32_median_ms": round(ref_ms, 4),
+            "ratio": round(timings.ratio, 3),
+            "rounds": runs, "threads": 1, "clock": clock, "clock_reason": why,
+            "paired": "interleaved rounds against the FP32 artifact; ratio = median per-round ratio"}
 
 
 def _fmt(value: Any, spec: str) -> str:
