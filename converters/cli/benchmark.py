@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
-from converters.cli.cells import DEFAULT_FORMATS, check_opset, run_matrix_cell, select_targets
-from converters.cli.export import cached_artifact, publish
+from converters.cli.cells import DEFAULT_FORMATS, cached_artifact, check_opset, run_matrix_cell, select_targets
+from converters.cli.files import publish
 from converters.cli.progress import Progress
 from converters.cli.session import first_line, load_model, open_session, weights_label
 from converters.latency import measure as lat
@@ -34,24 +34,23 @@ DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
 
 
-def count_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")
+"""argparse type: an integer >= 1 (runs, batch sizes)."""
+count_int = _int_at_least(0, "an integer >= 0")
+"""argparse type: an integer >= 0 (warm-up calls)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from converters.cache import Artifact
 from converters.cli import UsageError
-from converters.conformance import CellFailure, CellResult
+from converters.conformance import CellFailure, CellResult, export_artifact
 from converters.registry import TargetRegistry
+from converters.report.matrix_report import skipped_cell
 from converters.session import Session
 from converters.target import Target
 from models.spec import ModelSpec, star_match
@@ -81,13 +83,6 @@ def outcome_of(spec: ModelSpec, target: Target, result: CellResult) -> tuple[str
     return "FAILED", ""
 
 
-def skipped_record(spec: ModelSpec, target: Target, reason: str) -> dict[str, Any]:
-    """The record of a cell that cannot run here (its backend is not installed), as the matrix report's."""
-    return {"cell": f"{spec.name}-{target.name}", "model": spec.name, "target": target.name, "status": "skipped",
-            "stage": None, "message": reason, "cache": "none", "artifact": {}, "runtime": {}, "seconds": {},
-            "worst": {"cosine": None, "max_abs": None, "top1": None}, "parity": [], "outcome": "SKIPPED"}
-
-
 def run_matrix_cell(session: Session, spec: ModelSpec, target: Target,
                     localise: Callable[[str], bool] | bool | None = None) -> tuple[dict[str, Any], CellResult | None]:
     """Run one cell exactly as the matrix's ``test_cell`` does; returns its record (``CellResult.to_dict()`` plus
@@ -95,7 +90,7 @@ def run_matrix_cell(session: Session, spec: ModelSpec, target: Target,
     unavailable = getattr(target, "unavailable_reason", None)
     reason = unavailable() if unavailable else None
     if reason:
-        return skipped_record(spec, target, reason), None
+        return skipped_cell(spec.name, target.name, reason), None
     declared = spec.limitation_for(target.name)
     if localise is None:  # the layer table only for a failure its declaration does not explain, as the matrix
         localise = lambda message: not (declared and declared.explains(message))  # noqa: E731
@@ -113,3 +108,9 @@ def run_matrix_cell(session: Session, spec: ModelSpec, target: Target,
 def unexpected(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records that fail a run (pytest's FAILED, including a strict XPASS)."""
     return [r for r in records if r.get("outcome") == "FAILED"]
+
+
+def cached_artifact(session: Session, spec: ModelSpec, target: Target) -> Artifact:
+    """The cell's artifact (a verified cache hit once its cell has run)."""
+    return export_artifact(target, session.cell_spec(spec), session.model(spec), session.cache, session.targets,
+                           session.identities)

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.cache import SIDECAR, Artifact, artifact_sha256
+from converters.cache import SIDECAR, artifact_sha256
 from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
-from converters.cli.cells import DEFAULT_FORMATS, check_opset, run_matrix_cell, select_targets, unexpected
+from converters.cli.cells import (
+    DEFAULT_FORMATS,
+    cached_artifact,
+    check_opset,
+    run_matrix_cell,
+    select_targets,
+    unexpected,
+)
+from converters.cli.files import copy_atomic, output_dir, publish
 from converters.cli.progress import Progress
-from converters.cli.session import first_line, load_model, open_session, weights_label
-from converters.conformance import export_artifact
+from converters.cli.session import load_model, open_session, weights_label
 from converters.report import matrix_report
 from converters.report.export_results import model_records
 from converters.report.sidecar import write_sidecar
@@ -53,54 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="then time each exported artifact at batch 1 (as `export-harness benchmark`)")
 
 
-def output_dir(value: str, option: str = "--output-dir") -> Path:
-    """The output directory, created; a UsageError when it cannot be written."""
-    path = Path(value)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".export-harness-probe-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{option} {value}: not a writable directory ({first_line(exc)})") from None
-    return path
-
-
 def file_stem(model: str, target: str) -> str:
     """``tiny_ladeda`` + ``tflite:fp16[onnx2tf]`` -> ``tiny_ladeda-tflite_fp16_onnx2tf``."""
     return f"{model}-" + re.sub(r"[^A-Za-z0-9.-]+", "_", target).strip("_")
-
-
-def copy_atomic(src: Path, dst: Path) -> Path:
-    """Copy a file or directory to ``dst``: written under a temporary name beside it, then renamed into place (an
-    existing ``dst`` is replaced; a reader never sees a half-written artifact)."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    for leftover in (tmp, old):
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover)
-        elif leftover.exists() or leftover.is_symlink():
-            leftover.unlink()
-    try:
-        if src.is_dir():
-            shutil.copytree(src, tmp)
-        else:
-            shutil.copy2(src, tmp)
-        if dst.is_dir() and not dst.is_symlink():
-            os.replace(dst, old)
-        os.replace(tmp, dst)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
-            elif leftover.exists():
-                leftover.unlink()
-    return dst
-
-
-def cached_artifact(session: Session, spec: ModelSpec, target: Target) -> Artifact:
-    """The cell's artifact (a verified cache hit once its cell has run)."""
-    return export_artifact(target, session.cell_spec(spec), session.model(spec), session.cache, session.targets,
-                           session.identities)
 
 
 def write_artifact(session: Session, spec: ModelSpec, target: Target, record: dict[str, Any], out: Path,
@@ -184,14 +143,6 @@ def print_table(records: Sequence[dict[str, Any]]) -> None:
         if record.get("note"):
             label = "declared" if record["outcome"] == "XFAIL" else "note"
             print(f"{'':<7} {label}: {record['note']}")
-
-
-def publish(path: Path) -> Path:
-    """Make a file the CLI wrote readable as the user's other files (atomic writes create them 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    return path
 
 
 def run(args: argparse.Namespace) -> int:

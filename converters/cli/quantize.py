@@ -26,8 +26,9 @@ from typing import Any
 from converters.checks.accuracy import BudgetError, Budgets, evaluate_accuracy
 from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
 from converters.cli.benchmark import count_int, load_for_timing, positive_int
-from converters.cli.cells import check_opset, run_matrix_cell, select_targets, unexpected
-from converters.cli.export import cached_artifact, output_dir, print_table, publish, run_cells
+from converters.cli.cells import cached_artifact, check_opset, run_matrix_cell, select_targets, unexpected
+from converters.cli.export import print_table, run_cells
+from converters.cli.files import output_dir, publish
 from converters.cli.progress import Progress
 from converters.cli.session import first_line, load_calibration, load_model, open_session, weights_label
 from converters.latency import measure as timing

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.cli import EXIT_OK, UsageError
-from converters.cli.export import publish
+from converters.cli.files import publish
 from converters.cli.session import first_line
 from converters.report import matrix_report
 from converters.report.markdown_summary import summary_markdown

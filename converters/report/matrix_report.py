@@ -28,6 +28,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def skipped_cell(model: str, target: str, reason: str) -> dict[str, Any]:
+    """The record of a cell that did not run (its backend is not installed here), shaped as a run cell's."""
+    return {"cell": f"{model}-{target}", "model": model, "target": target, "status": "skipped", "stage": None,
+            "message": reason, "cache": "none", "artifact": {}, "runtime": {}, "seconds": {},
+            "worst": {"cosine": None, "max_abs": None, "top1": None}, "parity": [], "outcome": "SKIPPED"}
+
+
 def table_lines(cells: Iterable[Mapping[str, Any]]) -> list[str]:
     """The matrix table (one line per cell, sorted by id) and its closing count line."""
     rows = sorted(cells, key=lambda c: c["cell"])

@@ -56,10 +56,7 @@ def _skipped_cells(terminalreporter: Any, config: pytest.Config) -> list[dict[st
         if model is None:
             continue
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        out.append({"cell": cell_id, "model": model, "target": cell_id[len(model) + 1:], "status": "skipped",
-                    "stage": None, "message": reason.removeprefix("Skipped: "), "cache": "none", "artifact": {},
-                    "runtime": {}, "seconds": {}, "worst": {"cosine": None, "max_abs": None, "top1": None},
-                    "parity": [], "outcome": "SKIPPED"})
+        out.append(matrix_report.skipped_cell(model, cell_id[len(model) + 1:], reason.removeprefix("Skipped: ")))
     return out
 
 
