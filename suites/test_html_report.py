@@ -256,3 +256,14 @@ def test_a_later_step_reads_the_runs_accuracy_verdicts(run: dict[str, Any], tmp_
     bad.write_text("[]")
     with pytest.raises(pytest.UsageError, match=r"--accuracy-results .*bad.json: not a matrix report"):
         _earlier_results(str(bad))
+
+
+def test_a_missing_browser_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "CHROMIUM", None)
+    monkeypatch.delenv("HARNESS_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install chromium"):
+        _need_browser()
+    monkeypatch.setenv("HARNESS_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"chromium is not installed"):
+        _need_browser()
