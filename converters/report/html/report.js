@@ -173,7 +173,11 @@
 
   // ------------------------------------------------------------------------------------------ plots
   var config = { displaylogo: false, responsive: true };
-  function note(div, text) { document.getElementById(div).appendChild(el("p", { cls: "note", text: text })); }
+  function note(div, text) {
+    var box = document.getElementById(div);
+    box.classList.add("empty");  // no plot: the note alone, without the plot's height
+    box.appendChild(el("p", { cls: "note", text: text }));
+  }
 
   (function speedup() {
     var models = {};
