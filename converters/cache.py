@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -197,6 +198,7 @@ class ArtifactCache:
                     meta = produce(tmp)
             except BaseException as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
+                release_frames(exc)
                 if isinstance(exc, Exception) and cacheable_error(exc) and not transient(exc, interrupted, tmp):
                     self._record_failure(key, target, exc)
                 raise
@@ -231,6 +233,24 @@ class ArtifactCache:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def release_frames(exc: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``exc``'s traceback and of the exceptions it chains to.
+
+    A failed conversion's traceback keeps its frames' locals alive: ORT's histogram calibrator holds every
+    activation of every calibration batch (3.3 GB for sign_transformer), and pytest keeps the last failure (and
+    reports chain it), so a worker that had converted a few failing cells grew to 11 GB and was OOM-killed on a
+    cold run. The traceback still formats (files, lines, source); only the locals go."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # skips frames still executing (the caller's)
+        stack += [current.__cause__, current.__context__]
 
 
 def transient(exc: BaseException, interrupted: list[int], workdir: Path) -> bool:

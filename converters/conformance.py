@@ -34,6 +34,7 @@ from converters.exporters.torchscript import error_head
 from converters.registry import TargetRegistry
 from converters.report.sidecar import ensure_entry_sidecar
 from converters.target import Runner, StageError, StructureError, Target
+from converters.torch_dispatch import clear_dispatch_caches
 from models.atomic import atomic_path
 from models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from models.weights import state_dict_hash
@@ -120,8 +121,12 @@ def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: Ar
             for name in target.depends_on}
     key = target.cache_key(spec, identities.of(model), deps)
     sources = {name: art.meta[CONTENT] for name, art in deps.items()} if deps else None
-    artifact = cache.get_or_create(key, target.name, lambda workdir: target.convert(spec, model, workdir, deps),
-                                   cacheable_error=target.is_deterministic_failure, sources=sources)
+    def produce(workdir: Path) -> dict[str, Any]:
+        clear_dispatch_caches()  # an earlier conversion in this process must not decide this one's graph
+        return target.convert(spec, model, workdir, deps)
+
+    artifact = cache.get_or_create(key, target.name, produce, cacheable_error=target.is_deterministic_failure,
+                                   sources=sources)
     ensure_entry_sidecar(spec, target, artifact)
     return artifact
 

@@ -7,7 +7,8 @@ brackets are literal.
 
 ``builtin_specs()`` appends these to each zoo spec's ``limitations`` (strict xfail: a different error is a real
 failure, a pass is an XPASS that fails the run). Measured with the pinned stack on the trained reference weights
-(the matrix's default), on AMD EPYC f25m1 (2 cores, AVX2, no VNNI).
+(the matrix's default), on AMD EPYC f25m1 (2 cores, AVX2, no VNNI); rows without ``cpu_lacks`` also hold on an
+AMD EPYC with AVX-512 VNNI (2 cores).
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ _ROWS: tuple[tuple[tuple[str, ...], Limitation], ...] = (
     (("sign_transformer",), Limitation("onnx:int8-dynamic", f"{_U8S8}: category_logits cosine 0.982 vs tier 0.998 "
                                        "(gloss 0.9987)", match=r"category_logits: cosine 0\.9\d+ < 0\.998",
                                        cpu_lacks=_NO_VNNI)),
+    (("sign_transformer",), Limitation("onnx:int8-static[minmax-per-tensor]", "per-tensor MinMax scales: "
+                                       "category_logits cosine 0.98952 vs tier 0.99 with VNNI (gloss 0.99925; AMD "
+                                       "EPYC with avx512_vnni, where per-channel MinMax and Entropy pass at 0.99092: "
+                                       "the layer table's worst tensor is encoder_layers.0.norm's ReduceMean at "
+                                       f"cosine -0.036), 0.971 without ({_U8S8})",
+                                       match=r"category_logits: cosine 0\.9\d+ < 0\.99")),
     (("sign_transformer",), Limitation("onnx:int8-static[*", f"{_U8S8}: category_logits cosine 0.971-0.972 vs "
                                        "tier 0.99 (MinMax, per-tensor MinMax, Entropy; gloss 0.998)",
                                        match=r"category_logits: cosine 0\.9\d+ < 0\.99", cpu_lacks=_NO_VNNI)),

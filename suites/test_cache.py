@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -11,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +88,36 @@ def test_unexpected_errors_are_not_cached(tmp_path: Path) -> None:
     with pytest.raises(MemoryError):
         cache.get_or_create("12" * 32, "t", lambda d: (_ for _ in ()).throw(MemoryError()))
     assert cache.lookup("12" * 32, "t") is None
+
+
+class _Activations:
+    """Stands in for what a calibrator collects (sign_transformer's: 3.3 GB)."""
+
+
+def test_a_failed_conversion_does_not_keep_its_locals_alive(tmp_path: Path) -> None:
+    """The raised error still formats with its cause, but the failed frames' locals are gone: pytest keeps the last
+    failure, so a worker converting failing cells otherwise held every calibration it had collected (OOM at 11 GB)."""
+    held: list[weakref.ref] = []
+
+    def calibrate(activations: _Activations) -> None:
+        raise ValueError("Too many bins for data range")
+
+    def quantize(workdir: Path) -> dict:
+        activations = _Activations()
+        held.append(weakref.ref(activations))
+        try:
+            calibrate(activations)
+        except ValueError as exc:
+            raise ExportError("onnx:int8-static failed") from exc
+        return {}
+
+    with pytest.raises(ExportError) as info:
+        ArtifactCache(tmp_path).get_or_create("aa" * 32, "t", quantize,
+                                              cacheable_error=lambda e: isinstance(e, ExportError))
+    gc.collect()
+    assert held[0]() is None
+    text = "".join(traceback.format_exception(info.value))
+    assert "Too many bins for data range" in text and "in calibrate" in text
 
 
 def test_cache_key_tracks_weights_target_and_versions() -> None:
