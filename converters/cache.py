@@ -319,10 +319,17 @@ def _signature(entry: Path) -> tuple[tuple[str, int, int], ...]:
     """(relative path, size, mtime_ns) of every file but meta.json: what a re-verification is skipped on."""
     out = []
     for path in sorted(entry.rglob("*")):
-        if path.is_file() and path.name not in NOT_CONTENT:
+        if path.is_file() and _is_content(path.name, NOT_CONTENT):
             st = path.stat()
             out.append((str(path.relative_to(entry)), st.st_size, st.st_mtime_ns))
     return tuple(out)
+
+
+def _is_content(name: str, exclude: tuple[str, ...]) -> bool:
+    """Whether a file counts in an entry's content: not one of ``exclude`` (meta.json, the sidecar), nor the temporary
+    of an atomic write of one (``.artifact.json.<random>.json``, see models.atomic): another worker re-writing a hit's
+    sidecar must not look like tampering (it did: the entry was evicted under the writer, whose rename then failed)."""
+    return name not in exclude and not name.startswith(tuple(f".{n}." for n in exclude))
 
 
 def content_sha256(entry: Path) -> str:
@@ -341,7 +348,8 @@ def artifact_sha256(path: str | Path, exclude: tuple[str, ...] = ()) -> str:
     in ``exclude`` left out)."""
     path = Path(path)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name not in exclude)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and _is_content(p.name, exclude))
     for file in files:
         if path.is_dir():
             digest.update(str(file.relative_to(path)).encode() + b"\0")

@@ -197,6 +197,19 @@ def test_a_damaged_entry_is_evicted_rebuilt_and_reported(tmp_path: Path, damage,
     assert ArtifactCache(tmp_path).get_or_create(KEY, "t", lambda d: pytest.fail("healed entry rebuilt")).meta
 
 
+def test_a_sidecar_being_written_by_another_worker_is_not_damage(tmp_path: Path) -> None:
+    """Between a worker's temporary write of a hit's sidecar (or meta.json) and its rename, another worker verifies
+    the entry: the temporary is no content change. (CI saw the entry evicted under the writer, whose rename failed.)"""
+    entry = ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce()).directory
+    (entry / ".artifact.json.1pe39q9v.json").write_text("{half")
+    (entry / ".meta.json.x2y3z4w5.json").write_text("{half")
+    hit = ArtifactCache(tmp_path).lookup(KEY, "t")  # a later session: verifies the content hash
+    assert hit is not None and hit.directory == entry and not hit.healed
+    (entry / ".model.bin.q1w2e3r4.bin").write_text("x")  # a content file's name is no excuse
+    with pytest.warns(CacheCorruptionWarning, match="content sha256"):
+        assert ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce()).converted_now
+
+
 def test_verification_runs_once_per_process_while_the_files_are_unchanged(tmp_path: Path) -> None:
     ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce())
     cache = ArtifactCache(tmp_path)

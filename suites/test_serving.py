@@ -168,35 +168,85 @@ def any_handler(request: pytest.FixtureRequest, reference: Handler) -> Handler:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def compare_answers(expected: dict[str, Any], actual: dict[str, Any], tol: Tolerance, where: str) -> float:
-    """Assert identical top-k indices and probabilities within ``tol`` (cosine per clip; elementwise when the tier
-    checks it); returns the largest probability difference."""
-    assert actual["top_predictions"]["indices"] == expected["top_predictions"]["indices"], (
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def compare_answers(expected: dict[str, Any], actual: dict[str, Any], tol: Tolerance, where: str) -> bool:
+    """Assert the logits (``predictions``, what the tier's thresholds are defined on) within ``tol`` (cosine per clip;
+    elementwise when the tier checks it), each answer's probabilities its own logits' softmax, and, where the tier
+    gates top-1 agreement (fp32, fp16), identical top-5 indices. Returns whether the top 5 agree.
+
+    As in the matrix, an int8 tier reports top-k agreement without gating it (near-ties flip; the accuracy suite
+    prices that on labelled data), and the tier is not applied to the probabilities: softmax turns logit shifts into
+    exponential ones. bst_cg_ap's onnx:int8-dynamic answers on an AVX-512 VNNI CPU: request 0's logit cosine 0.99990
+    against the tier's 0.998 but probability cosine 0.978, and request 3's top two (PyTorch 0.518 / 0.469) swapped."""
+    same_top = actual["top_predictions"]["indices"] == expected["top_predictions"]["indices"]
+    assert same_top or tol.top1_min < 1.0, (
         f"{where}: top-5 differs from PyTorch: {actual['top_predictions']['indices']} vs "
         f"{expected['top_predictions']['indices']} "
         f"(PyTorch probabilities {expected['top_predictions']['probabilities']})")
-    p_ref, p_got = np.asarray(expected["probabilities"]), np.asarray(actual["probabilities"])
-    cosine = (p_ref * p_got).sum(-1) / (np.linalg.norm(p_ref, axis=-1) * np.linalg.norm(p_got, axis=-1))
-    assert cosine.min() >= tol.cosine_min, f"{where}: probability cosine {cosine.min():.7f} < {tol.cosine_min}"
+    l_ref, l_got = np.asarray(expected["predictions"]), np.asarray(actual["predictions"])
+    cosine = (l_ref * l_got).sum(-1) / (np.linalg.norm(l_ref, axis=-1) * np.linalg.norm(l_got, axis=-1))
+    assert cosine.min() >= tol.cosine_min, f"{where}: logit cosine {cosine.min():.7f} < {tol.cosine_min}"
     if math.isfinite(tol.atol) and math.isfinite(tol.rtol):
-        excess = np.abs(p_got - p_ref) - (tol.atol + tol.rtol * np.abs(p_ref))
-        assert excess.max() <= 0, f"{where}: probability error exceeds atol {tol.atol} + rtol {tol.rtol}"
+        excess = np.abs(l_got - l_ref) - (tol.atol + tol.rtol * np.abs(l_ref))
+        assert excess.max() <= 0, f"{where}: logit error exceeds atol {tol.atol} + rtol {tol.rtol}"
+    for name, answer in (("PyTorch", expected), ("artifact", actual)):
+        logits = np.asarray(answer["predictions"], dtype=np.float64)
+        softmax = np.exp(logits - logits.max(-1, keepdims=True))
+        softmax /= softmax.sum(-1, keepdims=True)
+        assert np.allclose(answer["probabilities"], softmax, rtol=1e-5, atol=1e-7), (
+            f"{where}: the {name} answer's probabilities are not the softmax of its predictions")
     assert actual["batch_size"] == expected["batch_size"] and actual["sequence_length"] == expected["sequence_length"]
-    return float(np.abs(p_got - p_ref).max())
+    return same_top
+
+
+def _answer(logits: list[float]) -> dict[str, Any]:
+    z = np.asarray([logits], dtype=np.float64)
+    probs = np.exp(z - z.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    top = np.argsort(-probs, axis=-1)[:, :5]
+    return {"predictions": z.tolist(), "probabilities": probs.tolist(), "batch_size": 1, "sequence_length": [4],
+            "top_predictions": {"indices": top.tolist(), "probabilities": np.take_along_axis(probs, top, -1).tolist()}}
+
+
+def test_compare_answers_fails_on_each_check() -> None:
+    """The handler comparison can fail: logits beyond the tier, another top 5 where the tier gates top-1 (an int8
+    tier reports it), probabilities that are not the softmax of the logits; a logit shift within the tier that moves
+    the probabilities more passes."""
+    tol = Tolerance(cosine_min=0.998, atol=math.inf, rtol=0.0, top1_min=0.0)
+    ref = [-8.5, 8.3, -2.9, -3.8, 7.0, -8.0, 1.0]
+    assert compare_answers(_answer(ref), _answer([-8.6, 8.55, -3.1, -4.0, 6.95, -8.1, 1.05]), tol, "close")
+    with pytest.raises(AssertionError, match="logit cosine"):
+        compare_answers(_answer(ref), _answer([-8.5, 8.3, -2.9, -3.8, 7.0, -8.0, 4.0]), tol, "far")
+    swapped = _answer([-8.5, 7.1, -2.9, -3.8, 7.2, -8.0, 1.0])
+    assert compare_answers(_answer([-8.5, 7.2, -2.9, -3.8, 7.1, -8.0, 1.0]), swapped, tol, "near-tie") is False
+    with pytest.raises(AssertionError, match="top-5 differs"):
+        compare_answers(_answer([-8.5, 7.2, -2.9, -3.8, 7.1, -8.0, 1.0]), swapped,
+                        Tolerance(cosine_min=0.99999, atol=math.inf, rtol=0.0, top1_min=1.0), "fp16 near-tie")
+    tampered = _answer(ref)
+    tampered["probabilities"][0][1] += 0.01
+    with pytest.raises(AssertionError, match="not the softmax"):
+        compare_answers(_answer(ref), tampered, tol, "tampered")
 
 
 def test_handler_matches_pytorch(serving_target: str, harness: Harness, bst: ModelSpec, reference: Handler,
                                  requests_: list[str], harness_record: Callable[[str, Any], None]) -> None:
-    """Every passing BST cell of the serving targets: same top-5 as the PyTorch handler on the same requests."""
+    """Every passing BST cell of the serving targets: the PyTorch handler's answers within the cell's tier on the
+    same requests (:func:`compare_answers`); records the largest probability difference and the top-5 agreement."""
     target = passing_cell(harness, bst, serving_target)
     handler = artifact_handler(harness, bst, target)
     tol = harness.thresholds.resolve(bst.name, target.name, target.tier, bst.tolerances)
-    worst = 0.0
+    worst, agreed = 0.0, 0
     for i, body in enumerate(requests_):
         (s_ref, expected), (s_got, actual) = reference(body), handler(body)
         assert (s_ref, s_got) == (200, 200), f"request {i}: {expected.get('error')} / {actual.get('error')}"
-        worst = max(worst, compare_answers(expected, actual, tol, f"{bst.name}-{target.name} request {i}"))
+        agreed += compare_answers(expected, actual, tol, f"{bst.name}-{target.name} request {i}")
+        diff = np.abs(np.asarray(actual["probabilities"]) - np.asarray(expected["probabilities"])).max()
+        worst = max(worst, float(diff))
     harness_record("serving_max_prob_diff", worst)
+    harness_record("serving_top5_agreement", f"{agreed}/{len(requests_)}")
 
 
 def test_tflite_handler_matches_pytorch(tflite_stub: tuple[Handler, Handler], stub: ModelSpec, harness: Harness,
