@@ -23,6 +23,7 @@ from converters.cli.files import publish
 from converters.cli.progress import Progress
 from converters.cli.session import first_line, load_model, open_session, weights_label
 from converters.latency import measure as lat
+from converters.report.matrix_report import fmt_optional
 from converters.session import Session
 from converters.target import Target
 from models.atomic import write_json_atomic
@@ -160,10 +161,6 @@ def benchmark_targets(session: Session, spec: ModelSpec, targets: Sequence[Targe
     return rows
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     print(f"{'target':<40} {'batch':>5} {'p50_ms':>9} {'p95_ms':>9} {'p99_ms':>9} {'mean_ms':>9} "
           f"{'samples/s':>10} {'peak_MB':>8} {'speedup':>7}")
@@ -172,8 +169,8 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
             print(f"{r['target']:<40} {r['batch']:>5} skipped: {r['reason']}")
             continue
         print(f"{r['target']:<40} {r['batch']:>5} {r['p50_ms']:>9.3f} {r['p95_ms']:>9.3f} {r['p99_ms']:>9.3f} "
-              f"{r['mean_ms']:>9.3f} {r['throughput_per_s']:>10.1f} {_fmt(r.get('peak_rss_mb'), '.1f'):>8} "
-              f"{_fmt(r.get('speedup_vs_eager'), '.2f'):>7}")
+              f"{r['mean_ms']:>9.3f} {r['throughput_per_s']:>10.1f} {fmt_optional(r.get('peak_rss_mb'), '.1f'):>8} "
+              f"{fmt_optional(r.get('speedup_vs_eager'), '.2f'):>7}")
 
 
 def run(args: argparse.Namespace) -> int:

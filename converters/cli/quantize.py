@@ -33,6 +33,7 @@ from converters.cli.progress import Progress
 from converters.cli.session import first_line, load_calibration, load_model, open_session, weights_label
 from converters.latency import measure as timing
 from converters.registry import TargetRegistry
+from converters.report.matrix_report import fmt_optional
 from converters.session import Session
 from converters.target import Target
 from models.atomic import write_json_atomic
@@ -224,10 +225,6 @@ def paired_latency(session: Session, spec: ModelSpec, target: Target, ref: Targe
             "paired": "interleaved rounds against the FP32 artifact; ratio = median per-round ratio"}
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_comparison(results: dict[str, Any]) -> None:
     print(f"{'method':<22} {'target':<38} {'outcome':<7} {'size_kB':>8} {'x fp32':>6} {'p50_ms':>8} {'x fp32':>6} "
           f"accuracy drop (95% CI)")
@@ -239,9 +236,9 @@ def print_comparison(results: dict[str, Any]) -> None:
         else:
             drops = f"- ({(e.get('accuracy_reason') or e.get('reason') or '')[:70]})"
         kb = size.get("bytes") / 1024 if size.get("bytes") else None
-        print(f"{label:<22} {e['target']:<38} {e['outcome']:<7} {_fmt(kb, '.0f'):>8} "
-              f"{_fmt(size.get('ratio'), '.2f'):>6} {_fmt(lat.get('median_ms'), '.3f'):>8} "
-              f"{_fmt(lat.get('ratio'), '.2f'):>6} {drops}")
+        print(f"{label:<22} {e['target']:<38} {e['outcome']:<7} {fmt_optional(kb, '.0f'):>8} "
+              f"{fmt_optional(size.get('ratio'), '.2f'):>6} {fmt_optional(lat.get('median_ms'), '.3f'):>8} "
+              f"{fmt_optional(lat.get('ratio'), '.2f'):>6} {drops}")
 
 
 def run(args: argparse.Namespace) -> int:

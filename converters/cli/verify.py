@@ -26,6 +26,7 @@ from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
 from converters.cli.session import add_model_arguments, load_model, open_session, weights_label
 from converters.conformance import CellFailure, CellResult, run_cell
 from converters.registry import TargetRegistry
+from converters.report.matrix_report import fmt_optional
 from converters.target import Target
 from models.spec import ModelSpec
 
@@ -133,7 +134,7 @@ def print_result(path: Path, target: Target, spec: ModelSpec, result: CellResult
         print(f"{'batch':>5} {'output':<24} {'cosine':>12} {'max_abs':>9} {'top1':>6}  result")
         for parity in result.parity:
             for out in parity.outputs:
-                top1 = "-" if out.top1_agreement is None else f"{out.top1_agreement:.3f}"
+                top1 = fmt_optional(out.top1_agreement, ".3f")
                 verdict = "ok" if out.passed else "FAIL: " + "; ".join(out.failures)
                 print(f"{parity.batch:>5} {out.name:<24} {out.cosine:>12.9f} {out.max_abs:>9.3g} {top1:>6}  {verdict}")
             for error in parity.errors:

@@ -24,7 +24,8 @@ from models.atomic import write_json_atomic
 CACHE_STATES = ("converted", "conversion-failed", "hit", "failure-replayed")
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt_optional(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``, or ``-`` when it was not measured (None)."""
     return "-" if value is None else format(value, spec)
 
 
@@ -42,10 +43,11 @@ def table_lines(cells: Iterable[Mapping[str, Any]]) -> list[str]:
              f"{'size_kB':>8} {'export_s':>8} artifact"]
     for cell in rows:
         worst, size = cell["worst"], cell["artifact"].get("size_bytes")
+        fmt = fmt_optional
         lines.append(
-            f"{cell['cell']:<48} {cell['outcome']:<7} {(cell['stage'] or '-'):<9} {_fmt(worst['cosine'], '.9f'):>12} "
-            f"{_fmt(worst['max_abs'], '.2e'):>9} {_fmt(worst['top1'], '.2f'):>5} "
-            f"{_fmt(size / 1024 if size else None, '.0f'):>8} {_fmt(cell['seconds'].get('export'), '.2f'):>8} "
+            f"{cell['cell']:<48} {cell['outcome']:<7} {(cell['stage'] or '-'):<9} {fmt(worst['cosine'], '.9f'):>12} "
+            f"{fmt(worst['max_abs'], '.2e'):>9} {fmt(worst['top1'], '.2f'):>5} "
+            f"{fmt(size / 1024 if size else None, '.0f'):>8} {fmt(cell['seconds'].get('export'), '.2f'):>8} "
             f"{cell['cache']}")
     how = {k: sum(1 for c in rows if c["cache"] == k) for k in CACHE_STATES}
     counts: dict[str, int] = {}
