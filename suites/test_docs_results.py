@@ -151,16 +151,17 @@ def test_out_of_process_rows_are_merged_and_rendered(tmp_path: Path, monkeypatch
     assert out_of_process.results_dir(None) == tmp_path / "env"
     assert out_of_process.results_dir(str(tmp_path / "run" / "latency-report.json")) == tmp_path / "run"
     row = {"cell": "m-tflite:fp32[litert-torch]", "harness_worker_cpu_ms": 5.0, "direct_cpu_ms": 4.0,
-           "parent_thread_cpu_ms": 1.25, "pairs": [[6.5, 4.0], [5.0, 4.0]], "calls": 40, "machine": "box",
+           "one_exchange_per_call_ms": 6.0, "parent_thread_cpu_ms": 1.25, "pairs": [[6.5, 4.0], [5.0, 4.0]],
+           "calls": 40, "machine": "box",
            "measured": "2026-12-01"}
     path = out_of_process.record_row(tmp_path / "run", row)
     out_of_process.record_row(tmp_path / "run", {**row, "cell": "m-tf:savedmodel[onnx2tf]", "pairs": [[5.0, 5.0]]})
     out_of_process.record_row(tmp_path / "run", {**row, "harness_worker_cpu_ms": 4.4})  # same cell: replaced
     assert path.name == "out-of-process-timing.json" and len(json.loads(path.read_text())["rows"]) == 2
     page = out_of_process.out_of_process_page(path)
-    assert ("| `m-tflite:fp32[litert-torch]` | 4.40 ms | 4.00 ms | 1.10 | 1.25 ms | 2 | box | 2026-12-01 |"
+    assert ("| `m-tflite:fp32[litert-torch]` | 4.40 ms | 4.00 ms | 1.10 | 6.00 ms | 1.25 ms | 2 | box | 2026-12-01 |"
             in page)
-    assert "| `m-tf:savedmodel[onnx2tf]` | 5.00 ms | 4.00 ms | 1.25 | 1.25 ms | 1 |" in page
+    assert "| `m-tf:savedmodel[onnx2tf]` | 5.00 ms | 4.00 ms | 1.25 | 6.00 ms | 1.25 ms | 1 |" in page
     assert "median of 40 calls" in page
 
 

@@ -21,6 +21,7 @@ import json
 import mmap
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,46 @@ def test_stats_percentiles_and_paired_roundtrip() -> None:
     paired = lat.PairedTimings([0.001, 0.002], [0.002, 0.004], [0.0011, 0.0021], [0.0021, 0.0041])
     back = lat.PairedTimings.from_dict(paired.to_dict(wall=True))
     assert back.ratio == pytest.approx(0.5) and back.wall_target == pytest.approx(paired.wall_target)
+
+
+class _OutOfProcess:
+    """A runner whose runtime lives 'elsewhere': its work clock advances 1 ms per invoke, and every request costs
+    a 5 ms exchange on the parent's clock, as a worker's IPC and .npz files do."""
+
+    def __init__(self) -> None:
+        self.work = {"cpu": 0.0, "wall": 0.0}
+        self.parent = 0.0
+        self.requests: list[int] = []
+        self.pid = -1  # not this process (lat.runtime_pid)
+
+    def work_clock(self, clock: str) -> Callable[[], float]:
+        key = {"wall": "wall", "thread-cpu": "cpu"}[clock]
+        return lambda: self.work[key]
+
+    def repeat(self, inputs: object, calls: int) -> dict[str, np.ndarray]:
+        self.requests.append(calls)
+        self.parent += 0.005 + 0.001 * calls
+        self.work["cpu"] += 0.001 * calls
+        self.work["wall"] += 0.001 * calls
+        return {}
+
+    def __call__(self, inputs: object) -> dict[str, np.ndarray]:
+        return self.repeat(inputs, 1)
+
+
+def test_an_out_of_process_round_runs_its_calls_back_to_back_in_one_request() -> None:
+    runner, reference_calls = _OutOfProcess(), []
+    fn = lat.timed_call(runner, {})
+    assert lat.time_call(fn, runner.work_clock("thread-cpu"), iterations=4) == pytest.approx(0.001)
+    assert runner.requests == [4]
+    rounds = lat.InterleavedRounds(fn, lambda: reference_calls.append(1), 5, lambda: runner.parent,
+                                   wall=lambda: runner.parent, target_clocks=lat.clocks_for("thread-cpu", runner))
+    timings = rounds.run(3)
+    assert runner.requests == [4, 5, 5, 5] and len(reference_calls) == 15  # one request per round
+    assert timings.target == pytest.approx([0.001] * 3)  # the runtime's own clock: no exchange in it
+    assert rounds.exchange == pytest.approx([0.001] * 3)  # 5 ms per request over 5 calls, reported apart
+    in_process = lat.timed_call(lambda inputs: {}, {})
+    assert not hasattr(in_process, "block")
 
 
 def test_slowed_runner_adds_the_requested_share_of_cpu_time() -> None:

@@ -185,6 +185,10 @@ def _scratch_root() -> Path:
 class _WorkerRunner:
     """Shared plumbing: binding computation, batch handling, npz exchange with the worker."""
 
+    run_op: str
+    """The worker's op that runs the artifact (``tflite_run`` / ``savedmodel_run``)."""
+    handle: str
+
     def __init__(self, spec: ModelSpec, python: str, env: Mapping[str, str], worker_name: str) -> None:
         self.spec = spec
         self.python = python
@@ -242,19 +246,25 @@ class _WorkerRunner:
         fixed = self.fixed_batch
         return f"fixed batch {fixed}: larger batches run sample by sample" if fixed else "dynamic batch (resized)"
 
-    def _invoke(self, op: str, handle: str, feeds: Mapping[str, np.ndarray], timed: bool = True
+    def repeat(self, inputs: Mapping[str, np.ndarray], calls: int) -> dict[str, np.ndarray]:
+        """Run the artifact ``calls`` times back to back in the worker on one exchange of ``inputs`` (how a loop on
+        the runtime's own API calls it); each invoke counts on :meth:`work_clock`. The latency suite times
+        out-of-process artifacts this way (``converters.latency.measure.timed_call``)."""
+        return self._run_all(self.run_op, self.handle, inputs, repeat=calls)
+
+    def _invoke(self, op: str, handle: str, feeds: Mapping[str, np.ndarray], timed: bool = True, repeat: int = 1
                 ) -> dict[str, np.ndarray]:
         in_path, out_path = self._tmp / "in.npz", self._tmp / "out.npz"
         np.savez(in_path, **dict(feeds))
-        done = self._call(op, handle=handle, inputs=str(in_path), outputs=str(out_path))
+        done = self._call(op, handle=handle, inputs=str(in_path), outputs=str(out_path), repeat=repeat)
         if timed:
             self.work["wall"] += done["seconds"]
             self.work["cpu"] += done["cpu_seconds"]
         with np.load(out_path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 
-    def _run_all(self, op: str, handle: str, inputs: Mapping[str, np.ndarray], timed: bool = True
-                 ) -> dict[str, np.ndarray]:
+    def _run_all(self, op: str, handle: str, inputs: Mapping[str, np.ndarray], timed: bool = True,
+                 repeat: int = 1) -> dict[str, np.ndarray]:
         """Run on artifact-layout feeds, chunked to the fixed batch when the artifact has one; ``timed`` calls
         count on :meth:`work_clock`."""
         batch = len(next(iter(inputs.values())))
@@ -265,13 +275,15 @@ class _WorkerRunner:
         for start in range(0, batch, chunk):
             feeds = {b.key: b.to_artifact(np.asarray(inputs[name])[start:start + chunk])
                      for name, b in self.inputs.items()}
-            parts.append(self._invoke(op, handle, feeds, timed))
+            parts.append(self._invoke(op, handle, feeds, timed, repeat))
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return {name: b.from_artifact(merged[b.key]) for name, b in self.outputs.items()}
 
 
 class TFLiteRunner(_WorkerRunner):
     """A .tflite on ai-edge-litert in the backend's warm worker (see module docstring)."""
+
+    run_op = "tflite_run"
 
     def __init__(self, path: Path, spec: ModelSpec, *, python: str = sys.executable, env: Mapping[str, str] = (),
                  worker_name: str = "litert", positional: tuple[str, str] | None = None,
@@ -320,7 +332,7 @@ class TFLiteRunner(_WorkerRunner):
         self.delegate_check["checked"] = False
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._run_all("tflite_run", self.handle, inputs)
+        out = self._run_all(self.run_op, self.handle, inputs)
         if self.reference_handle is not None:  # the cross-check is not the artifact's latency: untimed
             self._check_delegates(out, self._run_all("tflite_run", self.reference_handle, inputs, timed=False))
         return out
@@ -398,6 +410,8 @@ def blame_delegate(delegate: Mapping[str, np.ndarray], reference: Mapping[str, n
 class SavedModelRunner(_WorkerRunner):
     """A TF SavedModel's ``serving_default`` signature on TensorFlow in the backend's warm worker."""
 
+    run_op = "savedmodel_run"
+
     def __init__(self, path: Path, spec: ModelSpec, *, python: str = sys.executable, env: Mapping[str, str] = (),
                  worker_name: str = "tensorflow", channels_last: Sequence[str] = (),
                  extra_info: Mapping[str, Any] | None = None) -> None:
@@ -421,4 +435,4 @@ class SavedModelRunner(_WorkerRunner):
         self.info["threads"] = threads
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._run_all("savedmodel_run", self.handle, inputs)
+        return self._run_all(self.run_op, self.handle, inputs)

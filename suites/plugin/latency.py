@@ -372,8 +372,7 @@ class Prepared:
     reload: Callable[[], Any] | None = None
 
     def call_target(self) -> Callable[[], Any]:
-        runner, inputs = self.runner, self.inputs
-        return lambda: runner(inputs)
+        return lat.timed_call(self.runner, self.inputs)
 
     def call_eager(self) -> Callable[[], Any]:
         eager, inputs = self.eager, self.inputs
@@ -389,6 +388,8 @@ class Timed:
     target: list[float]
     wall: list[float]
     paired: lat.PairedTimings | None
+    exchange: list[float] = field(default_factory=list)
+    """Out-of-process runtimes: the harness's per-call exchange cost per round (outside the timed region)."""
 
 
 class LatencyDriver:
@@ -481,7 +482,7 @@ class LatencyDriver:
         if reference is not None:
             paired = lat.PairedTimings(timings.target, timings.reference, timings.wall_target if wall else [],
                                        timings.wall_reference if wall else [])
-        return Timed(clock, why, rounds, iterations, target_times, wall, paired)
+        return Timed(clock, why, rounds, iterations, target_times, wall, paired, rounds_runner.exchange)
 
     # -- record
     def record(self, prepared: Prepared, timed: Timed, benchmark: Any) -> Record:
@@ -500,6 +501,10 @@ class LatencyDriver:
             "versions": _versions(case.target), "runtime": _jsonable(getattr(prepared.runner, "info", {})),
             "machine_kind": lat.machine_kind(), "machine_id": self.state.machine_id, "scope": self.state.scope,
         }
+        if timed.exchange:
+            extra["exchange_ms"] = {"median": round(1e3 * float(np.median(timed.exchange)), 4),
+                                    "what": "per call, the harness's IPC and .npz exchange with the runtime's "
+                                            "process, outside the timed invokes (not in latency_ms)"}
         if timed.paired is not None:
             eager = lat.LatencyStats.from_seconds(timed.paired.reference)
             contention = timed.paired.contention
@@ -567,7 +572,7 @@ class LatencyDriver:
             runner = prepared.reload() if prepared.reload else prepared.runner
             inputs = prepared.inputs
             timer, target_clocks = lat.CLOCKS[timed.clock], lat.clocks_for(timed.clock, runner)
-            fns = [lambda: runner(inputs), prepared.call_eager()]
+            fns = [lat.timed_call(runner, inputs), prepared.call_eager()]
             lat.warm_up(fns, state.plan, timer, [target_clocks[0], timer])
             return lat.measure_paired(fns[0], fns[1], timed.rounds, timed.iterations, timer, target_clocks).ratios
 
