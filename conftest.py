@@ -1,4 +1,4 @@
-"""This repository's pytest configuration: the harness plugin (:mod:`suites.plugin`) does everything.
+"""This repository's pytest configuration: the harness plugin (:mod:`export_harness.plugin`) does everything.
 
 Installed (``pip install -e .``, as tox does), the plugin is registered by its ``pytest11`` entry point and this file
 only adds pytester for the self-tests. Run from a checkout that was not installed, it loads the plugin itself, so it
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import entry_points
 
-PLUGIN = "suites.plugin"
+PLUGIN = "export_harness.plugin"
 
 
 def _autoloaded() -> bool:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.atomic import write_json_atomic
+from export_harness.models.atomic import write_json_atomic
 
 
 @dataclass
@@ -77,7 +77,8 @@ class CacheStats:
 CONTENT = "content_sha256"
 """meta.json key: sha256 of the entry's files (names included), everything but meta.json and the sidecar."""
 SIDECAR = "artifact.json"
-"""The metadata sidecar beside an entry's artifact (``converters.report.sidecar``): derived from meta.json and the
+"""The metadata sidecar beside an entry's artifact (``export_harness.converters.report.sidecar``): derived from
+meta.json and the
 spec, rewritten when stale, so, like meta.json, not part of the content hash."""
 NOT_CONTENT = ("meta.json", SIDECAR)
 
@@ -327,7 +328,8 @@ def _signature(entry: Path) -> tuple[tuple[str, int, int], ...]:
 
 def _is_content(name: str, exclude: tuple[str, ...]) -> bool:
     """Whether a file counts in an entry's content: not one of ``exclude`` (meta.json, the sidecar), nor the temporary
-    of an atomic write of one (``.artifact.json.<random>.json``, see models.atomic): another worker re-writing a hit's
+    of an atomic write of one (``.artifact.json.<random>.json``, see export_harness.models.atomic): another worker
+    re-writing a hit's
     sidecar must not look like tampering (it did: the entry was evicted under the writer, whose rename then failed)."""
     return name not in exclude and not name.startswith(tuple(f".{n}." for n in exclude))
 
@@ -383,7 +385,8 @@ def prune(root: str | Path, unused_days: float, now: float | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.cache", description="artifact cache maintenance")
+    parser = argparse.ArgumentParser(prog="python -m export_harness.converters.cache",
+                                     description="artifact cache maintenance")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="remove entries unused for N days and leftover work directories")
     p.add_argument("root", help="the cache directory (--harness-cache / $HARNESS_CACHE)")

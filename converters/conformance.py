@@ -17,27 +17,26 @@ from typing import Any
 
 import numpy as np
 import onnx
-from torch import nn
-
-from converters.cache import CONTENT, Artifact, ArtifactCache, CachedFailure
-from converters.checks.compare import ParityResult, compare
-from converters.checks.localize import (
+from export_harness.converters.cache import CONTENT, Artifact, ArtifactCache, CachedFailure
+from export_harness.converters.checks.compare import ParityResult, compare
+from export_harness.converters.checks.localize import (
     LayerReport,
     limits_for,
     onnx_layer_report,
     tflite_layer_report,
     torch_layer_report,
 )
-from converters.checks.onnx_structure import frozen_axes
-from converters.checks.thresholds import Thresholds
-from converters.exporters.torchscript import error_head
-from converters.registry import TargetRegistry
-from converters.report.sidecar import ensure_entry_sidecar
-from converters.target import Runner, StageError, StructureError, Target
-from converters.torch_dispatch import clear_dispatch_caches
-from models.atomic import atomic_path
-from models.spec import ModelSpec, model_code_hash, run_torch, to_torch
-from models.weights import state_dict_hash
+from export_harness.converters.checks.onnx_structure import frozen_axes
+from export_harness.converters.checks.thresholds import Thresholds
+from export_harness.converters.exporters.torchscript import error_head
+from export_harness.converters.registry import TargetRegistry
+from export_harness.converters.report.sidecar import ensure_entry_sidecar
+from export_harness.converters.target import Runner, StageError, StructureError, Target
+from export_harness.converters.torch_dispatch import clear_dispatch_caches
+from export_harness.models.atomic import atomic_path
+from export_harness.models.spec import ModelSpec, model_code_hash, run_torch, to_torch
+from export_harness.models.weights import state_dict_hash
+from torch import nn
 
 PARITY_BATCHES = (1, 3)
 """Batch sizes run for a dynamic-batch model; neither equals the export batch (2)."""

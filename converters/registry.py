@@ -5,18 +5,19 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterable
 
-from converters.compression.guide_quant_target import GuideQuantizerTarget
-from converters.exporters.onnx_export import OnnxExportTarget
-from converters.exporters.torchscript import TorchScriptTarget
-from converters.target import Target
-from converters.variants import guide_chain_variants, opset_variants, sweep_opsets
+from export_harness.converters.compression.guide_quant_target import GuideQuantizerTarget
+from export_harness.converters.exporters.onnx_export import OnnxExportTarget
+from export_harness.converters.exporters.torchscript import TorchScriptTarget
+from export_harness.converters.target import Target
+from export_harness.converters.variants import guide_chain_variants, opset_variants, sweep_opsets
 
 ENTRY_POINT_GROUP = "export_harness.targets"
 
 
 def builtin_targets() -> list[Target]:
     """The conformance targets of the default stack, in matrix column order; then their copies on the opset axis
-    (``converters/defaults/opsets.toml``) and guide 001's quantize -> ONNX -> TF chain (``converters.variants``)."""
+    (``converters/defaults/opsets.toml``) and guide 001's quantize -> ONNX -> TF chain
+    (``export_harness.converters.variants``)."""
     base = [
         TorchScriptTarget("trace"),
         TorchScriptTarget("script"),
@@ -32,8 +33,12 @@ def builtin_targets() -> list[Target]:
 
 def _method_targets() -> list[Target]:
     """Compression methods of the accuracy gates (ONNX Runtime fp16 / int8, torch dynamic int8, L1 pruning)."""
-    from converters.compression.ort_methods import OrtDynamicInt8Target, OrtFp16Target, OrtStaticInt8Target
-    from converters.compression.torch_methods import TorchDynamicInt8Target, TorchPrunedTarget
+    from export_harness.converters.compression.ort_methods import (
+        OrtDynamicInt8Target,
+        OrtFp16Target,
+        OrtStaticInt8Target,
+    )
+    from export_harness.converters.compression.torch_methods import TorchDynamicInt8Target, TorchPrunedTarget
 
     return [
         OrtFp16Target(),
@@ -48,9 +53,9 @@ def _method_targets() -> list[Target]:
 def _tflite_targets() -> list[Target]:
     """TF/TFLite targets of the three backends. Always listed: a backend that is not installed skips its cells
     with a one-line reason naming the tox env that provides it (``unavailable_reason()``)."""
-    from converters.tf.tf_litert_torch import litert_torch_targets
-    from converters.tf.tf_onnx2tf import onnx2tf_targets
-    from converters.tf.tf_onnx_tf import onnx_tf_targets
+    from export_harness.converters.tf.tf_litert_torch import litert_torch_targets
+    from export_harness.converters.tf.tf_onnx2tf import onnx2tf_targets
+    from export_harness.converters.tf.tf_onnx_tf import onnx_tf_targets
 
     return [*onnx2tf_targets(), *litert_torch_targets(), *onnx_tf_targets()]
 

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-
-from converters.cache import ArtifactCache
-from converters.checks.thresholds import Thresholds
-from converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
-from converters.registry import TargetRegistry
-from converters.target import Target
-from models.registry import Registry
-from models.spec import ModelSpec
-from models.weights import WeightsError
+from export_harness.converters.cache import ArtifactCache
+from export_harness.converters.checks.thresholds import Thresholds
+from export_harness.converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
+from export_harness.converters.registry import TargetRegistry
+from export_harness.converters.target import Target
+from export_harness.models.registry import Registry
+from export_harness.models.spec import ModelSpec
+from export_harness.models.weights import WeightsError
 
 WEIGHTS_SOURCES = ("reference", "seeded")
 
@@ -90,7 +89,7 @@ class Session:
         (static quantizers then calibrate on real data, and matrix, accuracy and latency share each artifact), or the
         user's calibration arrays when given (``calibration``)."""
         if spec.name not in self._cell_specs:
-            from models.training import has_task, task_for
+            from export_harness.models.training import has_task, task_for
 
             self._cell_specs[spec.name] = spec
             if spec.name in self.calibration:
@@ -98,7 +97,7 @@ class Session:
                 self._cell_specs[spec.name] = replace(spec, extra={**spec.extra, "calibration": dict(data),
                                                                    "calibration_id": identity})
             elif has_task(spec):
-                from converters.checks.accuracy import accuracy_spec
+                from export_harness.converters.checks.accuracy import accuracy_spec
 
                 self._cell_specs[spec.name] = accuracy_spec(spec, task_for(spec))
         return self._cell_specs[spec.name]
@@ -109,14 +108,14 @@ class Session:
         on a cache miss), else the model as its spec builds it (a user's pretrained model, or seeded init).
         ``weights_records[spec.name]`` says which."""
         if spec.name not in self._reference:
-            from models.training import has_recipe, has_task
+            from export_harness.models.training import has_recipe, has_task
 
             if spec.name in self.weights or not has_task(spec) or not has_recipe(spec):
                 self._reference[spec.name] = self.seeded_model(spec)
                 source = self.weights.get(spec.name)
                 self.weights_records[spec.name] = {"source": source or "as built (no training recipe)"}
             else:
-                from models.training import reference_weights
+                from export_harness.models.training import reference_weights
 
                 t0 = time.perf_counter()
                 path, record = reference_weights(spec)
@@ -130,8 +129,8 @@ class Session:
         FP32 eval outputs), and hand the freed heap back to the OS: under pytest-xdist a worker runs model after
         model, and two workers holding every model's data (11 GB each, measured) ran the 24 GB machine out of
         memory."""
-        from converters.checks.accuracy import forget_reference_outputs
-        from models.training import forget_task
+        from export_harness.converters.checks.accuracy import forget_reference_outputs
+        from export_harness.models.training import forget_task
 
         for held in (self._reference, self._seeded, self._cell_specs):
             held.pop(name, None)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from export_harness.converters.cache import Artifact
+from export_harness.converters.tf.worker_loop import package_versions
+from export_harness.models.spec import ModelSpec
 from torch import nn
-
-from converters.cache import Artifact
-from converters.tf.worker_loop import package_versions
-from models.spec import ModelSpec
 
 
 class Runner(Protocol):
@@ -60,7 +59,8 @@ class Target(ABC):
     packages: tuple[str, ...] = ("torch",)
     """Distributions whose versions are part of the artifact's identity."""
     variant: str = ""
-    """Name suffix of a copy of this target in another chain (``@opset12``), made by ``converters.variants``."""
+    """Name suffix of a copy of this target in another chain (``@opset12``), made by
+    ``export_harness.converters.variants``."""
     variant_deps: tuple[tuple[str, str], ...] = ()
     """A copy's dependencies that are not "the same name plus ``variant``": (name in ``depends_on``, target)."""
     opset_variant: int | None = None

@@ -15,8 +15,8 @@ import copy
 import tomllib
 from collections.abc import Iterable
 
-from converters.defaults import default_path
-from converters.target import Target
+from export_harness.converters.defaults import default_path
+from export_harness.converters.target import Target
 
 ONNX_ROOT = "onnx:fp32"
 GUIDE_ROOT = "onnx:fp32[guide-quantizer-int8]"

@@ -40,11 +40,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from export_harness.models.method_limitations import BST_OPSET13, at_opset
+from export_harness.models.spec import BATCH, Generator, InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.synthetic import smooth_series
 from torch import Tensor, nn
-
-from models.method_limitations import BST_OPSET13, at_opset
-from models.spec import BATCH, Generator, InputSpec, Limitation, ModelSpec, OutputSpec
-from models.synthetic import smooth_series
 
 # --------------------------------------------------------------------------------------------------------------------
 # Building blocks (tempose.py)

@@ -2,7 +2,8 @@
 
 One row per declaration: model names, then the Limitation (target glob, reason with the measured numbers, the regex
 the real failure must match, and ``cpu_lacks`` for a failure that happens only on CPUs without those flags).
-Target patterns use the declarations' one syntax (:func:`models.spec.star_match`): ``*`` is the only wildcard,
+Target patterns use the declarations' one syntax (:func:`export_harness.models.spec.star_match`): ``*`` is the only
+wildcard,
 brackets are literal.
 
 ``builtin_specs()`` appends these to each zoo spec's ``limitations`` (strict xfail: a different error is a real
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from models.spec import Limitation
+from export_harness.models.spec import Limitation
 
 _BST = ("bst_0", "bst", "bst_cg", "bst_ap", "bst_cg_ap")
 _NO_VNNI = ("avx512_vnni", "avx_vnni")

@@ -12,7 +12,8 @@ Each zoo variant gets a :class:`ProxyTask` mapped onto its exact input contract 
 
 The calibration split is always drawn from the training split, so it is disjoint from the eval split.
 A user spec gets a task through ``ModelSpec.extra["accuracy_task"]`` (a zero-argument callable returning a
-``ProxyTask``); ``models.training.task_for(spec)`` looks there first, then at ``BUILTIN_TASKS`` keyed by spec name
+``ProxyTask``); ``export_harness.models.training.task_for(spec)`` looks there first, then at ``BUILTIN_TASKS`` keyed
+by spec name
 (the decoder step's task needs the trained fingerprint encoder, so the lookup lives with the training code).
 """
 
@@ -25,8 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from models import datasets
+from export_harness.models import datasets
 
 Arrays = dict[str, np.ndarray]
 CALIBRATION_SIZE = 64
@@ -253,7 +253,7 @@ def gcode_task() -> ProxyTask:
 def gcode_decoder_task(memory_fn: Callable[[Arrays], np.ndarray]) -> ProxyTask:
     """Decode the speaker as one command token (id 5 + class) from the trained encoder's memory after BOS."""
     base = gcode_task()
-    from models.gcode import BOS_ID, PAD_ID, STEP_LEN
+    from export_harness.models.gcode import BOS_ID, PAD_ID, STEP_LEN
 
     def to_inputs(inputs: Arrays) -> Arrays:
         n = len(inputs["continuous"])
@@ -340,8 +340,7 @@ def _book_positions(book_path: str, limit: int) -> list[tuple[str, int]]:
     """(fen, move index of the heaviest book move) breadth-first from the start position through the book."""
     import chess
     import chess.polyglot
-
-    from models.alphazero_chess import move_to_index
+    from export_harness.models.alphazero_chess import move_to_index
 
     out, seen = [], set()
     frontier = [chess.Board()]
@@ -404,8 +403,7 @@ def _endgames(tb_dir: str, limit: int, seed: int = 11) -> list[tuple[str, int]]:
 def chess_task() -> ProxyTask:
     """Policy: heaviest polyglot book move (top-1 over legal moves); value: syzygy WDL sign (decisive positions)."""
     import chess
-
-    from models.alphazero_chess import board_to_input, legal_move_mask
+    from export_harness.models.alphazero_chess import board_to_input, legal_move_mask
 
     data = datasets.chess_data_dir()
     book = _book_positions(str(data / "polyglot" / "performance.bin"), BOOK_POSITIONS)

@@ -7,14 +7,14 @@ import importlib
 import importlib.metadata
 from collections.abc import Iterable
 
-from models.spec import ModelSpec
+from export_harness.models.spec import ModelSpec
 
 BUILTIN_FAMILIES = (
-    "models.bst",
-    "models.tiny_ladeda",
-    "models.sign_language",
-    "models.alphazero_chess",
-    "models.gcode",
+    "export_harness.models.bst",
+    "export_harness.models.tiny_ladeda",
+    "export_harness.models.sign_language",
+    "export_harness.models.alphazero_chess",
+    "export_harness.models.gcode",
 )
 ENTRY_POINT_GROUP = "export_harness.models"
 """Installed packages may register models: the entry point names a callable returning ModelSpecs."""
@@ -59,7 +59,7 @@ class Registry:
 
 def builtin_specs() -> list[ModelSpec]:
     """Every variant of the bundled zoo, in family order."""
-    from models.method_limitations import with_method_limitations
+    from export_harness.models.method_limitations import with_method_limitations
 
     out: list[ModelSpec] = []
     for module_name in BUILTIN_FAMILIES:

@@ -33,10 +33,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.synthetic import smooth_series
 from torch import nn
-
-from models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
-from models.synthetic import smooth_series
 
 __all__ = [
     "EncoderLayer",

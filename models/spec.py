@@ -164,7 +164,8 @@ class ModelSpec:
     """Lengths of each dynamic non-batch axis (a symbol in an input shape, e.g. ``"frames"``): the first is the
     default every suite uses; the matrix also checks parity at the others (the axis is exported dynamic)."""
     guide_chains: tuple[str, ...] = ()
-    """Target chains of ``converters.variants`` the guide ships, at its guide opsets (``guide-int8``: guide 001's
+    """Target chains of ``export_harness.converters.variants`` the guide ships, at its guide opsets (``guide-int8``:
+    guide 001's
     quantize -> ONNX -> TF -> TFLite)."""
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per-tier threshold overrides, e.g. ``{"fp32": {"atol": 1e-4}}``; each needs a reason in ``notes``."""
@@ -233,7 +234,7 @@ class ModelSpec:
             torch.manual_seed(self.seed)
             model = self.factory()
         if weights is not None:
-            from models.weights import load_weights
+            from export_harness.models.weights import load_weights
 
             load_weights(model, weights, allow_pickle=allow_pickle, architecture=self.architecture)
         return model.eval()

@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from export_harness.models import datasets
+from export_harness.models.atomic import atomic_path, write_json_atomic
+from export_harness.models.proxy_tasks import BUILTIN_TASKS, Arrays, ProxyTask, gcode_decoder_task
+from export_harness.models.spec import ModelSpec, model_code_hash, run_torch
+from export_harness.models.weights import state_dict_hash
 from torch import nn
-
-from models import datasets
-from models.atomic import atomic_path, write_json_atomic
-from models.proxy_tasks import BUILTIN_TASKS, Arrays, ProxyTask, gcode_decoder_task
-from models.spec import ModelSpec, model_code_hash, run_torch
-from models.weights import state_dict_hash
 
 TRAIN_SEED = 1234
 TRAIN_THREADS = 2
@@ -58,7 +57,7 @@ def weights_dir() -> Path:
 
 
 def _registry_spec(name: str) -> ModelSpec:
-    from models.registry import default_registry
+    from export_harness.models.registry import default_registry
 
     return default_registry(include_entry_points=False).get(name)
 

@@ -7,6 +7,6 @@ cell prints a per-layer localisation table. Update baselines: ``pytest suites/te
 --accuracy-update-baselines``.
 """
 
-from suites.plugin.items import test_accuracy
+from export_harness.plugin.items import test_accuracy
 
 __all__ = ["test_accuracy"]

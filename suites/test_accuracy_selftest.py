@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
-
-from converters.checks.accuracy import (
+from export_harness.converters.checks.accuracy import (
     Budget,
     BudgetError,
     Budgets,
@@ -24,12 +22,13 @@ from converters.checks.accuracy import (
     paired_bootstrap,
     update_baselines,
 )
-from converters.checks.localize import limits_for, tflite_layer_name
-from converters.compression.ort_methods import OrtDynamicInt8Target
-from converters.conformance import CellFailure, export_artifact
-from converters.tf.tf_litert_torch import LiteRTTorchTFLite
-from models.proxy_tasks import Metric
-from suites.plugin.accuracy import RESULTS_KEY, accuracy_gate_of
+from export_harness.converters.checks.localize import limits_for, tflite_layer_name
+from export_harness.converters.compression.ort_methods import OrtDynamicInt8Target
+from export_harness.converters.conformance import CellFailure, export_artifact
+from export_harness.converters.tf.tf_litert_torch import LiteRTTorchTFLite
+from export_harness.models.proxy_tasks import Metric
+from export_harness.plugin.accuracy import RESULTS_KEY, accuracy_gate_of
+from onnx import numpy_helper
 
 BROKEN_LAYER = "/layer1/layer1.0/conv1/"
 
@@ -95,7 +94,7 @@ def zero_weight_scale(path: Path, op_type: str, nth: int) -> str:
 
 @pytest.fixture(scope="module")
 def ladeda(harness) -> tuple[Any, Any, Any]:
-    from models.training import task_for, trained_model
+    from export_harness.models.training import task_for, trained_model
 
     spec = harness.models.get("tiny_ladeda")
     return spec, trained_model(spec), task_for(spec)
@@ -115,7 +114,7 @@ def test_accuracy_gate_fails_and_localises_broken_layer(harness, ladeda) -> None
 
 
 def test_accuracy_gate_fails_and_localises_broken_tflite_layer(harness) -> None:
-    from models.training import task_for, trained_model
+    from export_harness.models.training import task_for, trained_model
 
     target = BrokenScaleTFLite()
     if target.unavailable_reason():
@@ -243,7 +242,7 @@ def test_parity_failure_is_localised_too(harness) -> None:
     ("[]", "damaged accuracy baselines, no 'cells' table in it"),
 ])
 def test_damaged_accuracy_baselines_are_a_named_error(tmp_path: Path, text: str, message: str) -> None:
-    from converters.checks.accuracy import BudgetError, load_baselines
+    from export_harness.converters.checks.accuracy import BudgetError, load_baselines
 
     path = tmp_path / "accuracy.json"
     path.write_text(text)

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from converters.cache import CONTENT, ArtifactCache, CacheCorruptionWarning, CachedFailure
-from converters.registry import builtin_targets
-from converters.target import ExportError
-from converters.tf.isolation import WorkerCrash, WorkerTimeout
-from models import tiny_ladeda
-from models.weights import state_dict_hash
+from export_harness.converters.cache import CONTENT, ArtifactCache, CacheCorruptionWarning, CachedFailure
+from export_harness.converters.registry import builtin_targets
+from export_harness.converters.target import ExportError
+from export_harness.converters.tf.isolation import WorkerCrash, WorkerTimeout
+from export_harness.models import tiny_ladeda
+from export_harness.models.weights import state_dict_hash
 
 
 def _produce_slowly(workdir: Path) -> dict:
@@ -144,7 +143,7 @@ def test_cache_key_tracks_weights_target_and_versions() -> None:
 def test_prune_removes_unused_entries_and_leftover_work_dirs(tmp_path: Path) -> None:
     import os
 
-    from converters.cache import prune
+    from export_harness.converters.cache import prune
 
     def produce(workdir: Path) -> dict:
         (workdir / "m.bin").write_bytes(b"1")

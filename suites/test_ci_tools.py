@@ -8,8 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from converters.report import calibration_curve, ci_costs
+from export_harness.converters.report import calibration_curve, ci_costs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +87,7 @@ def test_calibration_counts_are_nested_draws() -> None:
                           (2, 2, "2", "2")])
 def test_parallel_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch, workers: int | None, cores: int,
                                           user: str | None, expected: str | None) -> None:
-    from suites.plugin.scheduling import share_cores_among_workers
+    from export_harness.plugin.scheduling import share_cores_among_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     if user is None:
@@ -102,7 +101,7 @@ def test_parallel_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch, worke
 
 
 def test_docs_results_regenerates_the_measured_tables(tmp_path: Path) -> None:
-    from converters.report import docs_results
+    from export_harness.converters.report import docs_results
 
     report = tmp_path / "matrix-report.json"
     report.write_text(json.dumps({"cells": [

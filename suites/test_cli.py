@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from converters.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from converters.cli.cells import select_targets
-from converters.cli.main import main
-from converters.cli.progress import Progress
-from converters.registry import default_target_registry
-from models import datasets
+from export_harness.converters.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from export_harness.converters.cli.cells import select_targets
+from export_harness.converters.cli.main import main
+from export_harness.converters.cli.progress import Progress
+from export_harness.converters.registry import default_target_registry
+from export_harness.models import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny_ladeda"
@@ -36,7 +35,7 @@ DECLARED = "onnx:int8-static[minmax]"
 USER_MODELS = '''
 import numpy as np
 from torch import nn
-from models.spec import InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.spec import InputSpec, Limitation, ModelSpec, OutputSpec
 
 
 class CliTinyMLP(nn.Module):
@@ -135,7 +134,7 @@ def test_export_writes_artifacts_sidecars_and_export_results(zoo_run: dict[str, 
     assert sidecar["cosine"] == pytest.approx(cell["worst"]["cosine"], rel=1e-12)
     assert sidecar["max_abs"] == pytest.approx(cell["worst"]["max_abs"], rel=1e-9)
     assert sidecar["weights"] == "trained reference weights"
-    from converters.cache import artifact_sha256
+    from export_harness.converters.cache import artifact_sha256
 
     exported = out / f"{MODEL}-onnx_fp32.onnx"
     assert exported.read_bytes() == Path(sidecar["cache_file"]).read_bytes()  # the cached file, byte for byte
@@ -184,9 +183,9 @@ def test_report_writes_markdown_and_html(zoo_run: dict[str, Any], tmp_path: Path
     text = md.read_text()
     assert "# Export conformance run" in text and f"`{MODEL}`" in text and "xfail" in text
     try:
-        from converters.report import html_report
+        from export_harness.converters.report import html_report
     except ImportError:
-        pytest.skip("converters.report.html_report does not exist yet (being written): HTML not checked")
+        pytest.skip("export_harness.converters.report.html_report does not exist yet (being written): HTML not checked")
     try:
         html_report.plotly_js()
     except html_report.ReportInputError as exc:
@@ -337,9 +336,10 @@ def test_a_bad_argument_is_one_line_and_exit_2(case: str, user_module: str, tmp_
 
 def test_the_console_script(tmp_path: Path) -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"export-harness": "converters.cli.main:main"}
-    run = subprocess.run([sys.executable, "-m", "converters.cli.main", "export", "no_such_model", "--output-dir",
-                          str(tmp_path)], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert scripts == {"export-harness": "export_harness.converters.cli.main:main"}
+    run = subprocess.run([sys.executable, "-m", "export_harness.converters.cli.main", "export", "no_such_model",
+                          "--output-dir", str(tmp_path)], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                         timeout=300)
     assert run.returncode == EXIT_USAGE
     assert run.stderr.startswith("export-harness: error: MODEL no_such_model: unknown model; known: bst_0")
     assert len(run.stderr.splitlines()) == 1 and run.stdout == ""
@@ -383,9 +383,9 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_lines_elsewhere() ->
 
 
 def test_outcomes_follow_the_declarations_as_pytest_does() -> None:
-    from converters.cli.cells import outcome_of
-    from converters.conformance import CellResult
-    from models.registry import default_registry
+    from export_harness.converters.cli.cells import outcome_of
+    from export_harness.converters.conformance import CellResult
+    from export_harness.models.registry import default_registry
 
     spec = default_registry(include_entry_points=False).get(MODEL)
     targets = default_target_registry(include_entry_points=False)

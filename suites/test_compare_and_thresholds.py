@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from converters.checks.compare import compare, compare_output
-from converters.checks.thresholds import DEFAULT_THRESHOLDS, ThresholdError, Thresholds, Tolerance
+from export_harness.converters.checks.compare import compare, compare_output
+from export_harness.converters.checks.thresholds import DEFAULT_THRESHOLDS, ThresholdError, Thresholds, Tolerance
 
 TOL = Tolerance(cosine_min=0.999999, atol=1e-4, rtol=1e-4, top1_min=1.0)
 

@@ -9,14 +9,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from converters.checks.accuracy import BudgetError, Budgets
-from converters.checks.thresholds import ThresholdError, Thresholds
-from converters.latency import gate as latency_gate
-from converters.latency import measure as lat
-from converters.registry import default_target_registry
-from models.registry import default_registry
-from suites.plugin.latency import _batches, _positive
+from export_harness.converters.checks.accuracy import BudgetError, Budgets
+from export_harness.converters.checks.thresholds import ThresholdError, Thresholds
+from export_harness.converters.latency import gate as latency_gate
+from export_harness.converters.latency import measure as lat
+from export_harness.converters.registry import default_target_registry
+from export_harness.models.registry import default_registry
+from export_harness.plugin.latency import _batches, _positive
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from converters.checks.accuracy import Budgets
-from models.spec import Limitation, cpu_flags
+from export_harness.converters.checks.accuracy import Budgets
+from export_harness.models.spec import Limitation, cpu_flags
 
 
 @pytest.fixture

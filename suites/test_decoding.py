@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from converters.checks.decoding import GreedyContract, agreement, greedy_decode
-from converters.conformance import CellFailure, export_artifact
-from models.spec import run_torch
-from suites.plugin.cells import cells
-from suites.plugin.core import Cell, Harness, get_harness
+from export_harness.converters.checks.decoding import GreedyContract, agreement, greedy_decode
+from export_harness.converters.conformance import CellFailure, export_artifact
+from export_harness.models.spec import run_torch
+from export_harness.plugin.cells import cells
+from export_harness.plugin.core import Cell, Harness, get_harness
 
 EVAL_SAMPLES = 128
 """Evaluation memories decoded per cell (the first of the task's eval split): 128 x 16 steps."""
@@ -33,7 +32,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _memories(harness: Harness, cell: Cell, contract: GreedyContract) -> np.ndarray:
-    from models.training import has_task, task_for
+    from export_harness.models.training import has_task, task_for
 
     if has_task(cell.spec):
         return task_for(cell.spec).eval_inputs[contract.memory][:EVAL_SAMPLES]

@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-
-from converters.checks.accuracy import Budgets
-from converters.report import accuracy_results, conversion_times, docs_results, latency_selftest, out_of_process
+from export_harness.converters.checks.accuracy import Budgets
+from export_harness.converters.report import (
+    accuracy_results,
+    conversion_times,
+    docs_results,
+    latency_selftest,
+    out_of_process,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +70,7 @@ def _row(page: str, *starts: str) -> str:
 def test_accuracy_page_models_cells_budgets_and_declarations(accuracy_inputs: tuple[Path, Path],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # the CPU has the flag, so Budgets.expected_failure says no here: the page must not depend on the CPU
-    monkeypatch.setattr("models.spec.cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    monkeypatch.setattr("export_harness.models.spec.cpu_flags", lambda: frozenset({"avx512_vnni"}))
     baseline, budgets_file = accuracy_inputs
     budgets = Budgets.load(budgets_file)
     assert budgets.expected_failure("k-onnx:int8-dynamic") is None
@@ -229,4 +234,5 @@ def test_docs_results_writes_every_page_from_its_input(accuracy_inputs: tuple[Pa
 def test_no_hand_copied_measurement_left_in_docs() -> None:
     marked = [str(p.relative_to(REPO)) for p in (REPO / "docs").rglob("*") if p.is_file()
               and "hand-copied measurement" in p.read_text(errors="replace")]
-    assert not marked, f"hand-copied measurement tables left (generate them: converters.report.docs_results): {marked}"
+    assert not marked, ("hand-copied measurement tables left (generate them: "
+                        f"export_harness.converters.report.docs_results): {marked}")

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from export_harness.converters.cache import SIDECAR, ArtifactCache
+from export_harness.converters.checks.thresholds import Thresholds
+from export_harness.converters.conformance import ModelIdentities, export_artifact, parity_probes, run_cell
+from export_harness.converters.registry import default_target_registry
+from export_harness.models.registry import default_registry
+from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 from torch import nn
-
-from converters.cache import SIDECAR, ArtifactCache
-from converters.checks.thresholds import Thresholds
-from converters.conformance import ModelIdentities, export_artifact, parity_probes, run_cell
-from converters.registry import default_target_registry
-from models.registry import default_registry
-from models.spec import InputSpec, ModelSpec, OutputSpec
 
 REGISTRY = default_target_registry(include_entry_points=False)
 
@@ -82,8 +81,7 @@ def test_a_backend_that_freezes_the_axis_fails_the_lengths_check(tmp_path) -> No
     structure check, but the dynamic-lengths run of the spec that declares it dynamic rejects it: never silently
     passed."""
     import onnx
-
-    from converters.checks.onnx_structure import check_onnx_structure, frozen_axes
+    from export_harness.converters.checks.onnx_structure import check_onnx_structure, frozen_axes
 
     fixed = _spec(inputs=(InputSpec("x", ("B", 10, 6), "float32", "NTC",
                                     lambda rng, b: rng.normal(size=(b, 10, 6)).astype(np.float32)),),

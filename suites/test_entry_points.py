@@ -6,9 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from converters.registry import default_target_registry
-from models.registry import default_registry
+from export_harness.converters.registry import default_target_registry
+from export_harness.models.registry import default_registry
 
 
 def test_entry_point_models_and_targets_are_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,8 +20,8 @@ def test_entry_point_models_and_targets_are_registered(tmp_path: Path, monkeypat
     (tmp_path / "user_models.py").write_text(textwrap.dedent('''
         import numpy as np
         from torch import nn
-        from converters.exporters.onnx_export import OnnxExportTarget
-        from models.spec import InputSpec, ModelSpec, OutputSpec
+        from export_harness.converters.exporters.onnx_export import OnnxExportTarget
+        from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 
         def specs():
             return [ModelSpec("ep_linear", "user", lambda: nn.Linear(3, 2),

@@ -25,8 +25,8 @@ CONFTEST = '''
 import numpy as np
 from torch import nn
 
-from models.proxy_tasks import ProxyTask, top1_metric
-from models.spec import InputSpec, ModelSpec, OutputSpec
+from export_harness.models.proxy_tasks import ProxyTask, top1_metric
+from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 
 WIDTH = 24
 
@@ -85,7 +85,7 @@ def project(tmp_path: Path) -> Path:
     root.mkdir()
     assert REPO not in root.parents
     (root / "conftest.py").write_text(textwrap.dedent(CONFTEST))
-    (root / "test_export.py").write_text("from suites.plugin.items import *  # the harness's test items\n")
+    (root / "test_export.py").write_text("from export_harness.plugin.items import *  # the harness's test items\n")
     (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = \"--strict-markers\"\n")
     return root
 

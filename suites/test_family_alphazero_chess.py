@@ -9,9 +9,8 @@ import chess
 import numpy as np
 import pytest
 import torch
-
-from models import alphazero_chess as az
-from models.spec import ModelSpec, count_parameters, run_torch
+from export_harness.models import alphazero_chess as az
+from export_harness.models.spec import ModelSpec, count_parameters, run_torch
 
 SPEC: ModelSpec = az.specs()[0]
 

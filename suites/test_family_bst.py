@@ -1,6 +1,7 @@
 """BST family: faithfulness to the reference (counts, init, masking, NaN on video_len=0), generators, traceability.
 
-Self-contained: needs only ``models.bst`` and ``models.spec``. Reference numbers are MODELS.md section 1
+Self-contained: needs only ``export_harness.models.bst`` and ``export_harness.models.spec``. Reference numbers are
+MODELS.md section 1
 (``Va6lue/BST-Badminton-Stroke-type-Transformer`` @2ef1797).
 """
 
@@ -9,9 +10,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from models import bst
-from models.spec import ModelSpec, count_parameters, run_torch, to_torch
+from export_harness.models import bst
+from export_harness.models.spec import ModelSpec, count_parameters, run_torch, to_torch
 
 SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in bst.specs()}
 NAMES = ["bst_0", "bst", "bst_cg", "bst_ap", "bst_cg_ap"]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from models import gcode
-from models.spec import ModelSpec, count_parameters, run_torch, to_torch
+from export_harness.models import gcode
+from export_harness.models.spec import ModelSpec, count_parameters, run_torch, to_torch
 
 NAMES = ("gcode_fingerprint", "gcode_decoder_step")
 

@@ -7,10 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from export_harness.models import tiny_ladeda as tl
+from export_harness.models.spec import ModelSpec, count_parameters, run_torch
 from torch import nn
-
-from models import tiny_ladeda as tl
-from models.spec import ModelSpec, count_parameters, run_torch
 
 SPECS = {s.name: s for s in tl.specs()}
 

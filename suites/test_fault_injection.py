@@ -21,16 +21,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from export_harness.converters.cache import ArtifactCache, CacheCorruptionWarning
+from export_harness.converters.checks.thresholds import Thresholds
+from export_harness.converters.conformance import CellFailure, ModelIdentities, export_artifact, run_cell
+from export_harness.converters.registry import default_target_registry
+from export_harness.converters.target import StageError
+from export_harness.converters.tf.isolation import Worker, WorkerCrash
+from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 from onnx import numpy_helper
 from torch import nn
-
-from converters.cache import ArtifactCache, CacheCorruptionWarning
-from converters.checks.thresholds import Thresholds
-from converters.conformance import CellFailure, ModelIdentities, export_artifact, run_cell
-from converters.registry import default_target_registry
-from converters.target import StageError
-from converters.tf.isolation import Worker, WorkerCrash
-from models.spec import InputSpec, ModelSpec, OutputSpec
 
 pytestmark = pytest.mark.xdist_group("fault-injection")
 
@@ -143,7 +142,7 @@ def test_a_conversion_worker_killed_from_outside_is_not_cached(tmp_path: Path, s
 PARENT = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from converters.tf.isolation import Worker
+    from export_harness.converters.tf.isolation import Worker
     worker = Worker(sys.executable, sys.argv[1], name="sleeper")
     worker.start()
     print(worker.pid, flush=True)
@@ -152,7 +151,7 @@ PARENT = textwrap.dedent('''
 
 SLEEPER = textwrap.dedent('''
     import time
-    from converters.tf.worker_loop import serve
+    from export_harness.converters.tf.worker_loop import serve
     serve({"sleep": lambda seconds: time.sleep(seconds) or {}})
 ''')
 

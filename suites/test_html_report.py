@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from converters.report import html_report, matrix_report
+from export_harness.converters.report import html_report, matrix_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -185,7 +184,8 @@ def test_report_holds_every_collected_cell_with_the_runs_verdicts(run: dict[str,
 def test_saved_json_renders_the_same_page_data(run: dict[str, Any], tmp_path: Path) -> None:
     """The command that renders a saved (or merged) report gives the grid the run's own page has."""
     out = tmp_path / "again.html"
-    proc = subprocess.run([sys.executable, "-m", "converters.report.html_report", str(run["report"]), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "export_harness.converters.report.html_report", str(run["report"]),
+                           "-o", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     first, again = embedded_data(run["html"]), embedded_data(out)
@@ -238,7 +238,7 @@ def test_inlined_text_cannot_close_the_script(tmp_path: Path) -> None:
 def test_bad_report_file_is_one_line_and_exit_2(tmp_path: Path, content: str, expected: str) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(content)
-    proc = subprocess.run([sys.executable, "-m", "converters.report.html_report", str(bad), "-o",
+    proc = subprocess.run([sys.executable, "-m", "export_harness.converters.report.html_report", str(bad), "-o",
                            str(tmp_path / "r.html")], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and expected in proc.stderr and str(bad) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.html").exists()
@@ -247,7 +247,7 @@ def test_bad_report_file_is_one_line_and_exit_2(tmp_path: Path, content: str, ex
 @pytest.mark.slow
 def test_a_later_step_reads_the_runs_accuracy_verdicts(run: dict[str, Any], tmp_path: Path) -> None:
     """The latency step (``--accuracy-results``) learns from this report which artifact bytes passed accuracy."""
-    from suites.plugin.accuracy import _earlier_results
+    from export_harness.plugin.accuracy import _earlier_results
 
     earlier = _earlier_results(str(run["report"]))
     verdict, record = earlier["tiny_ladeda-onnx:fp32"]

@@ -11,15 +11,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
-from converters.report.markdown_summary import summary_markdown
-from suites.plugin.junit import flat_properties
+from export_harness.converters.report.markdown_summary import summary_markdown
+from export_harness.plugin.junit import flat_properties
 
 CONFTEST = '''
 import numpy as np
 from torch import nn
 
-from models.spec import InputSpec, ModelSpec, OutputSpec
+from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 
 
 class Tiny(nn.Module):
@@ -67,7 +66,7 @@ def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path, workers: lis
     project = tmp_path / "project"
     project.mkdir()
     (project / "conftest.py").write_text(textwrap.dedent(CONFTEST))
-    (project / "test_cells.py").write_text("from suites.plugin.items import test_cell  # noqa: F401\n")
+    (project / "test_cells.py").write_text("from export_harness.plugin.items import test_cell  # noqa: F401\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HARNESS_"))}
     junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
     quiet = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:anyio"]  # anyio's plugin warns on import

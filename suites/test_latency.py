@@ -5,6 +5,6 @@ smoke models at batch 1; ``--latency-scope=full`` times every cell at every batc
 (default 1,4,16). ``--latency-gate`` compares each with the stored baseline. See docs/latency.md.
 """
 
-from suites.plugin.items import test_latency, test_latency_budget
+from export_harness.plugin.items import test_latency, test_latency_budget
 
 __all__ = ["test_latency", "test_latency_budget"]

@@ -10,7 +10,7 @@
 
 Observed rates are printed in the "latency gate self-test" summary section (and ``--latency-report``), and recorded
 as the JSON user property ``latency_selftest`` of each test (``--junitxml``), which ``python -m
-converters.report.docs_results --junit PATH`` renders for ``docs/results/``.
+export_harness.converters.report.docs_results --junit PATH`` renders for ``docs/results/``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from converters.conformance import export_artifact
-from converters.latency import gate as lg
-from converters.latency import measure as lat
+from export_harness.converters.conformance import export_artifact
+from export_harness.converters.latency import gate as lg
+from export_harness.converters.latency import measure as lat
 
 pytestmark = pytest.mark.latency  # timings: the serial step, never beside the parallel suites
 
@@ -465,7 +464,7 @@ def test_latency_gate_aa_and_injected_smoke_models(harness, latency_state, harne
 SLOWDOWN_CONFTEST = f'''
 import time
 
-import converters.latency.measure as lat
+import export_harness.converters.latency.measure as lat
 
 _load = lat.load_runner
 
@@ -561,7 +560,7 @@ def _history_run(path: Path, slow: float, commit: str) -> None:
 
 
 def test_bench_history_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from converters.latency import history as bench_history
+    from export_harness.converters.latency import history as bench_history
 
     folder = tmp_path / "Linux-test"
     folder.mkdir()

@@ -9,7 +9,8 @@ Each test here times one cached artifact the way the latency suite does and, in 
 runtime's own API with no harness code in the timed loop, at one thread on the same CPU clock, and asserts the
 two agree within 20%. The cells span fp32 and int8 files, from about 0.1 ms per call upward. With
 ``--latency-report`` (or ``$HARNESS_RESULTS_DIR``) each test also stores its row in ``out-of-process-timing.json``
-beside it, which ``python -m converters.report.docs_results --out-of-process PATH`` renders for ``docs/results/``.
+beside it, which ``python -m export_harness.converters.report.docs_results --out-of-process PATH`` renders for
+``docs/results/``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from converters.conformance import export_artifact
-from converters.latency import measure as lat
-from converters.report import out_of_process
+from export_harness.converters.conformance import export_artifact
+from export_harness.converters.latency import measure as lat
+from export_harness.converters.report import out_of_process
 
 pytestmark = pytest.mark.latency  # timings: the serial step
 

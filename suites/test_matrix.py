@@ -4,6 +4,6 @@ Ids are ``MODEL-TARGET`` (``bst_cg_ap-onnx:fp32[dynamo]``); select with ``-k`` o
 dynamic non-batch axes also get ``test_dynamic_lengths[MODEL-TARGET]``: the same artifact at their other lengths.
 """
 
-from suites.plugin.items import test_cell, test_dynamic_lengths
+from export_harness.plugin.items import test_cell, test_dynamic_lengths
 
 __all__ = ["test_cell", "test_dynamic_lengths"]

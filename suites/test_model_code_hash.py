@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from models.spec import model_code_hash
+from export_harness.models.spec import model_code_hash
 
 SOURCE = '''
 from torch import nn

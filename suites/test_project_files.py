@@ -6,11 +6,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from converters.checks.accuracy import BudgetError, Budgets
-from converters.checks.thresholds import ThresholdError, Thresholds
-from converters.defaults import deep_merge, default_path
-from converters.latency import gate as latency_gate
+from export_harness.converters.checks.accuracy import BudgetError, Budgets
+from export_harness.converters.checks.thresholds import ThresholdError, Thresholds
+from export_harness.converters.defaults import deep_merge, default_path
+from export_harness.converters.latency import gate as latency_gate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,5 @@
-"""Differential checks of ``converters.quantization.maths`` against ONNX Runtime and PyTorch (issue 3, item 4).
+"""Differential checks of ``export_harness.converters.quantization.maths`` against ONNX Runtime and PyTorch (issue 3,
+item 4).
 
 Summary of what is asserted (for the same scale / zero point):
 
@@ -26,11 +27,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from hypothesis import event, given, note
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from converters.quantization.maths import (
+from export_harness.converters.quantization.maths import (
     QuantParams,
     compute_qparams,
     dequantize,
@@ -39,6 +36,9 @@ from converters.quantization.maths import (
     make_qparams,
     quantize,
 )
+from hypothesis import event, given, note
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

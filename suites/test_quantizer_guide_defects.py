@@ -3,7 +3,8 @@
 Each defect test runs ``hypothesis.find`` (deterministic, database-free) against the transcription in
 ``converters/quantization/guide_quantizer.py`` and asserts that a counterexample is found; the docstring shows the
 minimal counterexample Hypothesis shrinks to (hypothesis 6.170.15) and what goes wrong on it. The matching ``fixed``
-test checks the same property on ``converters.quantization.maths`` with ``@given``, plus the documented example.
+test checks the same property on ``export_harness.converters.quantization.maths`` with ``@given``, plus the documented
+example.
 
 The property throughout: every value of the tensor round-trips with error <= scale / 2 (+ a float64 slack of
 eps * (|x| + scale), see ``_within_half_step``), or, for zero, round-trips exactly.
@@ -14,11 +15,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from hypothesis import find, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from converters.quantization.guide_quantizer import (
+from export_harness.converters.quantization.guide_quantizer import (
     guide_compute_quant_params,
     guide_dequantize_tensor,
     guide_dynamic_range_fake_quantize,
@@ -27,7 +24,10 @@ from converters.quantization.guide_quantizer import (
     guide_improved_quant_params,
     guide_quantize_tensor,
 )
-from converters.quantization.maths import compute_qparams, fake_quantize
+from export_harness.converters.quantization.maths import compute_qparams, fake_quantize
+from hypothesis import find, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 INT8 = (-128, 127)
 UINT8 = (0, 255)

@@ -1,4 +1,5 @@
-"""Hypothesis property suite for ``converters.quantization.maths`` (issue 3, item 3) plus ``quantize_model`` checks.
+"""Hypothesis property suite for ``export_harness.converters.quantization.maths`` (issue 3, item 3) plus
+``quantize_model`` checks.
 
 Error bounds use a float slack (see :func:`_slack`) that is justified from the arithmetic, never tuned.
 Two properties from the issue are false as literally stated; for each, a ``hypothesis.find`` test shows a
@@ -17,11 +18,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import find, given, note, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from converters.quantization.maths import (
+from export_harness.converters.quantization.maths import (
     MIN_SCALE,
     LayerQuantReport,
     QuantParams,
@@ -36,6 +33,9 @@ from converters.quantization.maths import (
     quantize,
     quantize_model,
 )
+from hypothesis import find, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 # ------------------------------------------------------------------------------------------------------------
 # strategies

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from converters.exporters.onnx_export import OnnxExportTarget
+from export_harness.converters.exporters.onnx_export import OnnxExportTarget
 
 
 class PerturbedOnnx(OnnxExportTarget):
@@ -58,7 +58,7 @@ USER_MODEL_CONFTEST = '''
 import numpy as np
 from torch import nn
 
-from models.spec import InputSpec, ModelSpec, OutputSpec
+from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 
 
 class TinyMLP(nn.Module):

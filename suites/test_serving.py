@@ -1,4 +1,5 @@
-"""Serving-handler parity (guide 000): the handlers of ``converters.serving`` on the smoke BST variant's artifacts.
+"""Serving-handler parity (guide 000): the handlers of ``export_harness.converters.serving`` on the smoke BST
+variant's artifacts.
 
 - every passing BST cell of the serving targets answers the same top-5 as the PyTorch handler, probabilities within
   the cell's threshold tier;
@@ -28,17 +29,23 @@ from typing import Any
 
 import numpy as np
 import pytest
+from export_harness.converters.checks.thresholds import Tolerance
+from export_harness.converters.conformance import CellFailure, export_artifact
+from export_harness.converters.serving import main as serving_main
+from export_harness.converters.serving.contract import BadRequest, Contract, parse_request
+from export_harness.converters.serving.handlers import (
+    Handler,
+    lambda_response,
+    onnx_handler,
+    tflite_handler,
+    torch_handler,
+)
+from export_harness.converters.target import Target
+from export_harness.models.spec import ModelSpec
+from export_harness.plugin.core import Harness, get_harness
 from hypothesis import given
 from hypothesis import strategies as st
 
-from converters.checks.thresholds import Tolerance
-from converters.conformance import CellFailure, export_artifact
-from converters.serving import main as serving_main
-from converters.serving.contract import BadRequest, Contract, parse_request
-from converters.serving.handlers import Handler, lambda_response, onnx_handler, tflite_handler, torch_handler
-from converters.target import Target
-from models.spec import ModelSpec
-from suites.plugin.core import Harness, get_harness
 from suites.serving_stub import stub_spec
 
 SERVING_TARGETS = ("torchscript:trace", "onnx:fp32", "onnx:fp16", "onnx:int8-dynamic")

@@ -1,7 +1,8 @@
 """Sharding across machines: N pytest-split shards of the matrix, merged, equal one run's report cell for cell.
 
 Each shard is a separate pytest process (as on separate CI machines) writing its own ``--harness-report``; the
-``converters.report.matrix_report merge`` command joins them. The shards share the session's artifact cache, as CI
+``export_harness.converters.report.matrix_report merge`` command joins them. The shards share the session's artifact
+cache, as CI
 shards share a restored ``actions/cache`` (a cold shard converts; the verdicts and metrics must not depend on it).
 """
 
@@ -13,8 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from converters.report import matrix_report
+from export_harness.converters.report import matrix_report
 
 pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not
 
@@ -51,8 +51,8 @@ def test_three_shards_merged_equal_one_run(pytestconfig: pytest.Config, tmp_path
     assert all(sizes), f"every shard must run cells: {sizes}"
 
     merged = tmp_path / "merged" / "matrix-report.json"
-    cli = subprocess.run([sys.executable, "-m", "converters.report.matrix_report", "merge", *map(str, shards), "-o",
-                          str(merged)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cli = subprocess.run([sys.executable, "-m", "export_harness.converters.report.matrix_report", "merge",
+                          *map(str, shards), "-o", str(merged)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     one = matrix_report.load_report(tmp_path / "single.json")
     both = matrix_report.load_report(merged)

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from converters.tf.isolation import (
+from export_harness.converters.tf.isolation import (
     Worker,
     WorkerCrash,
     WorkerError,
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TOY_WORKER = """
 import os, sys, time
-from converters.tf.worker_loop import serve
+from export_harness.converters.tf.worker_loop import serve
 
 def echo(value):
     print("echo says hi on stdout")           # library noise must not corrupt the protocol
@@ -148,11 +147,12 @@ ABORTING_CONFTEST = '''
 import sys
 from pathlib import Path
 
-from converters.tf.isolation import pool
-from converters.target import Target
+from export_harness.converters.tf.isolation import pool
+from export_harness.converters.target import Target
 
 WORKER = Path(__file__).with_name("abort_worker.py")
-WORKER.write_text("import os\\nfrom converters.tf.worker_loop import serve\\nserve({'convert': lambda: os.abort()})\\n")
+WORKER.write_text("import os\\nfrom export_harness.converters.tf.worker_loop import serve\\nserve({'convert': "
+                  "lambda: os.abort()})\\n")
 
 
 class AbortingBackend(Target):

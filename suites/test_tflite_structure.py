@@ -13,17 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from export_harness.converters.cache import ArtifactCache
+from export_harness.converters.checks.tflite_structure import check_tflite_structure
+from export_harness.converters.checks.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from export_harness.converters.conformance import ModelIdentities, export_artifact, run_cell
+from export_harness.converters.registry import default_target_registry
+from export_harness.converters.target import StructureError
+from export_harness.converters.tf.tflite import TFLiteTarget
+from export_harness.converters.tf.tflite_runtime import TFLiteRunner
+from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 from torch import nn
-
-from converters.cache import ArtifactCache
-from converters.checks.tflite_structure import check_tflite_structure
-from converters.checks.thresholds import DEFAULT_THRESHOLDS, Thresholds
-from converters.conformance import ModelIdentities, export_artifact, run_cell
-from converters.registry import default_target_registry
-from converters.target import StructureError
-from converters.tf.tflite import TFLiteTarget
-from converters.tf.tflite_runtime import TFLiteRunner
-from models.spec import InputSpec, ModelSpec, OutputSpec
 
 REGISTRY = default_target_registry(include_entry_points=False)
 BACKEND = REGISTRY.get("tflite:fp32[litert-torch]")

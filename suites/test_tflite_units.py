@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from converters.checks.tflite_structure import check_tflite_structure, weight_fractions
-from converters.registry import default_target_registry
-from converters.report.export_results import model_records, support_table, write
-from converters.target import StructureError
-from converters.tf.tflite import PRECISIONS, Backend
-from converters.tf.tflite_runtime import (
+from export_harness.converters.checks.tflite_structure import check_tflite_structure, weight_fractions
+from export_harness.converters.registry import default_target_registry
+from export_harness.converters.report.export_results import model_records, support_table, write
+from export_harness.converters.target import StructureError
+from export_harness.converters.tf.tflite import PRECISIONS, Backend
+from export_harness.converters.tf.tflite_runtime import (
     LoadError,
     _Binding,
     _resolve_names,
@@ -23,7 +22,7 @@ from converters.tf.tflite_runtime import (
     find_permutation,
     quantize,
 )
-from models.registry import default_registry
+from export_harness.models.registry import default_registry
 
 # ------------------------------------------------------------------------------------------------ layout
 
@@ -208,8 +207,8 @@ def test_a_delegate_disagreement_blames_the_kernels_farther_from_pytorch() -> No
 def test_accuracy_batches_and_latency_runners_blame_by_distance() -> None:
     """The accuracy suite hands each eval batch's PyTorch outputs to a runner that can judge its delegate; the
     latency suite switches the cross-check off (it times the default path and could not say who is wrong)."""
-    from converters.checks.accuracy import run_batched
-    from converters.latency.measure import load_runner
+    from export_harness.converters.checks.accuracy import run_batched
+    from export_harness.converters.latency.measure import load_runner
 
     class Judging:
         def __init__(self) -> None:

@@ -1,5 +1,5 @@
 """One conversion must not decide the next one's graph: torch's per-operator dispatch caches are emptied before each
-conversion (:mod:`converters.torch_dispatch`)."""
+conversion (:mod:`export_harness.converters.torch_dispatch`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent("""
     import torch
     from torch import nn
-    from converters.torch_dispatch import clear_dispatch_caches
+    from export_harness.converters.torch_dispatch import clear_dispatch_caches
 
     class Model(nn.Module):
         def __init__(self):

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from models import tiny_ladeda
-from models.spec import run_torch
-from models.weights import WeightsError, load_weights, state_dict_hash
+from export_harness.models import tiny_ladeda
+from export_harness.models.spec import run_torch
+from export_harness.models.weights import WeightsError, load_weights, state_dict_hash
 
 SPEC = next(s for s in tiny_ladeda.specs() if s.name == "tiny_ladeda")
 
@@ -122,7 +121,7 @@ def test_non_tensor_entry(tmp_path: Path, trained) -> None:
 def test_seeded_init_does_not_depend_on_thread_count() -> None:
     """sign_gru's orthogonal ``weight_hh`` init is a QR whose rounding moved with torch's thread count: the same
     seed gave two weights identities (and two trained-weights cache entries) in a 1-thread and a 2-thread process."""
-    from models import sign_language
+    from export_harness.models import sign_language
 
     spec = next(s for s in sign_language.specs() if s.name == "sign_gru")
     threads = torch.get_num_threads()
@@ -140,7 +139,7 @@ def test_seeded_init_does_not_depend_on_thread_count() -> None:
 def test_checkpoint_architecture_is_checked_before_loading(tmp_path: Path) -> None:
     """Guide 003: a checkpoint states its architecture (channels, blocks); a mismatch is one line naming the field,
     before any key or shape error; an agreeing checkpoint loads."""
-    from models import alphazero_chess
+    from export_harness.models import alphazero_chess
 
     spec = alphazero_chess.specs()[0]
     model = spec.build()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.registry import BUILTIN_FAMILIES, builtin_specs
-from models.spec import count_parameters, run_torch
+from export_harness.models.registry import BUILTIN_FAMILIES, builtin_specs
+from export_harness.models.spec import count_parameters, run_torch
 
 EXPECTED_VARIANTS = {
     "bst_0", "bst", "bst_cg", "bst_ap", "bst_cg_ap", "tiny_ladeda", "tiny_ladeda_patch", "sign_transformer",

@@ -10,7 +10,7 @@ the FP32 metric, the method's metric, the drop and a paired bootstrap confidence
 - **ratchet** (``baselines/accuracy.json``): fails when the method's metric fell below its stored baseline by
   more than both the stored tolerance and the half-width of the drop's CI, even within budget.
 
-A failing cell carries a localisation table (``converters.checks.localize``). No pytest here.
+A failing cell carries a localisation table (``export_harness.converters.checks.localize``). No pytest here.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from export_harness.converters.cache import artifact_sha256
+from export_harness.converters.conformance import ModelIdentities, export_artifact, localisation
+from export_harness.converters.defaults import default_path, load_layered, require_number
+from export_harness.converters.registry import TargetRegistry
+from export_harness.converters.target import Target
+from export_harness.models.atomic import write_json_atomic
+from export_harness.models.proxy_tasks import Arrays, Metric, ProxyTask
+from export_harness.models.spec import Limitation, ModelSpec, star_match
 from torch import nn
-
-from converters.cache import artifact_sha256
-from converters.conformance import ModelIdentities, export_artifact, localisation
-from converters.defaults import default_path, load_layered, require_number
-from converters.registry import TargetRegistry
-from converters.target import Target
-from models.atomic import write_json_atomic
-from models.proxy_tasks import Arrays, Metric, ProxyTask
-from models.spec import Limitation, ModelSpec, star_match
 
 DEFAULT_BUDGETS = default_path("accuracy_budgets.toml")
 EVAL_BATCH = 16
@@ -294,7 +293,7 @@ def forget_reference_outputs(model_name: str) -> None:
 
 def reference_outputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, identity: str) -> Arrays:
     """FP32 PyTorch outputs on the eval split, computed once per (model, weights) in this process."""
-    from models.training import predict
+    from export_harness.models.training import predict
 
     key = (spec.name, identity)
     if key not in _REFERENCE_OUTPUTS:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
-from converters.exporters.torchscript import error_head
-from converters.target import StructureError
-from models.spec import ModelSpec
+from export_harness.converters.exporters.torchscript import error_head
+from export_harness.converters.target import StructureError
+from export_harness.models.spec import ModelSpec
 
 
 def onnx_opset(model: onnx.ModelProto) -> int:

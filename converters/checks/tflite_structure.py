@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
-from converters.target import StructureError
-from models.spec import ModelSpec
+from export_harness.converters.target import StructureError
+from export_harness.models.spec import ModelSpec
 
 
 def weight_fractions(weights: Mapping[str, Mapping[str, int]]) -> dict[str, float]:

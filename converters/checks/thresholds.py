@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from converters.defaults import default_path, load_layered, require_number
+from export_harness.converters.defaults import default_path, load_layered, require_number
 
 DEFAULT_THRESHOLDS = default_path("thresholds.toml")
 

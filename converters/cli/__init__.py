@@ -1,7 +1,7 @@
 """``export-harness``: the export guides' command lines on the harness's own machinery.
 
-Every subcommand runs what the pytest matrix runs (``converters.session.Session`` ->
-``converters.conformance.run_cell``: the same weights, calibration split, cache, thresholds and declared
+Every subcommand runs what the pytest matrix runs (``export_harness.converters.session.Session`` ->
+``export_harness.converters.conformance.run_cell``: the same weights, calibration split, cache, thresholds and declared
 limitations), so a cell gets the same verdict from the CLI as from ``pytest suites/test_matrix.py``.
 
 Modules, one job each:

@@ -2,7 +2,7 @@
 
 Each target's conformance cell runs first (a failing cell is not timed, as in the latency suite); then, per batch
 size, the artifact is loaded on its runtime with fixed intra-op threads and its peak RSS measured over the load and
-first run (``converters.latency.measure``: ``load_runner``, ``PeakRss``, the runtime's own process for
+first run (``export_harness.converters.latency.measure``: ``load_runner``, ``PeakRss``, the runtime's own process for
 out-of-process runtimes), ``--warmup`` calls, and ``--runs`` timed calls on the wall clock of the process that runs
 the artifact: p50 / p95 / p99 / mean ms and samples per second at the median. PyTorch eager (``torch:eager``) is
 timed the same way as the reference of the speedup column. No regression gate here: that is the latency suite's
@@ -17,17 +17,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
-from converters.cli.cells import DEFAULT_FORMATS, cached_artifact, check_opset, run_matrix_cell, select_targets
-from converters.cli.files import publish
-from converters.cli.progress import Progress
-from converters.cli.session import first_line, load_model, open_session, weights_label
-from converters.latency import measure as lat
-from converters.report.matrix_report import fmt_optional
-from converters.session import Session
-from converters.target import Target
-from models.atomic import write_json_atomic
-from models.spec import ModelSpec
+from export_harness.converters.cli import EXIT_FAILED, EXIT_OK, UsageError
+from export_harness.converters.cli.cells import (
+    DEFAULT_FORMATS,
+    cached_artifact,
+    check_opset,
+    run_matrix_cell,
+    select_targets,
+)
+from export_harness.converters.cli.files import publish
+from export_harness.converters.cli.progress import Progress
+from export_harness.converters.cli.session import first_line, load_model, open_session, weights_label
+from export_harness.converters.latency import measure as lat
+from export_harness.converters.report.matrix_report import fmt_optional
+from export_harness.converters.session import Session
+from export_harness.converters.target import Target
+from export_harness.models.atomic import write_json_atomic
+from export_harness.models.spec import ModelSpec
 
 EAGER = "torch:eager"
 DEFAULT_BATCHES = (1,)

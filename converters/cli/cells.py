@@ -1,6 +1,7 @@
 """Which targets a command line selects, and one matrix cell run with the outcome pytest would report.
 
-Target patterns use the harness's one pattern syntax (``models.spec.star_match``): ``*`` matches any run of
+Target patterns use the harness's one pattern syntax (``export_harness.models.spec.star_match``): ``*`` matches any
+run of
 characters, everything else is literal, so brackets are written as targets are named (``tflite:*[onnx2tf]``;
 ``fnmatch`` would read ``[onnx2tf]`` as a character class). A pattern without ``@`` names targets of the default
 chain; ``--opset N`` then picks each one's copy on the opset axis (``onnx:fp32@opset12``), and a pattern with ``@``
@@ -12,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from converters.cache import Artifact
-from converters.cli import UsageError
-from converters.conformance import CellFailure, CellResult, export_artifact
-from converters.registry import TargetRegistry
-from converters.report.matrix_report import skipped_cell
-from converters.session import Session
-from converters.target import Target
-from models.spec import ModelSpec, star_match
+from export_harness.converters.cache import Artifact
+from export_harness.converters.cli import UsageError
+from export_harness.converters.conformance import CellFailure, CellResult, export_artifact
+from export_harness.converters.registry import TargetRegistry
+from export_harness.converters.report.matrix_report import skipped_cell
+from export_harness.converters.session import Session
+from export_harness.converters.target import Target
+from export_harness.models.spec import ModelSpec, star_match
 
 DEFAULT_FORMATS = ("torchscript:trace", "onnx:fp32")
 

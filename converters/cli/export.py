@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.cache import SIDECAR, artifact_sha256
-from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
-from converters.cli.cells import (
+from export_harness.converters.cache import SIDECAR, artifact_sha256
+from export_harness.converters.cli import EXIT_FAILED, EXIT_OK, UsageError
+from export_harness.converters.cli.cells import (
     DEFAULT_FORMATS,
     cached_artifact,
     check_opset,
@@ -26,16 +26,16 @@ from converters.cli.cells import (
     select_targets,
     unexpected,
 )
-from converters.cli.files import copy_atomic, output_dir, publish
-from converters.cli.progress import Progress
-from converters.cli.session import load_model, open_session, weights_label
-from converters.report import matrix_report
-from converters.report.export_results import model_records
-from converters.report.sidecar import write_sidecar
-from converters.session import Session
-from converters.target import Target
-from models.atomic import write_json_atomic
-from models.spec import ModelSpec
+from export_harness.converters.cli.files import copy_atomic, output_dir, publish
+from export_harness.converters.cli.progress import Progress
+from export_harness.converters.cli.session import load_model, open_session, weights_label
+from export_harness.converters.report import matrix_report
+from export_harness.converters.report.export_results import model_records
+from export_harness.converters.report.sidecar import write_sidecar
+from export_harness.converters.session import Session
+from export_harness.converters.target import Target
+from export_harness.models.atomic import write_json_atomic
+from export_harness.models.spec import ModelSpec
 
 RESULTS = "export_results.json"
 
@@ -92,7 +92,8 @@ def write_artifact(session: Session, spec: ModelSpec, target: Target, record: di
 
 def results_record(spec: ModelSpec, records: Sequence[dict[str, Any]], session: Session,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Guide 002's ``export_results.json`` of one model (``converters.report.export_results.model_records``) with
+    """Guide 002's ``export_results.json`` of one model
+    (``export_harness.converters.report.export_results.model_records``) with
     each written file named as in the output directory."""
     record = model_records(records).get(spec.name, {"model": spec.name, "exports": {}, "similarity": {}, "files": {}})
     for cell in records:
@@ -134,7 +135,8 @@ def first_clause(message: str | None, limit: int = 200) -> str:
 
 
 def print_table(records: Sequence[dict[str, Any]]) -> None:
-    """The matrix's own table (``converters.report.matrix_report.table_lines``), then why each cell did not pass."""
+    """The matrix's own table (``export_harness.converters.report.matrix_report.table_lines``), then why each cell did
+    not pass."""
     print("\n".join(matrix_report.table_lines(records)))
     for record in records:
         if record["outcome"] != "PASSED":
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(records)
     extra: dict[str, Any] = {"opset": args.opset or None}
     if args.benchmark:
-        from converters.cli import benchmark
+        from export_harness.converters.cli import benchmark
 
         passing = [t for t, r in zip(targets, records, strict=True) if r["status"] == "passed"]
         rows = benchmark.benchmark_targets(session, spec, passing, (1,), runs=benchmark.DEFAULT_RUNS,

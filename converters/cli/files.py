@@ -7,8 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from converters.cli import UsageError
-from converters.cli.session import first_line
+from export_harness.converters.cli import UsageError
+from export_harness.converters.cli.session import first_line
 
 
 def output_dir(value: str, option: str = "--output-dir") -> Path:

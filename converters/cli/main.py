@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from converters.cli import EXIT_FAILED, EXIT_USAGE, PROG, UsageError
-from converters.cli.session import add_common_arguments, add_model_arguments, first_line
+from export_harness.converters.cli import EXIT_FAILED, EXIT_USAGE, PROG, UsageError
+from export_harness.converters.cli.session import add_common_arguments, add_model_arguments, first_line
 
 DESCRIPTION = """\
 The export guides' command lines on the export conformance harness: every artifact is the pytest matrix's own cell
@@ -56,7 +56,7 @@ def _subcommand(sub: argparse._SubParsersAction, name: str, help_text: str, desc
 
 def build_parser() -> Parser:
     """The parser of every subcommand."""
-    from converters.cli import benchmark, export, quantize, report, verify
+    from export_harness.converters.cli import benchmark, export, quantize, report, verify
 
     parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        from converters.cli import benchmark, export, quantize, report, verify
+        from export_harness.converters.cli import benchmark, export, quantize, report, verify
 
         commands = {"export": export.run, "quantize": quantize.run, "benchmark": benchmark.run,
                     "verify": verify.run, "report": report.run}

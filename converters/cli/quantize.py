@@ -11,7 +11,8 @@ the static quantizers (``onnx:int8-static[*]``) and TFLite full-integer int8 rea
 latency (paired, interleaved rounds against the FP32 artifact, as the latency suite times a cell against eager),
 each with its ratio to the FP32 artifact of the same chain (``onnx:fp32`` for ORT methods, the same
 converter's ``tflite:fp32`` for TFLite, ``torchscript:trace`` for TorchScript), and, for a model with a labelled
-task, the task-metric drop with its 95% paired-bootstrap CI (``converters.checks.accuracy.evaluate_accuracy``, as
+task, the task-metric drop with its 95% paired-bootstrap CI
+(``export_harness.converters.checks.accuracy.evaluate_accuracy``, as
 the accuracy gates measure it on the same artifact).
 """
 
@@ -23,21 +24,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.checks.accuracy import BudgetError, Budgets, evaluate_accuracy
-from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
-from converters.cli.benchmark import count_int, load_for_timing, positive_int
-from converters.cli.cells import cached_artifact, check_opset, run_matrix_cell, select_targets, unexpected
-from converters.cli.export import print_table, run_cells
-from converters.cli.files import output_dir, publish
-from converters.cli.progress import Progress
-from converters.cli.session import first_line, load_calibration, load_model, open_session, weights_label
-from converters.latency import measure as timing
-from converters.registry import TargetRegistry
-from converters.report.matrix_report import fmt_optional
-from converters.session import Session
-from converters.target import Target
-from models.atomic import write_json_atomic
-from models.spec import ModelSpec
+from export_harness.converters.checks.accuracy import BudgetError, Budgets, evaluate_accuracy
+from export_harness.converters.cli import EXIT_FAILED, EXIT_OK, UsageError
+from export_harness.converters.cli.benchmark import count_int, load_for_timing, positive_int
+from export_harness.converters.cli.cells import (
+    cached_artifact,
+    check_opset,
+    run_matrix_cell,
+    select_targets,
+    unexpected,
+)
+from export_harness.converters.cli.export import print_table, run_cells
+from export_harness.converters.cli.files import output_dir, publish
+from export_harness.converters.cli.progress import Progress
+from export_harness.converters.cli.session import first_line, load_calibration, load_model, open_session, weights_label
+from export_harness.converters.latency import measure as timing
+from export_harness.converters.registry import TargetRegistry
+from export_harness.converters.report.matrix_report import fmt_optional
+from export_harness.converters.session import Session
+from export_harness.converters.target import Target
+from export_harness.models.atomic import write_json_atomic
+from export_harness.models.spec import ModelSpec
 
 RESULTS = "quantization_results.json"
 PROJECT_BUDGETS = Path("baselines") / "accuracy_budgets.toml"
@@ -119,7 +126,7 @@ def load_budgets() -> Budgets:
 
 def accuracy_of(session: Session, spec: ModelSpec, target: Target, budgets: Budgets) -> tuple[dict | None, str]:
     """(the metric drops with their CIs, "") or (None, why not measured)."""
-    from models.training import has_task, task_for
+    from export_harness.models.training import has_task, task_for
 
     if not has_task(spec):
         return None, (f"model {spec.name} has no labelled task (ModelSpec.extra['accuracy_task']): no accuracy "

@@ -1,7 +1,9 @@
 """``export-harness report``: a saved matrix run (or its shard reports) as HTML and Markdown.
 
-Thin on purpose: the reports are read and merged by ``converters.report.matrix_report.merge_reports``, the page is
-``converters.report.html_report.write_html`` and the summary ``converters.report.markdown_summary.summary_markdown``.
+Thin on purpose: the reports are read and merged by ``export_harness.converters.report.matrix_report.merge_reports``,
+the page is
+``export_harness.converters.report.html_report.write_html`` and the summary
+``export_harness.converters.report.markdown_summary.summary_markdown``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from converters.cli import EXIT_OK, UsageError
-from converters.cli.files import publish
-from converters.cli.session import first_line
-from converters.report import matrix_report
-from converters.report.markdown_summary import summary_markdown
-from models.atomic import write_text_atomic
+from export_harness.converters.cli import EXIT_OK, UsageError
+from export_harness.converters.cli.files import publish
+from export_harness.converters.cli.session import first_line
+from export_harness.converters.report import matrix_report
+from export_harness.converters.report.markdown_summary import summary_markdown
+from export_harness.models.atomic import write_text_atomic
 
 _OUTCOMES = {"PASSED": "passed", "FAILED": "failed", "XFAIL": "xfail", "XPASS": "xpass"}
 
@@ -32,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def markdown_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``summary_markdown``'s rows from matrix report cells (as ``python -m converters.report.markdown_summary``)."""
+    """``summary_markdown``'s rows from matrix report cells (as ``python -m
+    export_harness.converters.report.markdown_summary``)."""
     return [{"nodeid": c["cell"], "outcome": _OUTCOMES.get(c.get("outcome", ""), "skipped"), "records": {"harness": c},
              "longrepr": (c.get("message") or "").splitlines()[0] if c.get("message") else ""} for c in cells]
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Markdown summary of {len(cells)} cells written to {path}")
     if args.html:
         try:
-            from converters.report import html_report
+            from export_harness.converters.report import html_report
         except ImportError as exc:
             raise UsageError(f"--html {args.html}: the HTML report is not available ({first_line(exc)})") from None
         try:

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.cache import ArtifactCache
-from converters.checks.thresholds import ThresholdError, Thresholds
-from converters.cli import UsageError
-from converters.registry import default_target_registry
-from converters.session import WEIGHTS_SOURCES, BadWeights, Session
-from models.registry import Registry, default_registry
-from models.spec import ModelSpec
+from export_harness.converters.cache import ArtifactCache
+from export_harness.converters.checks.thresholds import ThresholdError, Thresholds
+from export_harness.converters.cli import UsageError
+from export_harness.converters.registry import default_target_registry
+from export_harness.converters.session import WEIGHTS_SOURCES, BadWeights, Session
+from export_harness.models.registry import Registry, default_registry
+from export_harness.models.spec import ModelSpec
 
 PROJECT_THRESHOLDS = Path("baselines") / "thresholds.toml"
 
@@ -58,7 +57,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
     else:
         group.add_argument("--model", metavar="MODEL", default=None, help=model_help)
     group.add_argument("--spec", metavar="MODULE:ATTR", default=None,
-                       help="your own model: a models.spec.ModelSpec, a list of them, or a callable returning either, "
+                       help="your own model: an export_harness.models.spec.ModelSpec, a list of them, or a "
+                            "callable returning either, "
                             "as MODULE:ATTR (imported from the current directory or sys.path) or FILE.py:ATTR")
     group.add_argument("--weights", metavar="PATH", default=None,
                        help="weights to load (state_dict, checkpoint dict with model_state_dict / state_dict / model, "
@@ -153,7 +153,7 @@ def open_cache(value: str | None, retry_failed: bool) -> ArtifactCache:
         cache = ArtifactCache(root, retry_failed=retry_failed)
     except OSError as exc:
         raise UsageError(f"--cache {root}: not a writable directory ({first_line(exc)})") from None
-    from models import datasets
+    from export_harness.models import datasets
 
     datasets.set_data_dir(cache.root / "data")  # trained weights and task data, as the pytest plugin keeps them
     return cache

@@ -1,6 +1,7 @@
 """``export-harness verify``: the parity checks of one artifact file against a model.
 
-The file goes through the matrix's own cell (``converters.conformance.run_cell``: structure, load on the target's
+The file goes through the matrix's own cell (``export_harness.converters.conformance.run_cell``: structure, load on
+the target's
 runtime, run at batch 1 and 3, parity per output against PyTorch with the target's threshold tier, or ``--tier``),
 with the conversion replaced by the file: a stand-in for the artifact cache hands ``run_cell`` an ``Artifact``
 pointing at it (through a link in a scratch directory, so nothing is written beside the file). The target is
@@ -21,14 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from converters.cache import CONTENT, Artifact, artifact_sha256
-from converters.cli import EXIT_FAILED, EXIT_OK, UsageError
-from converters.cli.session import add_model_arguments, load_model, open_session, weights_label
-from converters.conformance import CellFailure, CellResult, run_cell
-from converters.registry import TargetRegistry
-from converters.report.matrix_report import fmt_optional
-from converters.target import Target
-from models.spec import ModelSpec
+from export_harness.converters.cache import CONTENT, Artifact, artifact_sha256
+from export_harness.converters.cli import EXIT_FAILED, EXIT_OK, UsageError
+from export_harness.converters.cli.session import add_model_arguments, load_model, open_session, weights_label
+from export_harness.converters.conformance import CellFailure, CellResult, run_cell
+from export_harness.converters.registry import TargetRegistry
+from export_harness.converters.report.matrix_report import fmt_optional
+from export_harness.converters.target import Target
+from export_harness.models.spec import ModelSpec
 
 BY_SUFFIX = {".onnx": "onnx:fp32", ".pt": "torchscript:trace", ".tflite": "tflite:fp32[onnx2tf]"}
 SAVEDMODEL = "tf:savedmodel[onnx2tf]"
@@ -108,7 +109,7 @@ def user_artifact(path: Path, target: Target, spec: ModelSpec, sidecar: dict[str
     (directory / path.name).symlink_to(path.resolve(), target_is_directory=path.is_dir())
     channels_last = sidecar.get("channels_last")
     if channels_last is None:  # onnx2tf makes image inputs channels-last; the other converters keep the layout
-        from converters.tf.tflite import image_inputs
+        from export_harness.converters.tf.tflite import image_inputs
 
         channels_last = image_inputs(spec) if target.backend == "onnx2tf" else []
     digest = artifact_sha256(path)

@@ -1,7 +1,8 @@
 """``onnx:fp32[guide-quantizer-int8]``: guide 001's pipeline, quantize the weights then export to ONNX.
 
 The guide's ImprovedDynamicRangeQuantizer settings (int8, per-channel, asymmetric, 99.9th-percentile clipping)
-applied by the fixed quantizer in ``converters.quantization.maths``; Linear/Conv weights become fake-quantized floats
+applied by the fixed quantizer in ``export_harness.converters.quantization.maths``; Linear/Conv weights become
+fake-quantized floats
 on the int8 grid, so the graph is an ordinary FP32 ONNX file whose parity against the *unquantized* PyTorch
 model measures the quantization error. The per-layer report travels with the artifact and the cell.
 """
@@ -12,12 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from export_harness.converters.cache import Artifact
+from export_harness.converters.exporters.onnx_export import OnnxExportTarget
+from export_harness.converters.quantization.maths import quantization_report, quantize_model
+from export_harness.models.spec import ModelSpec
 from torch import nn
-
-from converters.cache import Artifact
-from converters.exporters.onnx_export import OnnxExportTarget
-from converters.quantization.maths import quantization_report, quantize_model
-from models.spec import ModelSpec
 
 GUIDE_SETTINGS = {"bits": 8, "per_channel": True, "symmetric": False, "percentile": 99.9}
 

@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from export_harness.converters.cache import Artifact
+from export_harness.converters.exporters.torchscript import (
+    TRACE_BATCH,
+    TorchScriptRunner,
+    error_head,
+    quiet_jit_warnings,
+)
+from export_harness.converters.target import ExportError, Target
+from export_harness.models.spec import ModelSpec, to_torch
 from torch import nn
-
-from converters.cache import Artifact
-from converters.exporters.torchscript import TRACE_BATCH, TorchScriptRunner, error_head, quiet_jit_warnings
-from converters.target import ExportError, Target
-from models.spec import ModelSpec, to_torch
 
 
 class _TransformedTraceTarget(Target):

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-
-from models.spec import ModelSpec
+from export_harness.models.spec import ModelSpec
 
 
 class OnnxRuntimeRunner:

@@ -1,7 +1,8 @@
 """Noise-aware latency regression gate: ratio-to-eager against a stored baseline, confirmed by re-measurement.
 
 No pytest here. The quantity gated is the per-round ratio ``artifact time / PyTorch eager time`` measured in
-the same session, calls interleaved (``converters.latency.measure.InterleavedRounds``). What the shared machine
+the same session, calls interleaved (``export_harness.converters.latency.measure.InterleavedRounds``). What the shared
+machine
 does to both cancels in the ratio; a slower artifact (or a faster PyTorch) moves it.
 
 A benchmark is a **suspected regression** when its median ratio is slower than the baseline's by more than
@@ -28,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.defaults import check_numbers, default_path, load_layered
-from converters.latency.measure import LatencyStats
-from models.spec import star_match
+from export_harness.converters.defaults import check_numbers, default_path, load_layered
+from export_harness.converters.latency.measure import LatencyStats
+from export_harness.models.spec import star_match
 
 DEFAULT_CONFIG = default_path("latency.toml")
 

@@ -1,10 +1,10 @@
 """Benchmark history over saved pytest-benchmark runs: list, compare two, show a series, plot, speedup table.
 
-    python -m converters.latency.history list
-    python -m converters.latency.history compare baseline latest [-k onnx] [--fail]
-    python -m converters.latency.history series [-k sign_gru] [--batch 1]
-    python -m converters.latency.history speedup [RUN] [--batch 1] [--format markdown]
-    python -m converters.latency.history plot [--out latency-history.html|.svg] [--baseline baseline]
+    python -m export_harness.converters.latency.history list
+    python -m export_harness.converters.latency.history compare baseline latest [-k onnx] [--fail]
+    python -m export_harness.converters.latency.history series [-k sign_gru] [--batch 1]
+    python -m export_harness.converters.latency.history speedup [RUN] [--batch 1] [--format markdown]
+    python -m export_harness.converters.latency.history plot [--out latency-history.html|.svg] [--baseline baseline]
 
 Runs live in ``STORAGE/<machine id>/NNNN_name.json`` (``--storage``, default ``baselines/benchmarks``;
 ``--machine``, default this machine's kind). A run reference is a path, a number (``3``), ``latest``, ``-1``,
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from converters.latency import gate as lg
-from converters.latency import measure as lat
-from models.spec import star_match
+from export_harness.converters.latency import gate as lg
+from export_harness.converters.latency import measure as lat
+from export_harness.models.spec import star_match
 
 DEFAULT_STORAGE = Path("baselines") / "benchmarks"
 
@@ -455,7 +455,8 @@ re-measured in pytest); the red dotted line is its ms equivalent at unchanged ea
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.latency.history", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export_harness.converters.latency.history",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="default baselines/benchmarks")
     parser.add_argument("--machine", default=None, help="machine folder (default: this machine kind's)")
     parser.add_argument("--config", default=None,

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.defaults import check_numbers
+from export_harness.converters.defaults import check_numbers
 
 Timer = Callable[[], float]
 Inputs = Mapping[str, np.ndarray]
@@ -476,7 +475,7 @@ class EagerRunner:
         self.info = {"runtime": "torch", "mode": "eager", "version": torch.__version__}
 
     def __call__(self, inputs: Inputs) -> dict[str, np.ndarray]:
-        from models.spec import run_torch
+        from export_harness.models.spec import run_torch
 
         return run_torch(self.spec, self.model, dict(inputs))
 

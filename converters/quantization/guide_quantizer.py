@@ -2,7 +2,7 @@
 
 This module exists so the property suite (``suites/test_quantizer_guide_defects.py``) can demonstrate, with
 Hypothesis-found counterexamples, where the guide's formulas break. It is never used by a production path;
-use :mod:`converters.quantization.maths` instead. Do not "fix" anything here: the defects are the point.
+use :mod:`export_harness.converters.quantization.maths` instead. Do not "fix" anything here: the defects are the point.
 
 What is transcribed (guide ``001_290bc23b4b188e10.txt``):
 

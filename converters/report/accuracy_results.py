@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from converters.checks.accuracy import Budgets, load_baselines
+from export_harness.converters.checks.accuracy import Budgets, load_baselines
 
-COMMAND = "python -m converters.report.docs_results"
+COMMAND = "python -m export_harness.converters.report.docs_results"
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -8,7 +8,7 @@ Input: the cell records of a run (``--harness-report`` JSON, ``{"cells": [...]}`
 - ``support_table.md``: one row per model variant, one column per TF/TFLite backend x precision, each cell
   ``status cosine`` (the table in the README is this file, generated, never hand-written).
 
-``python -m converters.report.export_results REPORT.json OUTDIR`` regenerates both from a saved report.
+``python -m export_harness.converters.report.export_results REPORT.json OUTDIR`` regenerates both from a saved report.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from models.atomic import write_text_atomic
+from export_harness.models.atomic import write_text_atomic
 
 TF_COLUMNS = [
     ("onnx2tf", ["tf:savedmodel", "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-full"]),
@@ -136,7 +136,7 @@ def write(cells: list[Mapping[str, Any]], out_dir: str | Path) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m converters.report.export_results REPORT.json OUTDIR", file=sys.stderr)
+        print("usage: python -m export_harness.converters.report.export_results REPORT.json OUTDIR", file=sys.stderr)
         return 2
     cells = json.loads(Path(argv[0]).read_text())["cells"]
     for path in write(cells, argv[1]):

@@ -5,7 +5,7 @@ records, environment), optionally the latency suite's ``--latency-report`` JSON 
 pytest-benchmark runs (latency history). Output is one HTML file that needs no network to view: the data, the page's
 script and style, and plotly.js (from the pinned ``plotly`` wheel, the ``report`` extra) are inlined::
 
-    python -m converters.report.html_report matrix-report.json [shard-2.json ...] \\
+    python -m export_harness.converters.report.html_report matrix-report.json [shard-2.json ...] \\
         [--latency latency-report.json] [--history baselines/benchmarks] -o report.html
 
 Why plotly.js: MIT, maintained, and the three plots need error bars (accuracy CI), filled bands (the latency
@@ -26,14 +26,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from models.atomic import write_text_atomic
+from export_harness.models.atomic import write_text_atomic
 
 VERDICTS = ("pass", "declared", "fail", "skipped")
 """Grid colours: passed; declared failure (strict xfail); failure (failed, or a strict xfail that passed); skipped."""
 _VERDICT = {"PASSED": "pass", "XFAIL": "declared", "FAILED": "fail", "XPASS": "fail", "SKIPPED": "skipped"}
 _FORMAT_ORDER = ("torchscript", "onnx", "tf", "tflite")
 _SAVED = re.compile(r"inputs and outputs saved to (\S+)")
-_PAGE = resources.files("converters.report") / "html"
+_PAGE = resources.files("export_harness.converters.report") / "html"
 _MARKERS = re.compile(r"/\*(?:STYLE|PLOTLY|DATA|SCRIPT)\*/|@@TITLE@@")
 
 
@@ -125,8 +125,8 @@ def _history_view(storage: Path | None, latency: Mapping[str, Any] | None) -> di
     folder = _history_folder(storage, latency) if storage else None
     series: dict[str, list[dict[str, Any]]] = {}
     if folder is not None:
-        from converters.latency import gate as lg
-        from converters.latency import history
+        from export_harness.converters.latency import gate as lg
+        from export_harness.converters.latency import history
 
         for path in lg.saved_runs(folder):
             try:
@@ -218,14 +218,14 @@ def load_latency(path: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.report.html_report",
+    parser = argparse.ArgumentParser(prog="python -m export_harness.converters.report.html_report",
                                      description="write the run's HTML report from saved JSON")
     parser.add_argument("reports", nargs="+", help="matrix report JSON (--harness-report), or one per shard")
     parser.add_argument("--latency", help="the latency suite's --latency-report JSON")
     parser.add_argument("--history", help="folder of saved pytest-benchmark runs (baselines/benchmarks)")
     parser.add_argument("-o", "--output", required=True, help="HTML file to write")
     args = parser.parse_args(argv)
-    from converters.report import matrix_report
+    from export_harness.converters.report import matrix_report
 
     try:
         report = matrix_report.merge_reports(args.reports)

@@ -1,6 +1,7 @@
 """A test run as Markdown (GitHub's ``$GITHUB_STEP_SUMMARY``): outcome counts, failures, per-model cell counts.
 
-Fed by the plugin's ``--harness-markdown``; ``python -m converters.report.markdown_summary matrix-report.json``
+Fed by the plugin's ``--harness-markdown``; ``python -m export_harness.converters.report.markdown_summary
+matrix-report.json``
 renders the same cell table from a saved matrix report.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from models.atomic import write_text_atomic
+from export_harness.models.atomic import write_text_atomic
 
 ORDER = ("passed", "failed", "xfail", "xpass", "skipped")
 
@@ -60,7 +61,7 @@ def write_summary(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
-        print("usage: python -m converters.report.markdown_summary MATRIX_REPORT.json", file=sys.stderr)
+        print("usage: python -m export_harness.converters.report.markdown_summary MATRIX_REPORT.json", file=sys.stderr)
         return 2
     try:
         cells = json.loads(Path(args[0]).read_text())["cells"]

@@ -5,7 +5,8 @@ plus ``outcome`` (PASSED / FAILED / XFAIL / XPASS). Shards of one matrix (pytest
 one machine each) write one report each; ``merge`` joins them into the report a single run writes, and renders
 the same table, ``support_table.md`` and ``export_results/<model>.json``::
 
-    python -m converters.report.matrix_report merge shard-1.json shard-2.json shard-3.json -o matrix-report.json
+    python -m export_harness.converters.report.matrix_report merge shard-1.json shard-2.json shard-3.json \
+        -o matrix-report.json
 
 No pytest here.
 """
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from models.atomic import write_json_atomic
+from export_harness.models.atomic import write_json_atomic
 
 CACHE_STATES = ("converted", "conversion-failed", "hit", "failure-replayed")
 
@@ -115,7 +116,7 @@ def merge_reports(paths: Iterable[str | Path]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.report.matrix_report",
+    parser = argparse.ArgumentParser(prog="python -m export_harness.converters.report.matrix_report",
                                      description="merge shard reports of one conformance matrix")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("merge", help="join N shard reports into one report, table, support table, export_results")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from converters.report import export_results
+    from export_harness.converters.report import export_results
 
     cells = report["cells"]
     out = write_report(args.output, cells, report["accuracy"], report["environment"])

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converters.cache import CONTENT, SIDECAR, Artifact
-from converters.target import Target
-from models.atomic import write_text_atomic
-from models.spec import ModelSpec
+from export_harness.converters.cache import CONTENT, SIDECAR, Artifact
+from export_harness.converters.target import Target
+from export_harness.models.atomic import write_text_atomic
+from export_harness.models.spec import ModelSpec
 
 SCHEMA = "export-conformance-harness/artifact-sidecar/1"
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from models.spec import BATCH, ModelSpec
+from export_harness.models.spec import BATCH, ModelSpec
 
 TOP_K = 5
 MAX_BATCH = 64

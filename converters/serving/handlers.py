@@ -1,4 +1,5 @@
-"""Guide 000's serving handlers, one per runtime, behind one contract (:mod:`converters.serving.contract`).
+"""Guide 000's serving handlers, one per runtime, behind one contract
+(:mod:`export_harness.converters.serving.contract`).
 
 A :class:`Handler` takes a request body (JSON text, bytes, or an already parsed JSON value) and returns
 ``(status, body dict)``: 200 with the guide's response, 400 with ``{"error", "field"}`` for a request the contract
@@ -20,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from export_harness.converters.serving.contract import BadRequest, Contract, ServingError, build_response, parse_request
+from export_harness.models.spec import ModelSpec
 from torch import nn
-
-from converters.serving.contract import BadRequest, Contract, ServingError, build_response, parse_request
-from models.spec import ModelSpec
 
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 """Named input arrays (the contract's dtypes) -> one batch of logits."""
@@ -86,7 +86,7 @@ def torch_handler(model: nn.Module, spec: ModelSpec) -> Handler:
 
 def onnx_handler(path: str | Path, spec: ModelSpec, threads: int = 0) -> Handler:
     """ONNX Runtime (CPU) on an ``.onnx`` file, through the harness's :class:`OnnxRuntimeRunner`."""
-    from converters.exporters.onnx_runner import OnnxRuntimeRunner
+    from export_harness.converters.exporters.onnx_runner import OnnxRuntimeRunner
 
     contract = Contract.from_spec(spec)
     runner = OnnxRuntimeRunner(Path(path), spec, threads=threads)
@@ -99,7 +99,7 @@ def tflite_handler(tflite: str | Path | Any, spec: ModelSpec) -> Handler:
     worker is not thread-safe)."""
     contract = Contract.from_spec(spec)
     if isinstance(tflite, (str, Path)):
-        from converters.tf.tflite_runtime import TFLiteRunner
+        from export_harness.converters.tf.tflite_runtime import TFLiteRunner
 
         runner = TFLiteRunner(Path(tflite), spec, positional=LITERT_POSITIONAL)
     else:

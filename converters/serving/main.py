@@ -8,7 +8,8 @@ Google Cloud Functions / functions-framework::
 
     functions-framework --source=converters/serving/main.py --target=predict_badminton_shot --port=8080
 
-AWS Lambda: handler ``converters.serving.main.lambda_handler``. The model is loaded on the first request, once per
+AWS Lambda: handler ``export_harness.converters.serving.main.lambda_handler``. The model is loaded on the first
+request, once per
 process (the guide's ``load_model()`` global): never before gunicorn forks its worker, whose runtime thread pools
 would not survive the fork.
 """
@@ -19,7 +20,7 @@ import os
 import threading
 from typing import Any
 
-from converters.serving.handlers import (
+from export_harness.converters.serving.handlers import (
     Handler,
     cloud_function_response,
     lambda_response,
@@ -36,7 +37,7 @@ _lock = threading.Lock()
 
 def load_handler(runtime: str, artifact: str | None, model: str = "bst_cg_ap") -> Handler:
     """The handler of ``runtime`` on ``artifact`` for the registry's spec ``model``."""
-    from models.registry import default_registry
+    from export_harness.models.registry import default_registry
 
     spec = default_registry().get(model)
     if runtime not in RUNTIMES:

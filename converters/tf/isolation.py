@@ -9,7 +9,8 @@ and the next request starts a fresh worker: the calling process (pytest) always 
 Cost: a :class:`WorkerPool` keeps one warm worker per (python, module, environment) and reuses it across cells,
 so TensorFlow is imported once per backend, not once per cell. One-shot conversions use ``fresh=True``.
 
-Pure stdlib; importable without pytest or TensorFlow. The worker side is :mod:`converters.tf.worker_loop`.
+Pure stdlib; importable without pytest or TensorFlow. The worker side is
+:mod:`export_harness.converters.tf.worker_loop`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.target import StageError
+from export_harness.converters.target import StageError
 
-ROOT = Path(__file__).resolve().parents[2]
+CONVERTERS_DIR = Path(__file__).resolve().parents[1]
+"""The folder of ``export_harness.converters``: the checkout's ``converters/`` (editable install) or site-packages'."""
+
+
+def import_root() -> Path:
+    """A private directory from which any Python imports ``export_harness.converters`` (a symlink to
+    :data:`CONVERTERS_DIR`): a worker's ``PYTHONPATH`` and working directory. The legacy onnx-tf venv has the
+    harness's code but not the harness installed, and must not see this environment's site-packages (numpy 2 vs
+    1.26); a worker also writes converters' stray files into its working directory. Removed at exit."""
+    global _IMPORT_ROOT
+    if _IMPORT_ROOT is None or not (_IMPORT_ROOT / "export_harness" / "converters").exists():
+        root = Path(tempfile.mkdtemp(prefix=f"harness-import-root-{os.getpid()}-"))
+        (root / "export_harness").mkdir()
+        (root / "export_harness" / "converters").symlink_to(CONVERTERS_DIR, target_is_directory=True)
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _IMPORT_ROOT = root
+    return _IMPORT_ROOT
+
+
+_IMPORT_ROOT: Path | None = None
 STDERR_TAIL_LINES = 12
 DEFAULT_TIMEOUT = 600.0
 
@@ -122,12 +142,13 @@ class Worker:
         os.close(fd)
         self._log_path = Path(log)
         env = {**os.environ, **self._env, "HARNESS_WORKER_FD": str(write_fd), "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        root = import_root()
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
         argv = [self.python, self.module] if self.module.endswith(".py") else [self.python, "-m", self.module]
         argv = [*DIE_WITH_PARENT, *argv]
         with open(self._log_path, "ab") as logf:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT,
-                                          pass_fds=(write_fd,), env=env, cwd=str(ROOT), start_new_session=True)
+                                          pass_fds=(write_fd,), env=env, cwd=str(root), start_new_session=True)
         os.close(write_fd)
         self._resp_fd, self._buffer = read_fd, b""
         self.starts += 1

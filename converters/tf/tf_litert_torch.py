@@ -23,15 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from export_harness.converters.cache import Artifact
+from export_harness.converters.exporters.onnx_export import export_mode
+from export_harness.converters.exporters.torchscript import error_head
+from export_harness.converters.target import ExportError, StageError, Target
+from export_harness.converters.tf.isolation import WorkerTimeout
+from export_harness.converters.tf.tflite import PRECISIONS, Backend, TFLiteTarget, calibration_data
+from export_harness.models.spec import ModelSpec, to_torch
 from torch import nn
-
-from converters.cache import Artifact
-from converters.exporters.onnx_export import export_mode
-from converters.exporters.torchscript import error_head
-from converters.target import ExportError, StageError, Target
-from converters.tf.isolation import WorkerTimeout
-from converters.tf.tflite import PRECISIONS, Backend, TFLiteTarget, calibration_data
-from models.spec import ModelSpec, to_torch
 
 LITERT_TORCH = Backend(
     name="litert-torch",

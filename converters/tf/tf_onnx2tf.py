@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
-
-from converters.cache import Artifact
-from converters.target import ExportError, StageError, Target
-from converters.tf.isolation import WorkerCrash, WorkerTimeout
-from converters.tf.tf_worker import ONNX2TF_IMAGE_SAMPLE
-from converters.tf.tflite import (
+from export_harness.converters.cache import Artifact
+from export_harness.converters.target import ExportError, StageError, Target
+from export_harness.converters.tf.isolation import WorkerCrash, WorkerTimeout
+from export_harness.converters.tf.tf_worker import ONNX2TF_IMAGE_SAMPLE
+from export_harness.converters.tf.tflite import (
     PRECISIONS,
     Backend,
     BundleFileTarget,
@@ -35,7 +33,8 @@ from converters.tf.tflite import (
     channels_last,
     image_inputs,
 )
-from models.spec import ModelSpec
+from export_harness.models.spec import ModelSpec
+from torch import nn
 
 ONNX2TF = Backend(
     name="onnx2tf",

@@ -21,13 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from export_harness.converters.cache import Artifact
+from export_harness.converters.target import ExportError, StageError, Target
+from export_harness.converters.tf.isolation import WorkerTimeout
+from export_harness.converters.tf.tflite import (
+    PRECISIONS,
+    Backend,
+    BundleFileTarget,
+    SavedModelTarget,
+    calibration_data,
+)
+from export_harness.models.spec import ModelSpec
 from torch import nn
-
-from converters.cache import Artifact
-from converters.target import ExportError, StageError, Target
-from converters.tf.isolation import WorkerTimeout
-from converters.tf.tflite import PRECISIONS, Backend, BundleFileTarget, SavedModelTarget, calibration_data
-from models.spec import ModelSpec
 
 ONNX_TF = Backend(
     name="onnx-tf",

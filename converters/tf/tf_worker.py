@@ -1,12 +1,15 @@
 """Worker process for every TensorFlow-side operation: conversions (onnx2tf, onnx-tf, litert-torch,
 ai-edge-quantizer) and execution (LiteRT interpreter, TensorFlow SavedModel).
 
-Started by :mod:`converters.tf.isolation` as ``python -m converters.tf.tf_worker`` in the default stack, or with the
+Started by :mod:`export_harness.converters.tf.isolation` as ``python -m export_harness.converters.tf.tf_worker`` in
+the default stack, or with the
 legacy onnx-tf venv's interpreter. The conversion ops live here (their source is part of every TF artifact's
-cache key); the execution and inspection ops are in :mod:`converters.tf.tf_worker_runtime` (not part of the key).
+cache key); the execution and inspection ops are in :mod:`export_harness.converters.tf.tf_worker_runtime` (not part of
+the key).
 Only the stdlib and numpy are imported at start-up, each framework lazily inside the op that needs it, so the
 legacy venv never touches torch or litert-torch. Arrays travel as ``.npz`` files; results are JSON dicts.
-Policy (names, layouts, quantization, tolerances) stays in the parent (:mod:`converters.tf.tflite_runtime`); this
+Policy (names, layouts, quantization, tolerances) stays in the parent
+(:mod:`export_harness.converters.tf.tflite_runtime`); this
 file only does what needs the framework.
 """
 
@@ -21,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.tf.tf_worker_runtime import RUNTIME_HANDLERS, load_npz, tflite_inspect
-from converters.tf.worker_loop import package_versions, serve
+from export_harness.converters.tf.tf_worker_runtime import RUNTIME_HANDLERS, load_npz, tflite_inspect
+from export_harness.converters.tf.worker_loop import package_versions, serve
 
 ONNX2TF_IMAGE_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 """File onnx2tf otherwise downloads for image-like inputs; looked up in the CWD first."""
@@ -118,7 +120,7 @@ def onnx_tf_convert(onnx_path: str, out_dir: str, calibration: str) -> dict[str,
             (out / f"model_{precision}.tflite").write_bytes(conv.convert())
             produced[precision] = f"model_{precision}.tflite"
         except Exception as exc:
-            from converters.tf.worker_loop import _error_text
+            from export_harness.converters.tf.worker_loop import _error_text
 
             errors[precision] = _error_text(exc)
         seconds[precision] = time.perf_counter() - t0

@@ -1,4 +1,5 @@
-"""Execution and inspection ops of the TF worker (:mod:`converters.tf.tf_worker`): ai-edge-litert interpreters,
+"""Execution and inspection ops of the TF worker (:mod:`export_harness.converters.tf.tf_worker`): ai-edge-litert
+interpreters,
 TensorFlow SavedModels, and flatbuffer inspection for the structure checks.
 
 Kept apart from the conversion ops so that changing how artifacts are *run* does not invalidate converted
@@ -13,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.tf.worker_loop import package_versions
+from export_harness.converters.tf.worker_loop import package_versions
 
 MAX_LOADED = 8
 """Interpreters / SavedModels kept loaded per worker (a cell loads one or two, then the next cell's replace them)."""

@@ -3,7 +3,8 @@
 Targets are named ``tf:savedmodel[BACKEND]`` and ``tflite:PRECISION[BACKEND]`` with PRECISION in
 :data:`PRECISIONS` and BACKEND one of ``onnx2tf``, ``litert-torch``, ``onnx-tf`` (see ``tf_onnx2tf.py``,
 ``tf_litert_torch.py``, ``tf_onnx_tf.py``). Everything TensorFlow-side (conversion, structure inspection,
-execution) runs in a worker subprocess (:mod:`converters.tf.isolation`, :mod:`converters.tf.tf_worker`), so this
+execution) runs in a worker subprocess (:mod:`export_harness.converters.tf.isolation`,
+:mod:`export_harness.converters.tf.tf_worker`), so this
 module imports neither TensorFlow nor pytest and a crash never reaches the caller.
 
 A backend that is not installed still registers its targets; ``unavailable_reason()`` then returns a one-line
@@ -23,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.cache import Artifact
-from converters.checks.tflite_structure import check_tflite_structure
-from converters.target import ExportError, StageError, StructureError, Target, package_versions
-from converters.tf.isolation import WorkerTimeout, pool, python_has_modules
-from converters.tf.tflite_runtime import WORKER_MODULE, SavedModelRunner, TFLiteRunner
-from models.spec import ModelSpec
+from export_harness.converters.cache import Artifact
+from export_harness.converters.checks.tflite_structure import check_tflite_structure
+from export_harness.converters.target import ExportError, StageError, StructureError, Target, package_versions
+from export_harness.converters.tf.isolation import WorkerTimeout, pool, python_has_modules
+from export_harness.converters.tf.tflite_runtime import WORKER_MODULE, SavedModelRunner, TFLiteRunner
+from export_harness.models.spec import ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-full")
 CALIBRATION_SAMPLES = 128

@@ -34,14 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from export_harness.converters.cache import reap_dead_work_dirs
+from export_harness.converters.checks.compare import cosine_similarity
+from export_harness.converters.target import StageError
+from export_harness.converters.tf.isolation import pool
+from export_harness.models.spec import BATCH, ModelSpec
 
-from converters.cache import reap_dead_work_dirs
-from converters.checks.compare import cosine_similarity
-from converters.target import StageError
-from converters.tf.isolation import pool
-from models.spec import BATCH, ModelSpec
-
-WORKER_MODULE = "converters.tf.tf_worker"
+WORKER_MODULE = "export_harness.converters.tf.tf_worker"
 RUN_TIMEOUT = 300.0
 LOAD_THREADS = 2
 """Interpreter threads of a freshly loaded .tflite (the matrix); latency sets its own count (``set_threads``)."""
@@ -249,7 +248,7 @@ class _WorkerRunner:
     def repeat(self, inputs: Mapping[str, np.ndarray], calls: int) -> dict[str, np.ndarray]:
         """Run the artifact ``calls`` times back to back in the worker on one exchange of ``inputs`` (how a loop on
         the runtime's own API calls it); each invoke counts on :meth:`work_clock`. The latency suite times
-        out-of-process artifacts this way (``converters.latency.measure.timed_call``)."""
+        out-of-process artifacts this way (``export_harness.converters.latency.measure.timed_call``)."""
         return self._run_all(self.run_op, self.handle, inputs, repeat=calls)
 
     def _invoke(self, op: str, handle: str, feeds: Mapping[str, np.ndarray], timed: bool = True, repeat: int = 1

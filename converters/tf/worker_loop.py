@@ -1,4 +1,5 @@
-"""Worker side of :mod:`converters.tf.isolation`: read JSON-line requests on stdin, answer on a private pipe.
+"""Worker side of :mod:`export_harness.converters.tf.isolation`: read JSON-line requests on stdin, answer on a private
+pipe.
 
 Pure stdlib so that it runs in any interpreter (the default stack, or the legacy onnx-tf venv with its own
 numpy/onnx/TensorFlow). ``serve(handlers)`` maps ``op`` names to functions taking keyword arguments and

@@ -3,7 +3,8 @@
 Registered through the ``pytest11`` entry point ``export_conformance_harness`` (``pyproject.toml``), so installing the
 harness enables it in any repository: the options (``--harness-*``, ``--accuracy-*``, ``--latency-*``), the hooks a
 project implements in its own ``conftest.py`` (``pytest_harness_models``, ``pytest_harness_targets``), the session's
-state, and the matrix, accuracy and latency test items (:mod:`suites.plugin.items`: a project imports them into one
+state, and the matrix, accuracy and latency test items (:mod:`export_harness.plugin.items`: a project imports them
+into one
 test module of its own).
 
 Modules: ``core`` (options, hooks, the Harness), ``project`` (a project's files, relative to its rootdir), ``cells``
@@ -13,12 +14,12 @@ table and JSON), ``junit`` (cell records as flat JUnit properties, the Markdown 
 """
 
 pytest_plugins = [
-    "suites.plugin.core",
-    "suites.plugin.cells",
-    "suites.plugin.scheduling",
-    "suites.plugin.junit",
-    "suites.plugin.report",
-    "suites.plugin.accuracy",
-    "suites.plugin.latency",
-    "suites.plugin.items",
+    "export_harness.plugin.core",
+    "export_harness.plugin.cells",
+    "export_harness.plugin.scheduling",
+    "export_harness.plugin.junit",
+    "export_harness.plugin.report",
+    "export_harness.plugin.accuracy",
+    "export_harness.plugin.latency",
+    "export_harness.plugin.items",
 ]

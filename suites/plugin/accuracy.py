@@ -2,7 +2,7 @@
 
 Cells are (model with a proxy task) x (target with a budget: converters/defaults/accuracy_budgets.toml, with the
 project's baselines/accuracy_budgets.toml layered over it), with the same ``MODEL-TARGET`` ids as the conformance
-matrix. All measuring happens in ``converters.checks.accuracy``.
+matrix. All measuring happens in ``export_harness.converters.checks.accuracy``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from converters.checks.accuracy import (
+from export_harness.converters.checks.accuracy import (
     AccuracyResult,
     BudgetError,
     Budgets,
@@ -21,12 +20,12 @@ from converters.checks.accuracy import (
     load_baselines,
     update_baselines,
 )
-from models import datasets
-from models.training import has_task, task_for
-from suites.plugin import project
-from suites.plugin.cells import cells
-from suites.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness, harness_tier
-from suites.plugin.junit import records_of
+from export_harness.models import datasets
+from export_harness.models.training import has_task, task_for
+from export_harness.plugin import project
+from export_harness.plugin.cells import cells
+from export_harness.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness, harness_tier
+from export_harness.plugin.junit import records_of
 
 RESULTS_KEY = pytest.StashKey[dict[str, tuple[str, dict[str, Any]]]]()
 """This session's accuracy verdicts: cell id -> (outcome, recorded result)."""
@@ -66,7 +65,7 @@ _EARLIER_VERDICT = {"PASSED": "passed", "XFAIL": "declared failing (strict xfail
 def _earlier_results(path: str | None) -> dict[str, tuple[str, dict[str, Any]]]:
     if not path:
         return {}
-    from converters.report.matrix_report import load_full_report
+    from export_harness.converters.report.matrix_report import load_full_report
 
     try:
         records = load_full_report(path)["accuracy"]
@@ -248,7 +247,7 @@ def baseline_entry_from_dict(res: dict[str, Any]) -> dict[str, Any]:
     """``baseline_entry`` of a recorded (serialised) result."""
     result = AccuracyResult(model=res["model"], target=res["target"], task=res["task"],
                             artifact_sha256=res["artifact_sha256"])
-    from converters.checks.accuracy import Budget, MetricResult
+    from export_harness.converters.checks.accuracy import Budget, MetricResult
 
     for m in res["metrics"]:
         result.metrics.append(MetricResult(m["metric"], m["higher_is_better"], m["chance"], m["n_units"], m["fp32"],

@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from converters.conformance import CellFailure, CellResult
-from converters.target import Target
-from models.spec import ModelSpec, star_match
-from suites.plugin.core import Cell, ExpectedCellFailure, Harness, get_harness, harness_tier
+from export_harness.converters.conformance import CellFailure, CellResult
+from export_harness.converters.target import Target
+from export_harness.models.spec import ModelSpec, star_match
+from export_harness.plugin.core import Cell, ExpectedCellFailure, Harness, get_harness, harness_tier
 
 
 def cells(harness: Harness, *, eager: bool = False, opset_axis: bool = False,
@@ -18,7 +17,8 @@ def cells(harness: Harness, *, eager: bool = False, opset_axis: bool = False,
     """The one cell generator of every suite: each (model, target) of the registries in matrix order with the marks
     all suites share (``smoke`` / ``slow`` from the spec; a skip naming the tox env when the target's backend is not
     installed). ``eager`` puts the PyTorch-eager pseudo-target (``None``) first. ``opset_axis`` adds the copies of
-    ``converters.variants`` a model declares (its ``guide_opsets`` and ``guide_chains``; with ``--harness-tier=full``
+    ``export_harness.converters.variants`` a model declares (its ``guide_opsets`` and ``guide_chains``; with
+    ``--harness-tier=full``
     every opset of the plain ONNX chain); ``guide_chains`` adds only its guide-chain copies. Suites add their own
     filters and declared failures."""
     every_opset = harness_tier(harness.config) == "full"

@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-
-from converters.cache import ArtifactCache
-from converters.checks.thresholds import ThresholdError
-from converters.registry import default_target_registry
-from converters.session import WEIGHTS_SOURCES, Session
-from converters.target import Target
-from models.registry import default_registry
-from models.spec import ModelSpec
-from models.weights import WeightsError
-from suites.plugin import project
+from export_harness.converters.cache import ArtifactCache
+from export_harness.converters.checks.thresholds import ThresholdError
+from export_harness.converters.registry import default_target_registry
+from export_harness.converters.session import WEIGHTS_SOURCES, Session
+from export_harness.converters.target import Target
+from export_harness.models.registry import default_registry
+from export_harness.models.spec import ModelSpec
+from export_harness.models.weights import WeightsError
+from export_harness.plugin import project
 
 HARNESS_KEY = pytest.StashKey["Harness"]()
 
@@ -77,14 +76,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_targets(*globs): restrict a cell test to targets matching globs")
     _parse_weights(config.getoption("--harness-weights"))  # fail fast, as a usage error
     if not config.getoption("hypothesis_profile", None):  # Hypothesis's own --hypothesis-profile wins
-        from suites.plugin import hypothesis_profiles
+        from export_harness.plugin import hypothesis_profiles
 
         hypothesis_profiles.load_profile(config.getoption("--harness-hypothesis-profile"))
 
 
 @dataclass(kw_only=True)
 class Harness(Session):
-    """Session state shared by all cells (``converters.session.Session``: registries, cache, thresholds and built
+    """Session state shared by all cells (``export_harness.converters.session.Session``: registries, cache, thresholds
+    and built
     models) plus the pytest config; a weights file that does not load fails the test with its one line."""
 
     config: pytest.Config

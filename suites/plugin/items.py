@@ -1,7 +1,7 @@
 """The harness's test items: the conformance matrix, the accuracy gates and the latency suite.
 
 A project collects them by importing them into a test module of its own (one line:
-``from suites.plugin.items import *``), as this repository's ``suites/test_matrix.py``, ``test_accuracy.py`` and
+``from export_harness.plugin.items import *``), as this repository's ``suites/test_matrix.py``, ``test_accuracy.py`` and
 ``test_latency.py`` do; node ids are then ``THAT_FILE::test_cell[MODEL-TARGET]``. Cells come from the registries
 (the zoo plus the project's ``pytest_harness_models`` / ``pytest_harness_targets``).
 """

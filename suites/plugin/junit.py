@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from converters.report.markdown_summary import write_summary
+from export_harness.converters.report.markdown_summary import write_summary
 
 _HARNESS_KEYS = ("status", "stage", "cache")
 _ON_WORKER = False

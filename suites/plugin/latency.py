@@ -1,6 +1,6 @@
 """pytest glue for the latency suite: options, case generation, the per-benchmark driver, gate and summary.
 
-Part of the harness plugin (:mod:`suites.plugin`). The measuring and the statistics live in
+Part of the harness plugin (:mod:`export_harness.plugin`). The measuring and the statistics live in
 ``converters/latency/measure.py`` and ``converters/latency/gate.py``; this module only orchestrates pytest-benchmark.
 Usage and design: docs/latency.md.
 """
@@ -22,17 +22,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from converters.cache import artifact_sha256
-from converters.conformance import CellFailure, CellResult, export_artifact, run_cell
-from converters.latency import gate as lg
-from converters.latency import measure as lat
-from converters.target import Target
-from models.spec import ModelSpec, star_match
-from suites.plugin import project
-from suites.plugin.accuracy import accuracy_gate_of
-from suites.plugin.cells import cells
-from suites.plugin.core import get_harness, harness_tier
+from export_harness.converters.cache import artifact_sha256
+from export_harness.converters.conformance import CellFailure, CellResult, export_artifact, run_cell
+from export_harness.converters.latency import gate as lg
+from export_harness.converters.latency import measure as lat
+from export_harness.converters.target import Target
+from export_harness.models.spec import ModelSpec, star_match
+from export_harness.plugin import project
+from export_harness.plugin.accuracy import accuracy_gate_of
+from export_harness.plugin.cells import cells
+from export_harness.plugin.core import get_harness, harness_tier
 
 EAGER = "torch:eager"
 """Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against)."""

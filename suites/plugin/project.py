@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from converters.checks.thresholds import Thresholds
+from export_harness.converters.checks.thresholds import Thresholds
 
 BASELINES = "baselines"
 """The project's own folder of thresholds, budgets, accuracy and benchmark baselines (created on first record)."""

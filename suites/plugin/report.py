@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from converters.report import matrix_report
-from suites.plugin.junit import records_of
+from export_harness.converters.report import matrix_report
+from export_harness.plugin.junit import records_of
 
 _CELL_TEST = "::test_cell["
 
@@ -43,7 +42,7 @@ def _rows(terminalreporter: Any, record: str) -> list[dict[str, Any]]:
 def _skipped_cells(terminalreporter: Any, config: pytest.Config) -> list[dict[str, Any]]:
     """Matrix cells skipped before they ran (a backend not installed): a record each, so the report and the grid
     hold every collected cell."""
-    from suites.plugin.core import get_harness
+    from export_harness.plugin.core import get_harness
 
     harness = get_harness(config)
     out = []
@@ -70,8 +69,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(line)
     report_path = config.getoption("--harness-report")
     if report_path:
-        from converters.report import export_results  # guide 002's export_results.json per model + support table
-        from converters.report.environment import environment
+        from export_harness.converters.report import (
+            export_results,  # guide 002's export_results.json per model + support table
+        )
+        from export_harness.converters.report.environment import environment
 
         everything = cells + _skipped_cells(tr, config)
         matrix_report.write_report(report_path, everything, _rows(tr, "accuracy"), environment(config.rootpath))
@@ -88,8 +89,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not path or reporter is None or hasattr(config, "workerinput") or exitstatus in (
             pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         return
-    from converters.report import html_report
-    from converters.report.environment import environment
+    from export_harness.converters.report import html_report
+    from export_harness.converters.report.environment import environment
 
     cells = _rows(reporter, "harness") + _skipped_cells(reporter, config)
     latency_path = config.getoption("--latency-report", None)

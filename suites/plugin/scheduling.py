@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from suites.plugin.cells import item_model
-from suites.plugin.core import HARNESS_KEY, get_harness
+from export_harness.plugin.cells import item_model
+from export_harness.plugin.core import HARNESS_KEY, get_harness
 
 
 def share_cores_among_workers(config: pytest.Config) -> int | None:
