@@ -83,6 +83,19 @@ spec, rewritten when stale, so, like meta.json, not part of the content hash."""
 NOT_CONTENT = ("meta.json", SIDECAR)
 
 
+GITIGNORE = "# Created by the export conformance harness: its artifact cache never belongs in git.\n*\n"
+
+
+def ignore_in_git(root: Path) -> None:
+    """Write ``root/.gitignore`` ignoring everything in the cache (as ``.pytest_cache`` does), unless one is there."""
+    path = root / ".gitignore"
+    if not path.exists():
+        with contextlib.suppress(OSError):  # a read-only cache still serves artifacts
+            tmp = path.with_name(f".gitignore.{os.getpid()}.tmp")
+            tmp.write_text(GITIGNORE)
+            os.replace(tmp, path)
+
+
 class ArtifactCache:
     """Content-addressed store of artifacts under ``root``."""
 
@@ -93,6 +106,7 @@ class ArtifactCache:
         self._verified: dict[str, tuple[Any, ...]] = {}
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        ignore_in_git(self.root)
         reap_dead_work_dirs(self.root / "tmp")
 
     def entry_dir(self, key: str) -> Path:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+from torch import nn
+
 from export_harness.converters.cache import CONTENT, Artifact, ArtifactCache, CachedFailure
 from export_harness.converters.checks.compare import ParityResult, compare
 from export_harness.converters.checks.localize import (
@@ -36,7 +38,6 @@ from export_harness.converters.torch_dispatch import clear_dispatch_caches
 from export_harness.models.atomic import atomic_path
 from export_harness.models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from export_harness.models.weights import state_dict_hash
-from torch import nn
 
 PARITY_BATCHES = (1, 3)
 """Batch sizes run for a dynamic-batch model; neither equals the export batch (2)."""

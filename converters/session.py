@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
@@ -25,8 +26,6 @@ from export_harness.converters.target import Target
 from export_harness.models.registry import Registry
 from export_harness.models.spec import ModelSpec
 from export_harness.models.weights import WeightsError
-
-WEIGHTS_SOURCES = ("reference", "seeded")
 
 
 class BadWeights(Exception):

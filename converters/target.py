@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.tf.worker_loop import package_versions
 from export_harness.models.spec import ModelSpec
-from torch import nn
 
 
 class Runner(Protocol):

@@ -25,8 +25,9 @@ import chess
 import numpy as np
 import torch
 import torch.nn.functional as F
-from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
 from torch import nn
+
+from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
 
 NUM_PLANES = 14
 NUM_MOVES = 4096

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from export_harness.models.method_limitations import BST_OPSET13, at_opset
 from export_harness.models.spec import BATCH, Generator, InputSpec, Limitation, ModelSpec, OutputSpec
 from export_harness.models.synthetic import smooth_series
-from torch import Tensor, nn
 
 # --------------------------------------------------------------------------------------------------------------------
 # Building blocks (tempose.py)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from export_harness.models import datasets
 
 Arrays = dict[str, np.ndarray]
@@ -340,6 +341,7 @@ def _book_positions(book_path: str, limit: int) -> list[tuple[str, int]]:
     """(fen, move index of the heaviest book move) breadth-first from the start position through the book."""
     import chess
     import chess.polyglot
+
     from export_harness.models.alphazero_chess import move_to_index
 
     out, seen = [], set()
@@ -403,6 +405,7 @@ def _endgames(tb_dir: str, limit: int, seed: int = 11) -> list[tuple[str, int]]:
 def chess_task() -> ProxyTask:
     """Policy: heaviest polyglot book move (top-1 over legal moves); value: syzygy WDL sign (decisive positions)."""
     import chess
+
     from export_harness.models.alphazero_chess import board_to_input, legal_move_mask
 
     data = datasets.chess_data_dir()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import importlib
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from export_harness.models.spec import ModelSpec
 
@@ -57,15 +58,31 @@ class Registry:
         return len(self._specs)
 
 
-def builtin_specs() -> list[ModelSpec]:
-    """Every variant of the bundled zoo, in family order."""
+def builtin_specs(zoo: str | Sequence[str] = "all") -> list[ModelSpec]:
+    """The bundled zoo's variants that ``zoo`` selects, in family order: ``"all"``, or variant names and ``*`` globs
+    (``["tiny_ladeda", "sign_*"]``); an empty selection gives none. A name that selects nothing is an error."""
     from export_harness.models.method_limitations import with_method_limitations
 
+    patterns = parse_zoo(zoo)
+    if not patterns:
+        return []
     out: list[ModelSpec] = []
     for module_name in BUILTIN_FAMILIES:
         for spec in importlib.import_module(module_name).specs():
             out.append(dataclasses.replace(spec, limitations=with_method_limitations(spec.name, spec.limitations)))
-    return out
+    if patterns == ["all"]:
+        return out
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(s.name, p) for s in out)]
+    if unmatched:
+        raise ValueError(f"zoo model {unmatched[0]!r} selects nothing; the zoo has {', '.join(s.name for s in out)} "
+                         "(or 'all')")
+    return [s for s in out if any(fnmatch.fnmatchcase(s.name, p) for p in patterns)]
+
+
+def parse_zoo(zoo: str | Sequence[str]) -> list[str]:
+    """``"all"``, ``"a,b"``, ``"a b"`` or a list of names -> the list of patterns (``[]``: no zoo model)."""
+    items = zoo.replace(",", " ").split() if isinstance(zoo, str) else [str(z) for z in zoo]
+    return ["all"] if "all" in items else items
 
 
 def entry_point_specs() -> list[ModelSpec]:
@@ -76,10 +93,11 @@ def entry_point_specs() -> list[ModelSpec]:
     return out
 
 
-def default_registry(include_entry_points: bool = True) -> Registry:
-    """The bundled zoo, plus whatever installed packages declare under ``export_harness.models``."""
+def default_registry(include_entry_points: bool = True, zoo: str | Sequence[str] = "all") -> Registry:
+    """The bundled zoo's variants ``zoo`` selects (:func:`builtin_specs`), plus whatever installed packages declare
+    under ``export_harness.models``."""
     reg = Registry()
-    reg.extend(builtin_specs())
+    reg.extend(builtin_specs(zoo))
     if include_entry_points:
         reg.extend(entry_point_specs())
     return reg

@@ -33,9 +33,10 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
 from export_harness.models.synthetic import smooth_series
-from torch import nn
 
 __all__ = [
     "EncoderLayer",

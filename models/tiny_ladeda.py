@@ -32,9 +32,10 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
 from export_harness.models.synthetic import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize, natural_image
-from torch import nn
 
 IMAGE_SIZE = 256
 PATCH_GRID = 126

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from export_harness.models.spec import ModelSpec
 from torch import Tensor, nn
+
+from export_harness.models.spec import ModelSpec
 
 
 class BSTContractStub(nn.Module):

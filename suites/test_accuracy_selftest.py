@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
+
 from export_harness.converters.checks.accuracy import (
     Budget,
     BudgetError,
@@ -28,7 +30,6 @@ from export_harness.converters.conformance import CellFailure, export_artifact
 from export_harness.converters.tf.tf_litert_torch import LiteRTTorchTFLite
 from export_harness.models.proxy_tasks import Metric
 from export_harness.plugin.accuracy import RESULTS_KEY, accuracy_gate_of
-from onnx import numpy_helper
 
 BROKEN_LAYER = "/layer1/layer1.0/conv1/"
 

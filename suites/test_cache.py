@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from export_harness.converters.cache import CONTENT, ArtifactCache, CacheCorruptionWarning, CachedFailure
 from export_harness.converters.registry import builtin_targets
 from export_harness.converters.target import ExportError
@@ -310,3 +311,18 @@ def test_work_dirs_of_dead_processes_are_reaped(tmp_path: Path) -> None:
     (tmp / "old-style").mkdir()
     ArtifactCache(tmp_path)
     assert sorted(p.name for p in tmp.iterdir()) == sorted([f"{'ab' * 8}-{os.getppid()}-x2", "old-style"])
+
+
+def test_the_cache_directory_ignores_itself_in_git(tmp_path: Path) -> None:
+    """``git add -A`` in a project never picks up the cache (it once committed 276 MB), as with .pytest_cache."""
+    cache = ArtifactCache(tmp_path / "repo" / ".harness-cache")
+    assert (cache.root / ".gitignore").read_text().splitlines()[-1] == "*"
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    (cache.root / "ab").mkdir()
+    (cache.root / "ab" / "artifact.onnx").write_bytes(b"x")
+    status = subprocess.run(["git", "-C", str(tmp_path / "repo"), "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", status
+    (cache.root / ".gitignore").write_text("# the project's own\n*.onnx\n")
+    ArtifactCache(cache.root)  # an existing file is the project's choice: left alone
+    assert (cache.root / ".gitignore").read_text().startswith("# the project's own")

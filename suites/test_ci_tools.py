@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from export_harness.converters.report import calibration_curve, ci_costs
 
 REPO = Path(__file__).resolve().parents[1]

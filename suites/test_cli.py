@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from export_harness.converters.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from export_harness.converters.cli.cells import select_targets
 from export_harness.converters.cli.main import main
@@ -268,6 +269,27 @@ def test_export_of_a_user_spec_in_a_fresh_cache(user_module: str, tmp_path: Path
     sidecar = json.loads((tmp_path / "out" / "cli_user_mlp-onnx_fp32_opset13.onnx.json").read_text())
     assert sidecar["target"] == "onnx:fp32@opset13" and sidecar["opset"] == 13
     assert "converted" in out  # a cold cache: the cell converted, as the matrix would
+
+
+@pytest.mark.parametrize("how", ["conftest-hook", "spec-module-function"])
+def test_the_cli_finds_a_projects_models_as_pytest_does(how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The project's ``pytest_harness_models(config)`` hook: found in ./conftest.py without --spec, or named by
+    ``--spec conftest:pytest_harness_models`` (a function taking ``config``), as pytest calls it."""
+    hook = USER_MODELS + (
+        "\n\ndef pytest_harness_models(config):\n"
+        "    assert config.getoption('--harness-zoo') is None and config.rootpath.is_dir()\n"
+        "    return specs()\n")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "conftest.py").write_text(hook)
+    monkeypatch.chdir(project)
+    monkeypatch.delitem(sys.modules, "conftest", raising=False)
+    spec = [] if how == "conftest-hook" else ["--spec", "conftest:pytest_harness_models"]
+    code, out, err = cli("export", "cli_user_mlp", *spec, "--formats", "onnx:fp32", "--output-dir", tmp_path / "out",
+                         "--cache", tmp_path / "cache", capsys=capsys)
+    assert code == EXIT_OK, out + err
+    assert (tmp_path / "out" / "cli_user_mlp-onnx_fp32.onnx").is_file()
 
 
 def test_help_reads(capsys: pytest.CaptureFixture[str]) -> None:

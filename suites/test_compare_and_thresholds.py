@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from export_harness.converters.checks.compare import compare, compare_output
 from export_harness.converters.checks.thresholds import DEFAULT_THRESHOLDS, ThresholdError, Thresholds, Tolerance
 

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.checks.accuracy import BudgetError, Budgets
 from export_harness.converters.checks.thresholds import ThresholdError, Thresholds
 from export_harness.converters.latency import gate as latency_gate

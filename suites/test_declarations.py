@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from export_harness.converters.checks.accuracy import Budgets
 from export_harness.models.spec import Limitation, cpu_flags
 

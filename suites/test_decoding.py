@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from export_harness.converters.checks.decoding import GreedyContract, agreement, greedy_decode
 from export_harness.converters.conformance import CellFailure, export_artifact
 from export_harness.models.spec import run_torch
 from export_harness.plugin.cells import cells
-from export_harness.plugin.core import Cell, Harness, get_harness
+from export_harness.plugin.core import Cell, get_harness
+from export_harness.plugin.harness import Harness
 
 EVAL_SAMPLES = 128
 """Evaluation memories decoded per cell (the first of the task's eval split): 128 x 16 steps."""

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.checks.accuracy import Budgets
 from export_harness.converters.report import (
     accuracy_results,

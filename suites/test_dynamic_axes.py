@@ -8,13 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from export_harness.converters.cache import SIDECAR, ArtifactCache
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.conformance import ModelIdentities, export_artifact, parity_probes, run_cell
 from export_harness.converters.registry import default_target_registry
 from export_harness.models.registry import default_registry
 from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
-from torch import nn
 
 REGISTRY = default_target_registry(include_entry_points=False)
 
@@ -81,6 +82,7 @@ def test_a_backend_that_freezes_the_axis_fails_the_lengths_check(tmp_path) -> No
     structure check, but the dynamic-lengths run of the spec that declares it dynamic rejects it: never silently
     passed."""
     import onnx
+
     from export_harness.converters.checks.onnx_structure import check_onnx_structure, frozen_axes
 
     fixed = _spec(inputs=(InputSpec("x", ("B", 10, 6), "float32", "NTC",

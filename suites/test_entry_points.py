@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.registry import default_target_registry
 from export_harness.models.registry import default_registry
 

@@ -9,6 +9,7 @@ import chess
 import numpy as np
 import pytest
 import torch
+
 from export_harness.models import alphazero_chess as az
 from export_harness.models.spec import ModelSpec, count_parameters, run_torch
 

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from export_harness.models import bst
 from export_harness.models.spec import ModelSpec, count_parameters, run_torch, to_torch
 

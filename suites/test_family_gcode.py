@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from export_harness.models import gcode
 from export_harness.models.spec import ModelSpec, count_parameters, run_torch, to_torch
 

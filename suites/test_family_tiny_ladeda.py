@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from export_harness.models import tiny_ladeda as tl
 from export_harness.models.spec import ModelSpec, count_parameters, run_torch
-from torch import nn
 
 SPECS = {s.name: s for s in tl.specs()}
 

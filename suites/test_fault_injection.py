@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
+from torch import nn
+
 from export_harness.converters.cache import ArtifactCache, CacheCorruptionWarning
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.conformance import CellFailure, ModelIdentities, export_artifact, run_cell
@@ -28,8 +31,6 @@ from export_harness.converters.registry import default_target_registry
 from export_harness.converters.target import StageError
 from export_harness.converters.tf.isolation import Worker, WorkerCrash
 from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
-from onnx import numpy_helper
-from torch import nn
 
 pytestmark = pytest.mark.xdist_group("fault-injection")
 

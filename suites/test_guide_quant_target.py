@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
+
 from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.conformance import run_cell
 from export_harness.converters.registry import default_target_registry
 from export_harness.models import tiny_ladeda
-from onnx import numpy_helper
 
 SPEC = next(s for s in tiny_ladeda.specs() if s.name == "tiny_ladeda")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from export_harness.converters.report import html_report, matrix_report
 
 ROOT = Path(__file__).resolve().parents[1]

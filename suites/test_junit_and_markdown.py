@@ -11,8 +11,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.report.markdown_summary import summary_markdown
 from export_harness.plugin.junit import flat_properties
+from export_harness.plugin.report import cell_id_of
 
 CONFTEST = '''
 import numpy as np
@@ -86,3 +88,12 @@ def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path, workers: lis
     text = summary.read_text()
     assert text.count("# Export conformance run") == 1, text
     assert "**2** passed" in text and "| `junit_tiny` | 2 |" in text
+
+
+@pytest.mark.parametrize(("nodeid", "cell_id"), [
+    ("suites/test_matrix.py::test_cell[sign_gru-tflite:fp32[onnx-tf]]", "sign_gru-tflite:fp32[onnx-tf]"),
+    ("suites/test_matrix.py::test_cell[sign_gru-tflite:fp16[onnx2tf]]@sign_gru", "sign_gru-tflite:fp16[onnx2tf]"),
+    ("t.py::test_cell[m-onnx:fp32]", "m-onnx:fp32"),
+])
+def test_a_skipped_cell_keeps_its_whole_id(nodeid: str, cell_id: str) -> None:
+    assert cell_id_of(nodeid) == cell_id

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from export_harness.converters.conformance import export_artifact
 from export_harness.converters.latency import gate as lg
 from export_harness.converters.latency import measure as lat

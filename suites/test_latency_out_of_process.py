@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from export_harness.converters.conformance import export_artifact
 from export_harness.converters.latency import measure as lat
 from export_harness.converters.report import out_of_process

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.checks.accuracy import BudgetError, Budgets
 from export_harness.converters.checks.thresholds import ThresholdError, Thresholds
 from export_harness.converters.defaults import deep_merge, default_path

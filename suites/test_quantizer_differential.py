@@ -27,6 +27,10 @@ from functools import cache
 
 import numpy as np
 import pytest
+from hypothesis import event, given, note
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from export_harness.converters.quantization.maths import (
     QuantParams,
     compute_qparams,
@@ -36,9 +40,6 @@ from export_harness.converters.quantization.maths import (
     make_qparams,
     quantize,
 )
-from hypothesis import event, given, note
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -15,6 +15,10 @@ from __future__ import annotations
 import random
 
 import numpy as np
+from hypothesis import find, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from export_harness.converters.quantization.guide_quantizer import (
     guide_compute_quant_params,
     guide_dequantize_tensor,
@@ -25,9 +29,6 @@ from export_harness.converters.quantization.guide_quantizer import (
     guide_quantize_tensor,
 )
 from export_harness.converters.quantization.maths import compute_qparams, fake_quantize
-from hypothesis import find, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 INT8 = (-128, 127)
 UINT8 = (0, 255)

@@ -18,6 +18,10 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import find, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from export_harness.converters.quantization.maths import (
     MIN_SCALE,
     LayerQuantReport,
@@ -33,9 +37,6 @@ from export_harness.converters.quantization.maths import (
     quantize,
     quantize_model,
 )
-from hypothesis import find, given, note, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 # ------------------------------------------------------------------------------------------------------------
 # strategies

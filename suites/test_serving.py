@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from export_harness.converters.checks.thresholds import Tolerance
 from export_harness.converters.conformance import CellFailure, export_artifact
 from export_harness.converters.serving import main as serving_main
@@ -42,10 +45,8 @@ from export_harness.converters.serving.handlers import (
 )
 from export_harness.converters.target import Target
 from export_harness.models.spec import ModelSpec
-from export_harness.plugin.core import Harness, get_harness
-from hypothesis import given
-from hypothesis import strategies as st
-
+from export_harness.plugin.core import get_harness
+from export_harness.plugin.harness import Harness
 from suites.serving_stub import stub_spec
 
 SERVING_TARGETS = ("torchscript:trace", "onnx:fp32", "onnx:fp16", "onnx:int8-dynamic")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.report import matrix_report
 
 pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not

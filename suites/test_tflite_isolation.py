@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.tf.isolation import (
     Worker,
     WorkerCrash,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.tflite_structure import check_tflite_structure
 from export_harness.converters.checks.thresholds import DEFAULT_THRESHOLDS, Thresholds
@@ -22,7 +24,6 @@ from export_harness.converters.target import StructureError
 from export_harness.converters.tf.tflite import TFLiteTarget
 from export_harness.converters.tf.tflite_runtime import TFLiteRunner
 from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
-from torch import nn
 
 REGISTRY = default_target_registry(include_entry_points=False)
 BACKEND = REGISTRY.get("tflite:fp32[litert-torch]")

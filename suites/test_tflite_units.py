@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from export_harness.converters.checks.tflite_structure import check_tflite_structure, weight_fractions
 from export_harness.converters.registry import default_target_registry
 from export_harness.converters.report.export_results import model_records, support_table, write

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from export_harness.models import tiny_ladeda
 from export_harness.models.spec import run_torch
 from export_harness.models.weights import WeightsError, load_weights, state_dict_hash

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from export_harness.models.registry import BUILTIN_FAMILIES, builtin_specs
 from export_harness.models.spec import count_parameters, run_torch
 

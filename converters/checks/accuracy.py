@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
+
 from export_harness.converters.cache import artifact_sha256
 from export_harness.converters.conformance import ModelIdentities, export_artifact, localisation
 from export_harness.converters.defaults import default_path, load_layered, require_number
@@ -31,7 +33,6 @@ from export_harness.converters.target import Target
 from export_harness.models.atomic import write_json_atomic
 from export_harness.models.proxy_tasks import Arrays, Metric, ProxyTask
 from export_harness.models.spec import Limitation, ModelSpec, star_match
-from torch import nn
 
 DEFAULT_BUDGETS = default_path("accuracy_budgets.toml")
 EVAL_BATCH = 16

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
 from export_harness.converters.checks.thresholds import Tolerance
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from export_harness.models.spec import ModelSpec, star_match
 
 Step = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]

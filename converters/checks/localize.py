@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from export_harness.converters.checks.compare import cosine_similarity
 from torch import nn
+
+from export_harness.converters.checks.compare import cosine_similarity
 
 SQNR_MIN_DB = 20.0
 COSINE_MIN = 0.99

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
 from export_harness.converters.exporters.torchscript import error_head
 from export_harness.converters.target import StructureError
 from export_harness.models.spec import ModelSpec

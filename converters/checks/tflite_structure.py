@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.target import StructureError
 from export_harness.models.spec import ModelSpec
 

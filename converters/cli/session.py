@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import zipfile
@@ -20,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.thresholds import ThresholdError, Thresholds
 from export_harness.converters.cli import UsageError
+from export_harness.converters.defaults import WEIGHTS_SOURCES
 from export_harness.converters.registry import default_target_registry
-from export_harness.converters.session import WEIGHTS_SOURCES, BadWeights, Session
+from export_harness.converters.session import BadWeights, Session
 from export_harness.models.registry import Registry, default_registry
 from export_harness.models.spec import ModelSpec
 
@@ -107,7 +110,7 @@ def load_user_specs(text: str) -> list[ModelSpec]:
         obj = getattr(obj, part)
     if callable(obj) and not isinstance(obj, ModelSpec):
         try:
-            obj = obj()
+            obj = obj(config=ProjectConfig(Path(cwd))) if _takes_config(obj) else obj()
         except Exception as exc:
             raise UsageError(f"--spec {text}: calling {attr}() failed ({first_line(exc)})") from None
     specs = [obj] if isinstance(obj, ModelSpec) else list(obj) if isinstance(obj, (list, tuple)) else None
@@ -117,15 +120,50 @@ def load_user_specs(text: str) -> list[ModelSpec]:
     return specs
 
 
+class ProjectConfig:
+    """What a project's ``pytest_harness_models(config)`` hook gets from the CLI in place of pytest's config: the
+    project's directory (``rootpath``) and every option and ini value at its default."""
+
+    def __init__(self, rootpath: Path) -> None:
+        self.rootpath = rootpath
+
+    def getoption(self, name: str, default: Any = None, skip: bool = False) -> Any:
+        return default
+
+    def getini(self, name: str) -> Any:
+        return ""
+
+
+def _takes_config(fn: Any) -> bool:
+    try:
+        return "config" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+PROJECT_HOOK = "conftest.py:pytest_harness_models"
+"""Where the CLI finds a project's models without ``--spec``, as pytest does: the hook in ./conftest.py."""
+
+
 def model_registry(spec_arg: str | None) -> tuple[Registry, list[ModelSpec]]:
-    """The zoo (with entry-point models) plus the ``--spec`` models; the latter are returned too."""
+    """The zoo (with entry-point models) plus the project's models: ``--spec``, else the ``pytest_harness_models``
+    hook of ``./conftest.py`` when there is one; the latter are returned too."""
     models = default_registry()
+    if spec_arg is None and _has_project_hook(Path("conftest.py")):
+        spec_arg = PROJECT_HOOK
     user = load_user_specs(spec_arg) if spec_arg else []
     for spec in user:
         if spec.name in models:
             raise UsageError(f"--spec {spec_arg}: model name {spec.name!r} is already taken by the zoo; rename it")
         models.register(spec)
     return models, user
+
+
+def _has_project_hook(conftest: Path) -> bool:
+    try:
+        return conftest.is_file() and "def pytest_harness_models" in conftest.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def choose_model(models: Registry, user: list[ModelSpec], name: str | None, option: str) -> ModelSpec:

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.exporters.onnx_export import OnnxExportTarget
 from export_harness.converters.quantization.maths import quantization_report, quantize_model
 from export_harness.models.spec import ModelSpec
-from torch import nn
 
 GUIDE_SETTINGS = {"bits": 8, "per_channel": True, "symmetric": False, "percentile": 99.9}
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.exporters.torchscript import (
     TRACE_BATCH,
@@ -27,7 +29,6 @@ from export_harness.converters.exporters.torchscript import (
 )
 from export_harness.converters.target import ExportError, Target
 from export_harness.models.spec import ModelSpec, to_torch
-from torch import nn
 
 
 class _TransformedTraceTarget(Target):

@@ -13,6 +13,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+WEIGHTS_SOURCES = ("reference", "seeded")
+"""Weights a session converts without a user's file: the trained reference weights, or the seeded untrained init."""
+
 DEFAULTS_DIR = Path(__file__).resolve().parent
 
 

@@ -16,13 +16,14 @@ from typing import Any
 
 import onnx
 import torch
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.checks.onnx_structure import check_onnx_structure, onnx_opset
 from export_harness.converters.exporters.onnx_runner import OnnxRuntimeRunner
 from export_harness.converters.exporters.torchscript import error_head
 from export_harness.converters.target import ExportError, Target
 from export_harness.models.spec import ModelSpec, to_torch
-from torch import nn
 
 EXPORT_BATCH = 2
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
 from export_harness.models.spec import ModelSpec
 
 

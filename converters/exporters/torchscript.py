@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.target import ExportError, Target
 from export_harness.models.spec import ModelSpec, to_torch
-from torch import nn
 
 TRACE_BATCH = 2
 """Batch used for tracing; the matrix then runs batch 1 and 3, so a frozen batch shows up."""

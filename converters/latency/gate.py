@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.defaults import check_numbers, default_path, load_layered
 from export_harness.converters.latency.measure import LatencyStats
 from export_harness.models.spec import star_match

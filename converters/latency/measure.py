@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.defaults import check_numbers
 
 Timer = Callable[[], float]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from export_harness.models.spec import BATCH, ModelSpec
 
 TOP_K = 5

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
+
 from export_harness.converters.serving.contract import BadRequest, Contract, ServingError, build_response, parse_request
 from export_harness.models.spec import ModelSpec
-from torch import nn
 
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 """Named input arrays (the contract's dtypes) -> one batch of logits."""

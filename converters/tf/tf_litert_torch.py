@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.exporters.onnx_export import export_mode
 from export_harness.converters.exporters.torchscript import error_head
@@ -30,7 +32,6 @@ from export_harness.converters.target import ExportError, StageError, Target
 from export_harness.converters.tf.isolation import WorkerTimeout
 from export_harness.converters.tf.tflite import PRECISIONS, Backend, TFLiteTarget, calibration_data
 from export_harness.models.spec import ModelSpec, to_torch
-from torch import nn
 
 LITERT_TORCH = Backend(
     name="litert-torch",

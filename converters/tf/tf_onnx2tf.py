@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.target import ExportError, StageError, Target
 from export_harness.converters.tf.isolation import WorkerCrash, WorkerTimeout
@@ -34,7 +36,6 @@ from export_harness.converters.tf.tflite import (
     image_inputs,
 )
 from export_harness.models.spec import ModelSpec
-from torch import nn
 
 ONNX2TF = Backend(
     name="onnx2tf",

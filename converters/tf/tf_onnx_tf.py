@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.target import ExportError, StageError, Target
 from export_harness.converters.tf.isolation import WorkerTimeout
@@ -32,7 +34,6 @@ from export_harness.converters.tf.tflite import (
     calibration_data,
 )
 from export_harness.models.spec import ModelSpec
-from torch import nn
 
 ONNX_TF = Backend(
     name="onnx-tf",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.tf.tf_worker_runtime import RUNTIME_HANDLERS, load_npz, tflite_inspect
 from export_harness.converters.tf.worker_loop import package_versions, serve
 

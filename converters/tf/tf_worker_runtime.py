@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.tf.worker_loop import package_versions
 
 MAX_LOADED = 8

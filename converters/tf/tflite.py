@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.cache import Artifact
 from export_harness.converters.checks.tflite_structure import check_tflite_structure
 from export_harness.converters.target import ExportError, StageError, StructureError, Target, package_versions

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from export_harness.converters.cache import reap_dead_work_dirs
 from export_harness.converters.checks.compare import cosine_similarity
 from export_harness.converters.target import StageError

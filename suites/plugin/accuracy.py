@@ -8,24 +8,17 @@ matrix. All measuring happens in ``export_harness.converters.checks.accuracy``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from export_harness.converters.checks.accuracy import (
-    AccuracyResult,
-    BudgetError,
-    Budgets,
-    baseline_entry,
-    evaluate_accuracy,
-    load_baselines,
-    update_baselines,
-)
-from export_harness.models import datasets
-from export_harness.models.training import has_task, task_for
+
 from export_harness.plugin import project
 from export_harness.plugin.cells import cells
 from export_harness.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness, harness_tier
 from export_harness.plugin.junit import records_of
+
+if TYPE_CHECKING:
+    from export_harness.converters.checks.accuracy import AccuracyResult
 
 RESULTS_KEY = pytest.StashKey[dict[str, tuple[str, dict[str, Any]]]]()
 """This session's accuracy verdicts: cell id -> (outcome, recorded result)."""
@@ -52,7 +45,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    datasets.set_data_dir(project.cache_dir(config) / "data")
     config.stash[RESULTS_KEY] = {}
     config.stash[EARLIER_KEY] = _earlier_results(config.getoption("--accuracy-results"))
 
@@ -78,6 +70,8 @@ class _State:
     """Session state: budgets and baselines."""
 
     def __init__(self, config: pytest.Config) -> None:
+        from export_harness.converters.checks.accuracy import BudgetError, Budgets, load_baselines
+
         try:
             self.budgets = Budgets.load(project.project_file(config, "--accuracy-budgets", "accuracy_budgets.toml"))
         except BudgetError as exc:
@@ -105,6 +99,9 @@ def _state(config: pytest.Config) -> _State:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "accuracy_cell" not in metafunc.fixturenames:
         return
+    from export_harness.converters.checks.accuracy import BudgetError
+    from export_harness.models.training import has_task
+
     harness = get_harness(metafunc.config)
     state = _state(metafunc.config)
     if not state.names_checked:
@@ -134,6 +131,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def check_accuracy(pytestconfig: pytest.Config, harness_record: Any) -> Any:
     """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
+
+    from export_harness.converters.checks.accuracy import evaluate_accuracy
+    from export_harness.models.training import task_for
 
     def run(cell: Any) -> AccuracyResult:
         unavailable = getattr(cell.target, "unavailable_reason", None)
@@ -238,6 +238,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         state = "cached" if rec.get("cached") else f"trained in {rec.get('train_seconds')} s"
         tr.write_line(f"  {model:<20} {rec.get('recipe', '?'):<34} {metrics}; {state}")
     if config.getoption("--accuracy-update-baselines"):
+        from export_harness.converters.checks.accuracy import update_baselines
+
         entries = {cell: baseline_entry_from_dict(res) for cell, (_, res) in results.items()}
         path = update_baselines(entries, baselines_path(config))
         tr.write_line(f"accuracy baselines updated for {len(entries)} cells in {path}")
@@ -245,10 +247,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def baseline_entry_from_dict(res: dict[str, Any]) -> dict[str, Any]:
     """``baseline_entry`` of a recorded (serialised) result."""
+    from export_harness.converters.checks.accuracy import AccuracyResult, Budget, MetricResult, baseline_entry
+
     result = AccuracyResult(model=res["model"], target=res["target"], task=res["task"],
                             artifact_sha256=res["artifact_sha256"])
-    from export_harness.converters.checks.accuracy import Budget, MetricResult
-
     for m in res["metrics"]:
         result.metrics.append(MetricResult(m["metric"], m["higher_is_better"], m["chance"], m["n_units"], m["fp32"],
                                            m["method"], m["drop"], m["ci_low"], m["ci_high"], Budget(**m["budget"])))

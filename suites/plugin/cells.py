@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from export_harness.converters.conformance import CellFailure, CellResult
-from export_harness.converters.target import Target
-from export_harness.models.spec import ModelSpec, star_match
-from export_harness.plugin.core import Cell, ExpectedCellFailure, Harness, get_harness, harness_tier
+
+from export_harness.plugin.core import Cell, ExpectedCellFailure, get_harness, harness_tier
+
+if TYPE_CHECKING:  # imported by the functions that need them, once a harness item is collected
+    from export_harness.converters.conformance import CellResult
+    from export_harness.converters.target import Target
+    from export_harness.models.spec import ModelSpec
+    from export_harness.plugin.harness import Harness
 
 
 def cells(harness: Harness, *, eager: bool = False, opset_axis: bool = False,
@@ -47,6 +51,8 @@ LENGTHS = "#lengths"
 
 
 def _matrix_params(harness: Harness, globs: tuple[str, ...], lengths: bool = False) -> list[Any]:
+    from export_harness.models.spec import star_match
+
     params = []
     for spec, target, marks in cells(harness, opset_axis=not lengths):
         if globs and not any(star_match(g, target.name) for g in globs):
@@ -117,6 +123,8 @@ def check_lengths(harness: Harness, harness_record: Any) -> Any:
     when the cell fails at the default lengths (``test_cell`` has that verdict); declarations name
     ``TARGET#lengths``."""
 
+    from export_harness.converters.conformance import CellFailure
+
     def run(cell: Cell) -> CellResult:
         try:
             harness.run(cell.spec, cell.target, localise=False)
@@ -128,6 +136,8 @@ def check_lengths(harness: Harness, harness_record: Any) -> Any:
 
 
 def _check_cell(cell: Cell, harness: Harness, harness_record: Any, lengths: bool = False) -> CellResult:
+    from export_harness.converters.conformance import CellFailure
+
     name = cell.target.name + (LENGTHS if lengths else "")
     prop = "harness_lengths" if lengths else "harness"  # the matrix table and report read "harness" rows only
     declared = cell.spec.limitation_for(name)

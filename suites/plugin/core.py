@@ -7,18 +7,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
-from export_harness.converters.cache import ArtifactCache
-from export_harness.converters.checks.thresholds import ThresholdError
-from export_harness.converters.registry import default_target_registry
-from export_harness.converters.session import WEIGHTS_SOURCES, Session
-from export_harness.converters.target import Target
-from export_harness.models.registry import default_registry
-from export_harness.models.spec import ModelSpec
-from export_harness.models.weights import WeightsError
+
+from export_harness.converters.defaults import WEIGHTS_SOURCES
 from export_harness.plugin import project
+
+if TYPE_CHECKING:  # the plugin loads in every pytest run: torch and the registries wait for a harness item
+    from export_harness.converters.target import Target
+    from export_harness.models.spec import ModelSpec
+    from export_harness.plugin.harness import Harness
+
 
 HARNESS_KEY = pytest.StashKey["Harness"]()
 
@@ -43,6 +43,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "export conformance harness")
     group.addoption("--harness-cache", default=os.environ.get("HARNESS_CACHE"),
                     help="artifact cache directory (env HARNESS_CACHE; default .harness-cache/ in the rootdir)")
+    group.addoption("--harness-zoo", default=None, metavar="NAMES",
+                    help="bundled zoo models to run besides the project's own: 'all', or variant names and * globs, "
+                         "comma-separated (default: the harness_zoo ini key; none in a project that sets nothing)")
+    parser.addini("harness_zoo", "bundled zoo models this project runs besides its own ('all', or names / * globs; "
+                                 "default none)", default="")
     group.addoption("--harness-tier", default=os.environ.get("HARNESS_TIER", "ci"), choices=TIERS,
                     help="one tier for every suite (env HARNESS_TIER): smoke = the smoke models' cells only; ci "
                          "(default) = every cell, accuracy without --accuracy-full's models, smoke latency; full = "
@@ -63,8 +68,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="weights of the conformance matrix: 'reference' (default: the trained reference weights the "
                          "accuracy gates measure, so every suite converts one artifact per cell) or 'seeded' "
                          "(deterministic untrained init); --harness-weights always wins (env HARNESS_WEIGHTS_SOURCE)")
-    group.addoption("--harness-hypothesis-profile", default=None, choices=("dev", "ci"),
-                    help="Hypothesis profile: dev or ci (env HARNESS_HYPOTHESIS_PROFILE; ci when CI is set)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,22 +78,6 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "as their own step after the parallel suites)")
     config.addinivalue_line("markers", "harness_targets(*globs): restrict a cell test to targets matching globs")
     _parse_weights(config.getoption("--harness-weights"))  # fail fast, as a usage error
-    if not config.getoption("hypothesis_profile", None):  # Hypothesis's own --hypothesis-profile wins
-        from export_harness.plugin import hypothesis_profiles
-
-        hypothesis_profiles.load_profile(config.getoption("--harness-hypothesis-profile"))
-
-
-@dataclass(kw_only=True)
-class Harness(Session):
-    """Session state shared by all cells (``export_harness.converters.session.Session``: registries, cache, thresholds
-    and built
-    models) plus the pytest config; a weights file that does not load fails the test with its one line."""
-
-    config: pytest.Config
-
-    def weights_failure(self, message: str, error: WeightsError) -> BaseException:
-        return pytest.fail.Exception(message, pytrace=False)
 
 
 def _parse_weights(values: list[str]) -> dict[str, str]:
@@ -109,7 +96,20 @@ def get_harness(config: pytest.Config) -> Harness:
     """Build the session's Harness once (after every initial conftest has registered its hooks)."""
     harness = config.stash.get(HARNESS_KEY, None)
     if harness is None:
-        models = default_registry()
+        from export_harness.converters.cache import ArtifactCache
+        from export_harness.converters.checks.thresholds import ThresholdError
+        from export_harness.converters.registry import default_target_registry
+        from export_harness.models import datasets
+        from export_harness.models.registry import default_registry
+        from export_harness.plugin.harness import Harness
+
+        datasets.set_data_dir(project.cache_dir(config) / "data")
+        zoo = config.getoption("--harness-zoo")
+        zoo = zoo if zoo is not None else config.getini("harness_zoo")
+        try:
+            models = default_registry(zoo=zoo)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--harness-zoo / harness_zoo: {exc}") from None
         for extra in config.hook.pytest_harness_models(config=config):
             models.extend(extra or [])
         targets = default_target_registry()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from export_harness.converters.report.markdown_summary import write_summary
 
 _HARNESS_KEYS = ("status", "stage", "cache")

@@ -18,20 +18,31 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
+
 from export_harness.converters.cache import artifact_sha256
-from export_harness.converters.conformance import CellFailure, CellResult, export_artifact, run_cell
-from export_harness.converters.latency import gate as lg
-from export_harness.converters.latency import measure as lat
-from export_harness.converters.target import Target
-from export_harness.models.spec import ModelSpec, star_match
 from export_harness.plugin import project
 from export_harness.plugin.accuracy import accuracy_gate_of
 from export_harness.plugin.cells import cells
 from export_harness.plugin.core import get_harness, harness_tier
+from export_harness.plugin.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from export_harness.converters import conformance
+    from export_harness.converters.conformance import CellResult
+    from export_harness.converters.latency import gate as lg
+    from export_harness.converters.latency import measure as lat
+    from export_harness.converters.target import Target
+    from export_harness.models.spec import ModelSpec
+else:  # imported when a latency item needs them
+    np = LazyModule("numpy")
+    conformance = LazyModule("export_harness.converters.conformance")
+    lat = LazyModule("export_harness.converters.latency.measure")
+    lg = LazyModule("export_harness.converters.latency.gate")
 
 EAGER = "torch:eager"
 """Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against)."""
@@ -115,13 +126,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "latency_heavy: heavier latency-gate self-tests (--latency-selftest=full)")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    config = session.config
+def _start(config: pytest.Config) -> LatencyState:
+    """The session's latency state, started once a latency item is collected (an unrelated pytest run never pays
+    for it): pytest-benchmark's storage keyed by machine, and with ``--latency-gate`` the baseline loaded (a
+    missing or damaged one is a usage error)."""
     state = _state(config)
-    _key_storage_by_machine(config, state)
-    if config.getoption("--latency-gate"):
-        state.load_baseline()
+    if not state.started:
+        state.started = True
+        _key_storage_by_machine(config, state)
+        if config.getoption("--latency-gate"):
+            state.load_baseline()
+    return state
 
 
 def _key_storage_by_machine(config: pytest.Config, state: LatencyState) -> None:
@@ -171,6 +186,7 @@ class LatencyState:
     budget_results: list[dict[str, Any]] = field(default_factory=list)
     selftest: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    started: bool = False
     _conformance: dict[str, CellResult] = field(default_factory=dict)
     _hashes: dict[str, str] = field(default_factory=dict)
 
@@ -227,11 +243,10 @@ class LatencyState:
         key = f"{spec.name}-{target.name}"
         if key not in self._conformance:
             try:
-                self._conformance[key] = run_cell(harness.cell_spec(spec), target, harness.reference_model(spec),
-                                                  cache=harness.cache,
-                                                  thresholds=harness.thresholds, targets=harness.targets,
-                                                  identities=harness.identities)
-            except CellFailure as failure:
+                self._conformance[key] = conformance.run_cell(
+                    harness.cell_spec(spec), target, harness.reference_model(spec), cache=harness.cache,
+                    thresholds=harness.thresholds, targets=harness.targets, identities=harness.identities)
+            except conformance.CellFailure as failure:
                 self._conformance[key] = failure.result
         return self._conformance[key]
 
@@ -306,6 +321,8 @@ class BudgetCase:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "latency_case" not in metafunc.fixturenames and "budget_case" not in metafunc.fixturenames:
         return
+    from export_harness.models.spec import star_match
+
     config = metafunc.config
     state, harness = _state(config), get_harness(config)
     timed = {s.name for s in harness.models.specs() if state.scope == "full" or s.smoke}
@@ -351,6 +368,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    if any(_is_latency_item(item) for item in items):
+        _start(config)
+
+
+def _is_latency_item(item: pytest.Item) -> bool:
+    return bool({"latency", "latency_state"} & set(getattr(item, "fixturenames", ())))
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -425,7 +448,7 @@ class LatencyDriver:
             known = f" (declared limitation: {limitation.reason})" if limitation else ""
             first = failed.message.splitlines()[0] if failed.message else ""
             pytest.skip(f"conformance failed at stage {failed.stage}{known}: {first[:300]}")
-        artifact = export_artifact(target, harness.cell_spec(spec), model, harness.cache, harness.targets,
+        artifact = conformance.export_artifact(target, harness.cell_spec(spec), model, harness.cache, harness.targets,
                                    harness.identities)
 
         def load() -> tuple[Any, dict[str, Any]]:
@@ -633,7 +656,7 @@ def _jsonable(value: Any) -> Any:
 @pytest.fixture
 def latency(request: pytest.FixtureRequest) -> Iterator[LatencyDriver]:
     """The latency driver for one test, with the configured torch intra-op threads in force."""
-    state = _state(request.config)
+    state = _start(request.config)
     with lat.torch_threads(state.threads), lat.pinned_allocator(state.settings.pin_allocator) as allocator:
         state.allocator = allocator
         yield LatencyDriver(state, request)
@@ -642,7 +665,7 @@ def latency(request: pytest.FixtureRequest) -> Iterator[LatencyDriver]:
 @pytest.fixture
 def latency_state(request: pytest.FixtureRequest) -> Iterator[LatencyState]:
     """The session's latency settings, with the configured threads and allocator in force (self-tests)."""
-    state = _state(request.config)
+    state = _start(request.config)
     with lat.torch_threads(state.threads), lat.pinned_allocator(state.settings.pin_allocator) as allocator:
         state.allocator = allocator
         yield state

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from export_harness.converters.checks.thresholds import Thresholds
 
 BASELINES = "baselines"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from export_harness.converters.report import matrix_report
 from export_harness.plugin.junit import records_of
 
@@ -39,6 +40,12 @@ def _rows(terminalreporter: Any, record: str) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
+def cell_id_of(nodeid: str) -> str:
+    """``MODEL-TARGET`` of a matrix item's node id: the target keeps its own brackets (``tflite:fp32[onnx-tf]``)
+    and an xdist group suffix (``]@sign_gru``) goes."""
+    return nodeid.split(_CELL_TEST, 1)[1].rpartition("]")[0]
+
+
 def _skipped_cells(terminalreporter: Any, config: pytest.Config) -> list[dict[str, Any]]:
     """Matrix cells skipped before they ran (a backend not installed): a record each, so the report and the grid
     hold every collected cell."""
@@ -49,7 +56,7 @@ def _skipped_cells(terminalreporter: Any, config: pytest.Config) -> list[dict[st
     for rep in terminalreporter.stats.get("skipped", []):
         if getattr(rep, "when", None) != "setup" or _CELL_TEST not in rep.nodeid or hasattr(rep, "wasxfail"):
             continue
-        cell_id = rep.nodeid.split(_CELL_TEST, 1)[1].rstrip("]")
+        cell_id = cell_id_of(rep.nodeid)
         model = next((m for m in sorted(harness.models.names(), key=len, reverse=True)
                       if cell_id.startswith(m + "-")), None)
         if model is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from export_harness.plugin.cells import item_model
 from export_harness.plugin.core import HARNESS_KEY, get_harness
 
