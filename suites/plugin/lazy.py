@@ -8,6 +8,9 @@ from types import ModuleType
 from typing import Any
 
 
+MODULE_DUNDERS = frozenset({"__version__", "__file__", "__name__", "__path__", "__spec__", "__all__"})
+
+
 class LazyModule:
     """Stands for the module ``name``; the first attribute read imports it."""
 
@@ -16,7 +19,7 @@ class LazyModule:
         self._module: ModuleType | None = None
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("_"):  # pytest probes every plugin attribute for fixture markers
+        if attr.startswith("_") and attr not in MODULE_DUNDERS:  # pytest probes plugin attributes for markers
             raise AttributeError(attr)
         if self._module is None:
             self._module = importlib.import_module(self._name)
