@@ -7,7 +7,6 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-
 MODULE_DUNDERS = frozenset({"__version__", "__file__", "__name__", "__path__", "__spec__", "__all__"})
 
 
