@@ -123,13 +123,18 @@ class Limitation:
     """CPU-dependent failures: the declaration holds only on a CPU that has none of these ``/proc/cpuinfo`` flags
     (e.g. ONNX Runtime's u8s8 int8 kernels saturate without ``avx512_vnni`` / ``avx_vnni``); elsewhere the cell
     must pass."""
+    cpu_has: tuple[str, ...] = ()
+    """The converse: the declaration holds only on a CPU that has all these flags (e.g. an accuracy drop of the
+    reference weights trained on such a CPU); elsewhere the cell must pass."""
 
     def matches(self, target_name: str) -> bool:
         return star_match(self.target, target_name) and self.applies_here()
 
     def applies_here(self) -> bool:
-        """False when the CPU has one of ``cpu_lacks``' flags (the failure does not happen on it)."""
-        return not self.cpu_lacks or not (cpu_flags() & set(self.cpu_lacks))
+        """False when the CPU has one of ``cpu_lacks``' flags or lacks one of ``cpu_has``' (the failure does not
+        happen on it)."""
+        flags = cpu_flags() if self.cpu_lacks or self.cpu_has else frozenset()
+        return not (flags & set(self.cpu_lacks)) and set(self.cpu_has) <= flags
 
     def explains(self, failure_message: str) -> bool:
         return not self.match or re.search(self.match, failure_message) is not None

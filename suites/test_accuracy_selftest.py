@@ -144,6 +144,13 @@ def test_accuracy_ratchet_fails_within_budget(harness, ladeda) -> None:
     (auc,) = result.metrics
     assert auc.drop <= auc.budget.threshold  # within budget ...
     assert any("ratchet" in f for f in auc.failures), result.message()  # ... yet below the stored baseline
+    # the same baseline, recorded with other reference weights (its FP32 metric differs): reported, not compared
+    stored[f"{spec.name}-onnx:fp32"]["metrics"]["auc"]["fp32"] = auc.fp32 - 0.005
+    other = evaluate_accuracy(spec, fp32, model, task, cache=harness.cache, targets=harness.targets,
+                              budgets=Budgets.load(), baselines=stored, identities=harness.identities,
+                              localise=False)
+    assert not other.metrics[0].failures, other.message()
+    assert any("other reference weights" in n for n in other.notes), other.notes
 
 
 def test_accuracy_small_eval_noise_is_not_a_regression() -> None:
@@ -249,3 +256,13 @@ def test_damaged_accuracy_baselines_are_a_named_error(tmp_path: Path, text: str,
     path.write_text(text)
     with pytest.raises(BudgetError, match=f"{re.escape(str(path))}: {message}"):
         load_baselines(path)
+
+
+def test_cpu_has_declares_a_failure_only_where_the_cpu_has_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from export_harness.models.spec import Limitation
+
+    monkeypatch.setattr("export_harness.models.spec.cpu_flags", lambda: frozenset({"avx_vnni", "sse2"}))
+    assert Limitation("x", "r", cpu_has=("avx_vnni",)).applies_here()
+    assert not Limitation("x", "r", cpu_has=("avx_vnni", "amx_tile")).applies_here()
+    assert not Limitation("x", "r", cpu_lacks=("avx_vnni",)).applies_here()
+    assert Limitation("x", "r").applies_here()

@@ -98,7 +98,7 @@ class Budgets:
             for glob, entry in per.items():
                 self._check(entry, f"[models.{model}.{glob!r}]", need_reason=True)
         for cell, entry in self.cells.items():
-            _known(entry, {"xfail", "match", "cpu_lacks"}, f"{source} [cells.{cell!r}]:")
+            _known(entry, {"xfail", "match", "cpu_lacks", "cpu_has"}, f"{source} [cells.{cell!r}]:")
             if not str(entry.get("xfail", "")).strip():
                 raise BudgetError(f"{source} [cells.{cell!r}]: needs an 'xfail' reason")
 
@@ -161,9 +161,10 @@ class Budgets:
         entry = self.cells.get(cell) or next((e for key, e in self.cells.items() if star_match(key, cell)), None)
         if not entry:
             return None
-        lacks = entry.get("cpu_lacks", ())
+        lacks, has = entry.get("cpu_lacks", ()), entry.get("cpu_has", ())
         limitation = Limitation(cell, entry["xfail"], entry.get("match", ""),
-                                cpu_lacks=(lacks,) if isinstance(lacks, str) else tuple(lacks))
+                                cpu_lacks=(lacks,) if isinstance(lacks, str) else tuple(lacks),
+                                cpu_has=(has,) if isinstance(has, str) else tuple(has))
         return limitation if limitation.applies_here() else None
 
     def unmeasured(self, target: str) -> str | None:
@@ -339,7 +340,13 @@ def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: P
         elif mr.drop > budget.threshold:
             result.notes.append(f"{metric.name}: drop {mr.drop:+.2f} above budget but within noise "
                                 f"(CI {low:+.2f}..{high:+.2f} includes 0): not a regression")
-        if mr.baseline is not None:
+        stored_fp32 = stored.get(metric.name, {}).get("fp32")
+        if mr.baseline is not None and stored_fp32 is not None and abs(stored_fp32 - fp32) > 1e-6:
+            # Another reference model (weights trained on another CPU kind): its numbers are no baseline for these.
+            result.notes.append(f"{metric.name}: stored baseline measured on other reference weights (FP32 "
+                                f"{stored_fp32 * 100:.2f} there, {fp32 * 100:.2f} here): not compared; re-record "
+                                "with --accuracy-update-baselines")
+        elif mr.baseline is not None:
             fell = (mr.baseline - meth) * 100.0 * (1.0 if metric.higher_is_better else -1.0)
             # The same eval units decide the metric now and in the baseline run, so the paired CI of this run's drop
             # says how far one method's metric moves when a few units flip (int8 kernels differ by CPU, dynamic
