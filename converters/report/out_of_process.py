@@ -64,9 +64,10 @@ def out_of_process_page(path: Path) -> str:
         f"the rows "
         "`suites/test_latency_out_of_process.py` stored (`--latency-report` directory or `$HARNESS_RESULTS_DIR`). "
         "Batch 1, one thread. The harness column is the latency suite's reading: the median over rounds of the mean "
-        "call in a round, the worker running a round's calls back to back; 'runtime timed directly' is the median of "
-        f"{'/'.join(calls) or '?'} calls of the runtime's own API in a fresh process. 'One exchange per call' (each "
+        "call in a round, the worker running a round's calls back to back; 'runtime timed directly' is the same "
+        "rounds of back-to-back calls of the runtime's own API in a fresh process. 'One exchange per call' (each "
         "call's inputs and outputs passed through .npz files, which evicts the artifact from the caches between two "
-        "invokes) and the parent's clock (sees only the IPC wait) are the readings the suite does not use. The test "
-        "takes up to three alternating (harness, direct) pairs and asserts the last pair agrees within 20%.", "",
+        f"invokes; median of {'/'.join(calls) or '?'} calls) and the parent's clock (sees only the IPC wait) are the "
+        "readings the suite does not use. The test takes up to three alternating (harness, direct) pairs and "
+        "asserts the last pair agrees within 20%.", "",
         "\n".join(lines), ""])
