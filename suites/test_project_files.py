@@ -73,3 +73,23 @@ def test_latency_settings_layer_key_by_key(tmp_path: Path) -> None:
 def test_deep_merge_merges_tables_and_replaces_everything_else() -> None:
     assert deep_merge({"a": {"x": 1, "y": [1]}, "b": 2}, {"a": {"y": [2]}, "c": 3}) == \
         {"a": {"x": 1, "y": [2]}, "b": 2, "c": 3}
+
+
+def test_the_repository_is_self_contained() -> None:
+    """No tracked file points outside the repository (the reference folder beside a developer's checkout) or at one
+    machine's absolute paths: a user's clone has neither."""
+    import re
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    outside = re.compile(r"\.\./" + "shared" + r"|(?<![\w.~$}])/(?:root|work|home|Users)/")
+    hits = []
+    for name in files:
+        path = root / name
+        if path.suffix in {".png", ".npz", ".onnx", ".tflite", ".pt"} or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if outside.search(line):
+                hits.append(f"{name}:{number}: {line.strip()[:120]}")
+    assert not hits, "\n".join(hits[:20])

@@ -2,7 +2,7 @@
 
 The run is the ``tf:savedmodel[onnx2tf]`` artifact (a bundle); each ``tflite:PRECISION[onnx2tf]`` target takes
 its file from it, so onnx2tf runs once per model, not once per precision. Measured pitfalls handled here
-(../shared/reference/STACK.md): onnx2tf overwrites its input (a copy is converted), calls ``onnxsim`` through
+(docs/stack.md): onnx2tf overwrites its input (a copy is converted), calls ``onnxsim`` through
 PATH, downloads a calibration image unless a file of that name is in the CWD (one is made from the spec's
 data), and transposes every rank>=3 input unless told to keep it (``-kat`` for non-image inputs). Full-integer
 calibration uses ``-cind`` with 128 samples of the spec's realistic data in TF layout.
