@@ -8,6 +8,7 @@ well under 30 s); the tests of a user's model (``--spec``) use a private cache a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -424,3 +425,25 @@ def test_outcomes_follow_the_declarations_as_pytest_does() -> None:
     assert outcome == "FAILED" and note.startswith("declared limitation expected /")
     outcome, note = outcome_of(spec, declared, result("passed"))  # a strict declaration that passes: XPASS(strict)
     assert outcome == "FAILED" and note.startswith("[XPASS(strict)]")
+
+
+def test_setup_onnx_tf_checks_an_existing_venv_and_refuses_a_foreign_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command tox and a wheel user run: an existing venv is only checked (no pip), a directory that is not a
+    venv is a usage error naming it; the skip reason of an unavailable onnx-tf backend names the command."""
+    from export_harness.converters.tf.tf_onnx_tf import DEFAULT_VENV, ONNX_TF
+    from export_harness.converters.tf.tflite import _unavailable_reason
+
+    python = Path(os.environ.get("HARNESS_ONNX_TF_PYTHON") or DEFAULT_VENV / "bin" / "python")
+    if python.exists():
+        code, out, err = cli("setup", "onnx-tf", "--dir", python.parent.parent, capsys=capsys)
+        assert code == EXIT_OK and "onnx-tf ready" in out, out + err
+        assert "installing" not in err  # checked, not reinstalled
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = cli("setup", "onnx-tf", "--dir", tmp_path, capsys=capsys)
+    assert code == EXIT_USAGE and f"--dir {tmp_path}: exists and is not a venv" in err
+    missing = dataclasses.replace(ONNX_TF, default_python=tmp_path / "none" / "bin" / "python")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("HARNESS_ONNX_TF_PYTHON", raising=False)
+        reason = _unavailable_reason(missing)
+    assert reason and "export-harness setup onnx-tf" in reason, reason

@@ -146,8 +146,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     thresholds = out / "thresholds.toml"
     thresholds.write_text(f'[cells."{FAILING}"]\ncosine_min = 0.99999999\nreason = "the HTML report test: a real '
                           'failure, the tier tightened past the cosine this artifact measures (~0.99999)"\n')
-    env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_ONNX_TF_PYTHON", "PYTEST_XDIST_WORKER",
-                                                           "PYTEST_ADDOPTS")}  # withheld: its cells skip
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")}
+    env["HARNESS_ONNX_TF_PYTHON"] = str(out / "no-onnx-tf-venv" / "bin" / "python")  # its cells skip
     cmd = [sys.executable, "-m", "pytest", *SELECTION,
            "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:anyio", "-q",
            f"--harness-thresholds={thresholds}", f"--harness-report={out / 'matrix-report.json'}",
@@ -178,7 +178,8 @@ def test_report_holds_every_collected_cell_with_the_runs_verdicts(run: dict[str,
     assert failing["stage"] == "parity" and "cosine" in failing["message"] and failing["saved_batch"]
     assert failing["sha256"] and len(failing["sha256"]) == 64 and failing["versions"].get("onnxruntime")
     skipped = [c for c in data["cells"] if c["verdict"] == "skipped"]
-    assert skipped and all("HARNESS_ONNX_TF_PYTHON" in c["message"] for c in skipped)
+    assert skipped and all("export-harness setup onnx-tf" in c["message"] for c in skipped)
+    assert all(c["id"].endswith("[onnx-tf]") for c in skipped)  # whole ids, the target's ] kept
 
 
 @pytest.mark.slow

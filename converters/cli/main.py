@@ -56,7 +56,7 @@ def _subcommand(sub: argparse._SubParsersAction, name: str, help_text: str, desc
 
 def build_parser() -> Parser:
     """The parser of every subcommand."""
-    from export_harness.converters.cli import benchmark, export, quantize, report, verify
+    from export_harness.converters.cli import benchmark, export, quantize, report, setup, verify
 
     parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +71,8 @@ def build_parser() -> Parser:
                 verify.__doc__ or "", verify.add_arguments, model=False)
     _subcommand(sub, "report", "a saved matrix report as HTML and Markdown", report.__doc__ or "",
                 report.add_arguments, model=False)
+    _subcommand(sub, "setup", "build the onnx-tf backend's pinned venv where the harness finds it (no tox)",
+                setup.__doc__ or "", setup.add_arguments, model=False)
     return parser
 
 
@@ -82,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        from export_harness.converters.cli import benchmark, export, quantize, report, verify
+        from export_harness.converters.cli import benchmark, export, quantize, report, setup, verify
 
         commands = {"export": export.run, "quantize": quantize.run, "benchmark": benchmark.run,
-                    "verify": verify.run, "report": report.run}
+                    "verify": verify.run, "report": report.run, "setup": setup.run}
         return commands[args.command](args)
     except UsageError as exc:
         sys.stdout.flush()

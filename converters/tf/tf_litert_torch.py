@@ -38,7 +38,7 @@ LITERT_TORCH = Backend(
     modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
     tox_env="py311",
     packages=("litert-torch", "litert-converter", "ai-edge-quantizer", "ai-edge-litert", "torch"),
-    install_hint="pip install -e '.[tf]'",
+    install_hint="install the harness's tf extra: pip install 'export-conformance-harness[tf]'",
 )
 EXPORT_BATCH = 1
 """litert-torch exports a static batch; the runner loops larger batches sample by sample."""

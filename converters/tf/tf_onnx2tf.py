@@ -43,7 +43,7 @@ ONNX2TF = Backend(
     tox_env="py311",
     packages=("onnx2tf", "tensorflow", "tf_keras", "onnx", "onnxsim", "onnxslim", "onnx_graphsurgeon",
               "ai-edge-litert"),
-    install_hint="pip install -e '.[tf]'",
+    install_hint="install the harness's tf extra: pip install 'export-conformance-harness[tf]'",
 )
 ONNX2TF_FILES = {"fp32": "model_float32.tflite", "fp16": "model_float16.tflite",
                  "int8-dynamic": "model_dynamic_range_quant.tflite", "int8-full": "model_full_integer_quant.tflite"}

@@ -4,7 +4,8 @@ onnx-tf 1.10 only works beside tensorflow-cpu 2.15.1 / tensorflow-addons 0.23 / 
 onnx 1.14.1 / numpy 1.26.4, which cannot share a venv with the core stack (numpy 2, onnx 1.23). So the pytest
 process stays in the default env (same torch, same ``onnx:fp32`` artifact, IR 8 / opset 17 as the guide
 exports) and everything onnx-tf does runs in a worker on that venv's interpreter, named by
-``$HARNESS_ONNX_TF_PYTHON`` (``tox -e legacy`` builds it and sets it). The same worker runs the SavedModel on
+``$HARNESS_ONNX_TF_PYTHON``, else the venv ``export-harness setup onnx-tf`` builds (:data:`DEFAULT_VENV`). The
+same worker runs the SavedModel on
 TF 2.15 and the .tflite files on ai-edge-litert 2.3.0 (which installs there too), so the runtime is the same
 reference interpreter as the other backends.
 
@@ -16,6 +17,7 @@ onnx-tf keeps the ONNX (PyTorch) layout, so no transposes are declared.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,12 @@ from export_harness.converters.tf.tflite import (
 )
 from export_harness.models.spec import ModelSpec
 
+REQUIREMENTS = ("tensorflow-cpu==2.15.1", "tensorflow-addons==0.23.0", "tensorflow-probability==0.23.0",
+                "onnx==1.14.1", "onnx-tf==1.10.0", "numpy==1.26.4", "protobuf==4.25.9", "ai-edge-litert==2.3.0")
+"""The onnx-tf venv's pinned stack (the versions onnx-tf 1.10 installs cleanly with, measured together)."""
+DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "export-conformance-harness-onnx-tf"
+"""Where ``export-harness setup onnx-tf`` builds the venv by default, and where the backend looks for it."""
+
 ONNX_TF = Backend(
     name="onnx-tf",
     modules=("onnx_tf", "tensorflow", "tensorflow_addons", "tensorflow_probability", "onnx", "ai_edge_litert"),
@@ -42,7 +50,9 @@ ONNX_TF = Backend(
     packages=("onnx-tf", "tensorflow-cpu", "tensorflow-addons", "tensorflow-probability", "onnx", "numpy",
               "ai-edge-litert"),
     python_env_var="HARNESS_ONNX_TF_PYTHON",
-    install_hint="it builds the pinned TF 2.15 venv and sets $HARNESS_ONNX_TF_PYTHON",
+    install_hint=f"run `export-harness setup onnx-tf` (builds the pinned TF 2.15 venv in {DEFAULT_VENV}, where the "
+                 "harness finds it; or point $HARNESS_ONNX_TF_PYTHON at such a venv's python)",
+    default_python=DEFAULT_VENV / "bin" / "python",
 )
 
 

@@ -61,11 +61,17 @@ class Backend:
     python_env_var: str | None = None
     """Environment variable naming another interpreter (the legacy onnx-tf venv); None: this interpreter."""
     install_hint: str = ""
+    """What a user runs to make the backend available (the skip reason says it)."""
+    default_python: Path | None = None
+    """The interpreter used when ``python_env_var`` is unset, if it exists (``export-harness setup`` builds it)."""
 
     def python(self) -> str | None:
         if self.python_env_var is None:
             return sys.executable
-        return os.environ.get(self.python_env_var) or None
+        given = os.environ.get(self.python_env_var)
+        if given:
+            return given
+        return str(self.default_python) if self.default_python and self.default_python.exists() else None
 
     def worker_env(self) -> dict[str, str]:
         return {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONFAULTHANDLER": "1", "CUDA_VISIBLE_DEVICES": "-1",
@@ -89,9 +95,10 @@ class Backend:
 @functools.cache
 def _unavailable_reason(backend: Backend) -> str | None:
     python = backend.python()
-    where = f"run `tox -e {backend.tox_env}`" + (f" ({backend.install_hint})" if backend.install_hint else "")
+    where = backend.install_hint or f"run `tox -e {backend.tox_env}`"
     if python is None:
-        return f"{backend.name} backend not available: ${backend.python_env_var} is not set; {where}"
+        return (f"{backend.name} backend not available: ${backend.python_env_var} is not set and "
+                f"{backend.default_python} does not exist; {where}")
     missing = python_has_modules(python, backend.modules)
     if missing:
         return f"{backend.name} backend not available ({missing}); {where}"
