@@ -85,3 +85,39 @@ def test_merge_rejects_overlapping_or_foreign_reports(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text("[]")
     with pytest.raises(ValueError, match=r"other\.json: not a matrix report"):
         matrix_report.load_report(tmp_path / "other.json")
+
+
+BLOCK_STACK = """
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "numpy", "onnx", "onnxruntime", "tensorflow", "pytest"}:
+            raise ImportError(f"{name}: the merge job does not install the harness's stack")
+sys.meta_path.insert(0, _Blocked())
+import runpy
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_merge_job_needs_no_stack(tmp_path: Path) -> None:
+    """The workflow's merge job installs the harness with --no-deps (plus plotly): merging shard reports, the page
+    and the step summary run with torch, numpy, onnx, TensorFlow and pytest unimportable."""
+    def cell(name: str) -> dict[str, object]:
+        return {"cell": f"m-{name}", "model": "m", "target": name, "outcome": "PASSED", "status": "passed",
+                "stage": None, "message": "", "cache": "hit", "artifact": {}, "seconds": {}, "parity": [],
+                "worst": {"cosine": 1.0, "max_abs": 0.0, "top1": None}}
+
+    shards = [matrix_report.write_report(tmp_path / f"shard-{i}.json", [cell(t)])
+              for i, t in enumerate(("onnx:fp32", "torchscript:trace"), 1)]
+    merged = tmp_path / "report" / "matrix-report.json"
+    for module, *args in (("export_harness.converters.report.matrix_report", "merge", *map(str, shards), "-o",
+                           str(merged)),
+                          ("export_harness.converters.report.html_report", str(merged), "-o",
+                           str(tmp_path / "report" / "report.html")),
+                          ("export_harness.converters.report.markdown_summary", str(merged))):
+        run = subprocess.run([sys.executable, "-c", BLOCK_STACK, module, *args], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, f"{module}: {run.stderr[-2000:]}"
+    assert len(json.loads(merged.read_text())["cells"]) == 2
+    assert (tmp_path / "report" / "report.html").stat().st_size > 0
