@@ -120,12 +120,16 @@ class Target(ABC):
         return f"<Target {self.name}>"
 
 
+CONVERTERS_PACKAGE = __name__.rpartition(".")[0]
+"""``export_harness.converters``: the modules whose source is part of an artifact's key."""
+
+
 def _source_hash(cls: type) -> str:
     """Hash of the modules defining ``cls`` and its bases: editing converter code invalidates artifacts."""
     digest = hashlib.sha256()
     for klass in cls.__mro__:
         module = inspect.getmodule(klass)
-        if module is None or not module.__name__.startswith("converters"):
+        if module is None or not module.__name__.startswith(CONVERTERS_PACKAGE):
             continue
         try:
             digest.update(inspect.getsource(module).encode())

@@ -326,3 +326,15 @@ def test_the_cache_directory_ignores_itself_in_git(tmp_path: Path) -> None:
     (cache.root / ".gitignore").write_text("# the project's own\n*.onnx\n")
     ArtifactCache(cache.root)  # an existing file is the project's choice: left alone
     assert (cache.root / ".gitignore").read_text().startswith("# the project's own")
+
+
+def test_converter_code_is_part_of_the_key() -> None:
+    """The source of the modules defining a target (and its bases) enters its key: an edit re-converts. Checked by
+    module name, so the name must follow the package (it once matched nothing after a rename)."""
+    import hashlib
+
+    from export_harness.converters.compression.ort_methods import OrtDynamicInt8Target
+    from export_harness.converters.target import CONVERTERS_PACKAGE, _source_hash
+
+    assert CONVERTERS_PACKAGE == "export_harness.converters"
+    assert _source_hash(OrtDynamicInt8Target) != hashlib.sha256().hexdigest()[:16]
