@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,24 @@ def test_one_element_off_is_located_with_passing_atol() -> None:
     # the reported atol really is the smallest that passes
     looser = Tolerance(0.0, out.min_passing_atol * 1.0001, TOL.rtol, 0.0)
     assert compare_output("y", x, y, looser).passed
+
+
+def test_the_message_names_the_element_that_violates_not_the_largest_diff() -> None:
+    """The user's EfficientNet case: the largest |diff| sits on a large logit that rtol*|ref| covers; the violator is a
+    small logit with a smaller |diff|. Both are named, the violator as the one that fails."""
+    ref = np.array([[2.63989, -0.039, 1.0]], dtype=np.float64)
+    got = ref + np.array([[0.0199, 0.0134, 0.0]])
+    tol = Tolerance(0.0, 0.01, 0.01, 0.0)
+    out = compare_output("logits", ref, got, tol)
+    assert out.worst_index == (0, 0) and out.violator_index == (0, 1)
+    assert out.violator_ratio == pytest.approx(0.0134 / (0.01 + 0.01 * 0.039), rel=1e-6)
+    (message,) = out.failures
+    assert "max_abs 0.0199 at [0, 0] (expected 2.63989, got 2.65979: within its allowed error)" in message
+    assert "most at [0, 1]: 0.0134 > 0.0104 allowed (1.29x; expected -0.039, got -0.0256)" in message
+    assert re.search(r"max_abs 0\.0\d+ at .* exceeds atol 0\.01", message)  # declarations match this form
+    assert message.endswith(f"atol {out.min_passing_atol:.3g} would pass")
+    same = compare_output("y", ref, ref + np.array([[0.0, 0.0, 0.5]]), tol).failures[0]
+    assert "max_abs 0.5 at [0, 2]; |diff| exceeds atol 0.01 + rtol 0.01*|ref| most at [0, 2]" in same
 
 
 def test_top1_flip_fails_even_when_close() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -86,9 +87,12 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = next((root / "lib").glob("python3*/site-packages"))
     (site / "the_pinned_stack.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = root / "bin" / "python"
-    wheels = tmp_path_factory.mktemp("wheel")
+    wheels, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source") / "harness"
+    # built from a copy: setuptools' build/ in the checkout would leave stale modules for the next wheel
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", ".tox", ".harness-cache",
+                                                                "__pycache__"))
     build = subprocess.run([str(python), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(wheels), str(REPO)], capture_output=True, text=True, timeout=900)
+                            str(wheels), str(source)], capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     wheel = next(wheels.glob("*.whl"))
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],

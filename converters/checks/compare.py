@@ -29,6 +29,13 @@ class OutputComparison:
     worst_actual: float
     min_passing_atol: float
     top1_agreement: float | None = None
+    violator_index: tuple[int, ...] = ()
+    """The element with the largest ``|diff| / (atol + rtol*|ref|)``: the one that fails the tolerance first (the
+    largest ``|diff|``, ``worst_index``, may sit where ``rtol*|ref|`` allows it)."""
+    violator_expected: float = 0.0
+    violator_actual: float = 0.0
+    violator_ratio: float = 0.0
+    """``|diff| / (atol + rtol*|ref|)`` there: above 1 fails."""
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +119,14 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
         worst_actual=float(act[worst]) if diff.size else 0.0,
         min_passing_atol=float(max(0.0, excess.max())) if diff.size else 0.0,
     )
+    if diff.size:
+        allowed = tol.atol + tol.rtol * np.abs(np.nan_to_num(exp))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(allowed > 0, diff / np.where(allowed > 0, allowed, 1.0), np.where(diff > 0, np.inf, 0.0))
+        violator = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        comp.violator_index = tuple(int(i) for i in violator)
+        comp.violator_expected, comp.violator_actual = float(exp[violator]), float(act[violator])
+        comp.violator_ratio = float(ratio[violator])
     if classifier and exp.ndim >= 1 and exp.shape[-1] > 1:
         comp.top1_agreement = float(np.mean(np.argmax(exp, -1) == np.argmax(act, -1)))
     ref_nan, act_nan = int(np.isnan(exp).sum()), int(np.isnan(act).sum())
@@ -124,14 +139,24 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
     if comp.cosine < tol.cosine_min:
         comp.failures.append(f"cosine {comp.cosine:.9f} < {tol.cosine_min}")
     if comp.min_passing_atol > tol.atol and not nonfinite:  # non-finite values are reported as such above
-        comp.failures.append(
-            f"max_abs {comp.max_abs:.3g} at {list(comp.worst_index)} exceeds atol {tol.atol:g} + "
-            f"rtol {tol.rtol:g}*|ref| (expected {comp.worst_expected:.6g}, got {comp.worst_actual:.6g}; "
-            f"atol {comp.min_passing_atol:.3g} would pass)"
-        )
+        comp.failures.append(violation_message(comp, tol))
     if comp.top1_agreement is not None and comp.top1_agreement < tol.top1_min:
         comp.failures.append(f"top-1 agreement {comp.top1_agreement:.3f} < {tol.top1_min}")
     return comp
+
+
+def violation_message(comp: OutputComparison, tol: Tolerance) -> str:
+    """The tolerance failure: where the largest ``|diff|`` is, then the element that violates ``atol + rtol*|ref|``
+    most (its ``|diff|`` against what is allowed there: often another element), then the atol that would pass."""
+    v = comp.violator_index
+    diff = abs(comp.violator_actual - comp.violator_expected)
+    allowed = tol.atol + tol.rtol * abs(comp.violator_expected)
+    largest = f"max_abs {comp.max_abs:.3g} at {list(comp.worst_index)}"
+    if v != comp.worst_index:
+        largest += f" (expected {comp.worst_expected:.6g}, got {comp.worst_actual:.6g}: within its allowed error)"
+    return (f"{largest}; |diff| exceeds atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| most at {list(v)}: "
+            f"{diff:.3g} > {allowed:.3g} allowed ({comp.violator_ratio:.3g}x; expected {comp.violator_expected:.6g}, "
+            f"got {comp.violator_actual:.6g}); atol {comp.min_passing_atol:.3g} would pass")
 
 
 def compare(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance, batch: int,
