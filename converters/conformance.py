@@ -7,10 +7,11 @@ a message with the metrics and thresholds, and the partial ``CellResult``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,18 @@ PARITY_BATCHES = (1, 3)
 """Batch sizes run for a dynamic-batch model; neither equals the export batch (2)."""
 
 
+def nan_min(values: Iterable[float]) -> float:
+    """The smallest value, NaN if any is NaN: ``min([1.0, nan])`` is 1.0, which read an all-NaN output as agreement."""
+    values = list(values)
+    return float("nan") if any(math.isnan(v) for v in values) else min(values)
+
+
+def nan_max(values: Iterable[float]) -> float:
+    """The largest value, NaN if any is NaN."""
+    values = list(values)
+    return float("nan") if any(math.isnan(v) for v in values) else max(values)
+
+
 @dataclass
 class CellResult:
     """Everything measured for one cell, whether it passed or not."""
@@ -70,8 +83,8 @@ class CellResult:
         if not outs:
             return {"cosine": None, "max_abs": None, "top1": None}
         top1 = [o.top1_agreement for o in outs if o.top1_agreement is not None]
-        return {"cosine": min(o.cosine for o in outs), "max_abs": max(o.max_abs for o in outs),
-                "top1": min(top1) if top1 else None}
+        return {"cosine": nan_min(o.cosine for o in outs), "max_abs": nan_max(o.max_abs for o in outs),
+                "top1": nan_min(top1) if top1 else None}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (the dict crosses process boundaries under pytest-xdist)."""

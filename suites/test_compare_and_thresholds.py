@@ -137,3 +137,31 @@ def test_bad_files_rejected(tmp_path: Path) -> None:
         Thresholds.load(_write(tmp_path, BASE.replace("0.9999", "0.98")))
     with pytest.raises(ThresholdError, match="no tier 'int8'"):
         Thresholds.load(_write(tmp_path, BASE)).tier("int8")
+
+
+def test_nan_never_reads_as_agreement_in_any_summary() -> None:
+    """One output all NaN beside a healthy one: the cell's worst cosine and top-1 are nan in the result, its JSON, the
+    matrix table, the JUnit properties and the HTML page's data (never 1.0, never '-')."""
+    import json
+
+    from export_harness.converters.checks.compare import compare
+    from export_harness.converters.conformance import CellResult
+    from export_harness.converters.report import html_report, matrix_report
+    from export_harness.plugin.junit import flat_properties
+
+    ref = {"logits": np.eye(3, 4, dtype=np.float32), "embedding": np.ones((3, 2), dtype=np.float32)}
+    broken = {"logits": np.full((3, 4), np.nan, dtype=np.float32), "embedding": ref["embedding"].copy()}
+    parity = compare(ref, broken, Tolerance(0.99, 1e-4, 1e-4, 0.99), batch=3, classifier_outputs=("logits",))
+    assert [o.name for o in parity.outputs if not o.passed] == ["logits"]
+    assert np.isnan(parity.outputs[0].top1_agreement)  # argmax of two NaN rows once "agreed"
+    result = CellResult("m", "onnx:fp32", status="failed", stage="parity", parity=[parity])
+    worst = result.worst()
+    assert np.isnan(worst["cosine"]) and np.isnan(worst["top1"]) and worst["max_abs"] == np.inf
+    record = result.to_dict()
+    assert np.isnan(record["worst"]["cosine"])
+    line = next(x for x in matrix_report.table_lines([{**record, "outcome": "FAILED"}]) if x.startswith("m-onnx"))
+    assert " nan " in f" {line} " and "1.000000000" not in line
+    props = dict(flat_properties("harness", record))
+    assert props["harness.cosine"] == "nan" and props["harness.top1"] == "nan"
+    page_data = html_report._finite(json.loads(json.dumps(record)))
+    assert page_data["worst"]["cosine"] == "nan"

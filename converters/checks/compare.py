@@ -128,7 +128,9 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
         comp.violator_expected, comp.violator_actual = float(exp[violator]), float(act[violator])
         comp.violator_ratio = float(ratio[violator])
     if classifier and exp.ndim >= 1 and exp.shape[-1] > 1:
-        comp.top1_agreement = float(np.mean(np.argmax(exp, -1) == np.argmax(act, -1)))
+        # argmax of a row with NaN is the NaN's index: two all-NaN rows would "agree"
+        comp.top1_agreement = (float(np.mean(np.argmax(exp, -1) == np.argmax(act, -1))) if not nonfinite
+                               else float("nan"))
     ref_nan, act_nan = int(np.isnan(exp).sum()), int(np.isnan(act).sum())
     if ref_nan:
         comp.failures.append(f"PyTorch's own output has {ref_nan} NaN value(s) of {exp.size}: the reference is "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -188,9 +189,10 @@ def _escape(text: str) -> str:
 
 
 def _finite(value: Any) -> Any:
-    """JSON has no NaN: non-finite floats become None (shown as '-')."""
-    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
-        return None
+    """JSON has no NaN: non-finite floats become the strings ``nan`` / ``inf`` / ``-inf``, which the page shows as
+    they are (never '-', which means not measured, and never a number)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -18,7 +18,11 @@
     (children || []).forEach(function (ch) { if (ch) node.appendChild(typeof ch === "string" ? document.createTextNode(ch) : ch); });
     return node;
   }
-  function num(v, digits) { return v === null || v === undefined ? "-" : Number(v).toFixed(digits); }
+  // non-finite numbers arrive as the strings "nan" / "inf" / "-inf" and are shown as they are
+  function num(v, digits) {
+    if (v === null || v === undefined) return "-";
+    return typeof v === "string" ? v : Number(v).toFixed(digits);
+  }
   function size(bytes) {
     if (!bytes) return "-";
     return bytes >= 1048576 ? (bytes / 1048576).toFixed(1) + " MB" : (bytes / 1024).toFixed(0) + " kB";
@@ -26,6 +30,7 @@
   // near 1 the digits that matter are the distance from 1: "1−2.7e-9"
   function cosine(v) {
     if (v === null || v === undefined) return "-";
+    if (typeof v === "string") return v;
     if (1 - v < 1e-12) return "1";
     return v > 0.9999 ? "1−" + (1 - v).toExponential(1) : Number(v).toFixed(4);
   }
