@@ -30,9 +30,9 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,32 @@ class CacheStats:
     failures_replayed: int = 0
     evicted: int = 0
     verified_bytes: int = 0
+    keys: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in ACCOUNT})
+    """Entry keys by what happened to them in this process (:data:`ACCOUNT`), for the session's account."""
+
+    def account(self) -> dict[str, list[str]]:
+        """The keys by event, JSON-ready (pytest-xdist workers send it to the controller)."""
+        return {k: sorted(v) for k, v in self.keys.items()}
+
+
+ACCOUNT = ("converted", "failed", "rebuilt", "hit", "replayed")
+"""What happened to an entry in a session: converted (produced now), failed (its conversion raised), rebuilt (it
+was damaged or stale and was produced again), hit (served from the cache), replayed (a recorded failure)."""
+
+
+def account_line(accounts: Iterable[Mapping[str, Iterable[str]]]) -> str:
+    """The session's conversion account over every process's :meth:`CacheStats.account`: each artifact counted once,
+    whichever item (matrix, accuracy, latency) or xdist worker touched it, and an artifact converted in this session
+    is not also counted as served."""
+    keys: dict[str, set[str]] = {k: set() for k in ACCOUNT}
+    for account in accounts:
+        for k in ACCOUNT:
+            keys[k] |= set(account.get(k, ()))
+    made = keys["converted"] | keys["failed"]
+    served = keys["hit"] - made
+    rebuilt = f", {len(keys['rebuilt'])} of them rebuilt after damage" if keys["rebuilt"] else ""
+    return (f"conversions performed this run: {len(made)} ({len(keys['failed'])} failed{rebuilt}); served from "
+            f"cache: {len(served)} artifacts, {len(keys['replayed'] - made)} known failures")
 
 
 CONTENT = "content_sha256"
@@ -139,6 +165,7 @@ class ArtifactCache:
             with contextlib.suppress(OSError):
                 os.utime(failure)
             self.stats.failures_replayed += 1
+            self.stats.keys["replayed"].add(key)
             raise CachedFailure(message)
         return None, ""
 
@@ -197,11 +224,13 @@ class ArtifactCache:
         found, _ = self._find(key, target, sources)
         if found is not None:
             self.stats.hits += 1
+            self.stats.keys["hit"].add(key)
             return found
         with self._lock(key):
             found, problem = self._find(key, target, sources)  # another worker may have published it meanwhile
             if found is not None:
                 self.stats.hits += 1
+                self.stats.keys["hit"].add(key)
                 return found
             if problem:
                 self._evict(key, target, problem)
@@ -214,6 +243,7 @@ class ArtifactCache:
             except BaseException as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
                 release_frames(exc)
+                self.stats.keys["failed"].add(key)
                 if isinstance(exc, Exception) and cacheable_error(exc) and not transient(exc, interrupted, tmp):
                     self._record_failure(key, target, exc)
                 raise
@@ -230,6 +260,9 @@ class ArtifactCache:
                 shutil.rmtree(entry)
             os.rename(tmp, entry)
             self._verified[str(entry)] = _signature(entry)
+            self.stats.keys["converted"].add(key)
+            if problem:
+                self.stats.keys["rebuilt"].add(key)
             failure = entry.with_name(key + ".failure.json")
             failure.unlink(missing_ok=True)
         return Artifact(target=target, key=key, directory=entry, meta=meta, converted_now=True, healed=problem)

@@ -79,6 +79,8 @@ def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path, workers: lis
                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "PytestWarning" not in run.stdout + run.stderr
+    # the session's conversion account, the xdist workers' included (the controller converts nothing itself)
+    assert "conversions performed this run: 2 (0 failed); served from cache: 0 artifacts" in run.stdout, run.stdout
     root = ET.parse(junit).getroot()
     cases = {c.get("name"): c for c in root.iter("testcase")}
     assert set(cases) == {"test_cell[junit_tiny-onnx:fp32]", "test_cell[junit_tiny-torchscript:trace]"}
@@ -97,3 +99,15 @@ def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path, workers: lis
 ])
 def test_a_skipped_cell_keeps_its_whole_id(nodeid: str, cell_id: str) -> None:
     assert cell_id_of(nodeid) == cell_id
+
+
+def test_the_conversion_account_counts_each_artifact_once_across_items_and_workers() -> None:
+    """An artifact the accuracy items converted is a conversion of this run, not a cache hit of the matrix cell that
+    used it later; a worker's hit on what another worker converted is not 'served from cache' either."""
+    from export_harness.converters.cache import account_line
+
+    worker_1 = {"converted": ["a", "b"], "hit": ["a", "b"], "failed": [], "rebuilt": ["b"], "replayed": []}
+    worker_2 = {"converted": [], "hit": ["a", "c"], "failed": ["d"], "rebuilt": [], "replayed": ["e"]}
+    assert account_line([worker_1, worker_2]) == (
+        "conversions performed this run: 3 (1 failed, 1 of them rebuilt after damage); served from cache: "
+        "1 artifacts, 1 known failures")

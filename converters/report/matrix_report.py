@@ -37,8 +37,10 @@ def skipped_cell(model: str, target: str, reason: str) -> dict[str, Any]:
             "worst": {"cosine": None, "max_abs": None, "top1": None}, "parity": [], "outcome": "SKIPPED"}
 
 
-def table_lines(cells: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The matrix table (one line per cell, sorted by id) and its closing count line."""
+def table_lines(cells: Iterable[Mapping[str, Any]], account: str | None = None) -> list[str]:
+    """The matrix table (one line per cell, sorted by id) and its closing count line. ``account``: the session's
+    conversion account (``cache.account_line``: every conversion of the session, whichever item made it); without
+    it (a saved report) the conversions are counted from the cells' own records."""
     rows = sorted(cells, key=lambda c: c["cell"])
     lines = [f"{'cell':<48} {'result':<7} {'stage':<9} {'cosine(min)':>12} {'max_abs':>9} {'top1':>5} "
              f"{'size_kB':>8} {'export_s':>8} artifact"]
@@ -54,10 +56,11 @@ def table_lines(cells: Iterable[Mapping[str, Any]]) -> list[str]:
     counts: dict[str, int] = {}
     for cell in rows:
         counts[cell["outcome"]] = counts.get(cell["outcome"], 0) + 1
+    account = account or (f"conversions performed this run: {how['converted'] + how['conversion-failed']} "
+                          f"({how['conversion-failed']} failed); served from cache: {how['hit']} artifacts, "
+                          f"{how['failure-replayed']} known failures")
     lines.append(f"cells: {len(rows)} ({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))}); "
-                 f"conversions performed this run: {how['converted'] + how['conversion-failed']} "
-                 f"({how['conversion-failed']} failed); served from cache: {how['hit']} artifacts, "
-                 f"{how['failure-replayed']} known failures")
+                 f"{account}")
     return lines
 
 

@@ -72,7 +72,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     tr = terminalreporter
     tr.section("export conformance matrix")
-    for line in matrix_report.table_lines(cells):
+    for line in matrix_report.table_lines(cells, account=_session_account(config)):
         tr.write_line(line)
     report_path = config.getoption("--harness-report")
     if report_path:
@@ -86,6 +86,40 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"cell metrics written to {report_path}")
         written = export_results.write(cells, Path(report_path).parent)
         tr.write_line(f"export_results/<model>.json and {written[-1].name} written to {Path(report_path).parent}")
+
+
+ACCOUNTS_KEY = pytest.StashKey[list[dict[str, list[str]]]]()
+"""Cache accounts of the finished pytest-xdist workers (the controller's own cache converts nothing)."""
+
+
+def _session_account(config: pytest.Config) -> str | None:
+    """The conversion account of the whole session: this process's cache, plus every xdist worker's."""
+    from export_harness.converters.cache import account_line
+    from export_harness.plugin.core import HARNESS_KEY
+
+    accounts = list(config.stash.get(ACCOUNTS_KEY, []))
+    harness = config.stash.get(HARNESS_KEY, None)
+    if harness is not None:
+        accounts.append(harness.cache.stats.account())
+    return account_line(accounts) if accounts else None
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
+def hand_over_cache_account(session: pytest.Session, exitstatus: int) -> None:
+    """An xdist worker hands its cache account to the controller (``workeroutput``)."""
+    from export_harness.plugin.core import HARNESS_KEY
+
+    output = getattr(session.config, "workeroutput", None)
+    harness = session.config.stash.get(HARNESS_KEY, None)
+    if output is not None and harness is not None:
+        output["harness_cache_account"] = harness.cache.stats.account()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    account = getattr(node, "workeroutput", {}).get("harness_cache_account")
+    if account is not None:
+        node.config.stash.setdefault(ACCOUNTS_KEY, []).append(account)
 
 
 @pytest.hookimpl(trylast=True)  # after the latency plugin has written --latency-report
