@@ -121,3 +121,27 @@ def test_the_merge_job_needs_no_stack(tmp_path: Path) -> None:
         assert run.returncode == 0, f"{module}: {run.stderr[-2000:]}"
     assert len(json.loads(merged.read_text())["cells"]) == 2
     assert (tmp_path / "report" / "report.html").stat().st_size > 0
+
+
+def test_byte_identical_artifacts_of_two_methods_are_named(tmp_path: Path) -> None:
+    """ONNX Runtime's entropy and minmax calibration wrote byte-identical files for a user's model: the table, the
+    JSON report and the page say so instead of showing two methods."""
+    from export_harness.converters.report import html_report
+
+    def cell(target: str, sha: str) -> dict[str, object]:
+        return {"cell": f"m-{target}", "model": "m", "target": target, "outcome": "PASSED", "status": "passed",
+                "stage": None, "message": "", "cache": "hit", "artifact": {"content_sha256": sha}, "seconds": {},
+                "parity": [], "worst": {"cosine": 1.0, "max_abs": 0.0, "top1": None}}
+
+    cells = [cell("onnx:int8-static[entropy]", "aa"), cell("onnx:int8-static[minmax]", "aa"),
+             cell("onnx:int8-static[percentile]", "bb"), {**cell("onnx:fp32", "aa"), "model": "other",
+                                                          "cell": "other-onnx:fp32"}]
+    lines = matrix_report.table_lines(cells)
+    assert any("m-onnx:int8-static[entropy]" in x and "(same bytes as onnx:int8-static[minmax])" in x for x in lines)
+    assert not any("percentile" in x and "same bytes" in x for x in lines)
+    assert not any("other-onnx:fp32" in x and "same bytes" in x for x in lines)  # another model's file
+    saved = json.loads(matrix_report.write_report(tmp_path / "r.json", cells).read_text())["cells"]
+    assert {c["cell"]: c.get("identical_to") for c in saved}["m-onnx:int8-static[minmax]"] == [
+        "onnx:int8-static[entropy]"]
+    views = {v["id"]: v for v in html_report.page_data(cells)["cells"]}
+    assert views["m-onnx:int8-static[entropy]"]["identical_to"] == ["onnx:int8-static[minmax]"]

@@ -3,16 +3,20 @@
 Each target's conformance cell runs first (a failing cell is not timed, as in the latency suite); then, per batch
 size, the artifact is loaded on its runtime with fixed intra-op threads and its peak RSS measured over the load and
 first run (``export_harness.converters.latency.measure``: ``load_runner``, ``PeakRss``, the runtime's own process for
-out-of-process runtimes), ``--warmup`` calls, and ``--runs`` timed calls on the wall clock of the process that runs
-the artifact: p50 / p95 / p99 / mean ms and samples per second at the median. PyTorch eager (``torch:eager``) is
-timed the same way as the reference of the speedup column. No regression gate here: that is the latency suite's
-(``pytest -m latency``), which pairs every round with eager on a CPU clock.
+out-of-process runtimes), ``--warmup`` calls, and ``--runs`` timed rounds exactly as the latency suite times them: a
+round is as many back-to-back calls as last 10 ms (in an out-of-process runtime they run there, on one exchange of
+the inputs), interleaved with PyTorch eager's calls, read on the thread-CPU clock where it is valid (one thread, the
+work on the timing thread or the runtime process's own clock) and always on the wall clock. The table names the clock
+and gives p50 / p95 / p99 / mean ms per call over the rounds on it, the wall p50 beside it, and samples per second at
+the median. PyTorch eager (``torch:eager``) alone is the reference of the speedup column. No regression gate here:
+that is the latency suite's (``pytest -m latency``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,14 +81,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON to PATH")
 
 
-def time_runner(runner: Any, inputs: dict[str, Any], runs: int, warmup: int) -> tuple[lat.LatencyStats, str]:
-    """``runs`` timed calls after ``warmup`` untimed ones, on the wall clock of the process running the artifact."""
-    timer = lat.clocks_for("wall", runner)[1]
-    call = lambda: runner(inputs)  # noqa: E731
+def time_runner(runner: Any, inputs: dict[str, Any], runs: int, warmup: int, threads: int,
+                reference: Callable[[], Any] | None = None) -> tuple[lat.LatencyStats, lat.LatencyStats, str]:
+    """``runs`` rounds after ``warmup`` untimed calls, as the latency suite times an artifact (its calls interleaved
+    with ``reference``'s, PyTorch eager, when given): (per-call stats on the chosen clock, the same rounds on the
+    wall clock, the clock's name)."""
+    call = lat.timed_call(runner, inputs)
     for _ in range(warmup):
         call()
-    clock = "wall" if lat.runtime_pid(runner) == "self" else "wall (runtime process)"
-    return lat.LatencyStats.from_seconds(lat.measure(call, runs, 1, timer)), clock
+    fns = [call] if reference is None else [call, reference]
+    clock, _ = lat.choose_clock("auto", threads, runner, fns)
+    timer, wall = lat.CLOCKS[clock], time.perf_counter
+    target_clocks = lat.clocks_for(clock, runner)
+    plan = lat.TimingPlan()
+    iterations = plan.iterations_for(lat.warm_up(fns, plan, timer, [target_clocks[0], timer][:len(fns)])[0])
+    rounds = lat.InterleavedRounds(call, reference, iterations, timer, wall, target_clocks=target_clocks).run(runs)
+    name = clock if lat.runtime_pid(runner) == "self" else f"{clock} (runtime process)"
+    return (lat.LatencyStats.from_seconds(rounds.target), lat.LatencyStats.from_seconds(rounds.wall_target), name)
 
 
 def load_for_timing(session: Session, spec: ModelSpec, target: Target | None, inputs: dict[str, Any],
@@ -115,11 +128,14 @@ def bench_one(session: Session, spec: ModelSpec, target: Target | None, batch: i
     inputs = spec.example_inputs(batch, seed=0)
     with lat.torch_threads(threads), lat.pinned_allocator() as allocator:
         runner, threads_record, memory = load_for_timing(session, spec, target, inputs, threads)
-        stats, clock = time_runner(runner, inputs, runs, warmup)
+        eager = None if target is None else lat.EagerRunner(spec, session.model(spec))
+        reference = None if eager is None else (lambda: eager(inputs))
+        stats, wall, clock = time_runner(runner, inputs, runs, warmup, threads, reference)
     info = getattr(runner, "info", {}) or {}
     return {"model": spec.name, "target": EAGER if target is None else target.name, "batch": batch,
             "status": "timed", "p50_ms": stats.median_ms, "p95_ms": stats.p95_ms, "p99_ms": stats.p99_ms,
             "mean_ms": stats.mean_ms, "min_ms": stats.min_ms, "max_ms": stats.max_ms, "stdev_ms": stats.stdev_ms,
+            "wall_p50_ms": wall.median_ms,
             "throughput_per_s": round(stats.throughput(batch), 2), "peak_rss_mb": memory.get("peak_mb"),
             "peak_rss_delta_mb": memory.get("peak_delta_mb"), "memory": memory, "runs": runs, "warmup": warmup,
             "clock": clock, "threads": threads_record, "allocator": allocator,
@@ -168,14 +184,16 @@ def benchmark_targets(session: Session, spec: ModelSpec, targets: Sequence[Targe
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
-    print(f"{'target':<40} {'batch':>5} {'p50_ms':>9} {'p95_ms':>9} {'p99_ms':>9} {'mean_ms':>9} "
-          f"{'samples/s':>10} {'peak_MB':>8} {'speedup':>7}")
+    print(f"{'target':<40} {'batch':>5} {'clock':<10} {'p50_ms':>9} {'p95_ms':>9} {'p99_ms':>9} {'mean_ms':>9} "
+          f"{'wall_p50':>9} {'samples/s':>10} {'peak_MB':>8} {'speedup':>7}")
     for r in rows:
         if r["status"] != "timed":
             print(f"{r['target']:<40} {r['batch']:>5} skipped: {r['reason']}")
             continue
-        print(f"{r['target']:<40} {r['batch']:>5} {r['p50_ms']:>9.3f} {r['p95_ms']:>9.3f} {r['p99_ms']:>9.3f} "
-              f"{r['mean_ms']:>9.3f} {r['throughput_per_s']:>10.1f} {fmt_optional(r.get('peak_rss_mb'), '.1f'):>8} "
+        clock = r["clock"].split()[0]
+        print(f"{r['target']:<40} {r['batch']:>5} {clock:<10} {r['p50_ms']:>9.3f} {r['p95_ms']:>9.3f} "
+              f"{r['p99_ms']:>9.3f} {r['mean_ms']:>9.3f} {r['wall_p50_ms']:>9.3f} {r['throughput_per_s']:>10.1f} "
+              f"{fmt_optional(r.get('peak_rss_mb'), '.1f'):>8} "
               f"{fmt_optional(r.get('speedup_vs_eager'), '.2f'):>7}")
 
 
@@ -197,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
         report = {"model": spec.name, "weights": weights_label(session, spec),
                   "machine_id": lat.machine_id(), "machine_kind": lat.machine_kind(),
                   "settings": {"batch_sizes": batches, "runs": args.runs, "warmup": args.warmup,
-                               "threads": args.threads, "clock": "wall"},
+                               "threads": args.threads, "clock": "auto (the latency suite's: thread-cpu where "
+                                                                  "valid, else wall; each row names its own)"},
                   "rows": rows}
         try:
             publish(write_json_atomic(json_path, json.loads(json.dumps(report, default=str)), indent=1))

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from export_harness.converters.report.matrix_report import identical_artifacts
 from export_harness.models.atomic import write_text_atomic
 
 VERDICTS = ("pass", "declared", "fail", "skipped")
@@ -149,7 +150,9 @@ def page_data(cells: Sequence[Mapping[str, Any]], accuracy: Sequence[Mapping[str
               latency: Mapping[str, Any] | None = None, history_dir: str | Path | None = None,
               environment: Mapping[str, Any] | None = None, title: str = "Export conformance report") -> dict[str, Any]:
     """Everything the page shows, as plain JSON values (the page's script renders it)."""
-    views = [_cell_view(c) for c in sorted(cells, key=lambda c: c["cell"])]
+    identical = identical_artifacts(cells)
+    views = [_cell_view(c) | {"identical_to": identical.get(c["cell"], [])}
+             for c in sorted(cells, key=lambda c: c["cell"])]
     return {
         "title": title, "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "environment": dict(environment or {}),

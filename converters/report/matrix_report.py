@@ -37,11 +37,24 @@ def skipped_cell(model: str, target: str, reason: str) -> dict[str, Any]:
             "worst": {"cosine": None, "max_abs": None, "top1": None}, "parity": [], "outcome": "SKIPPED"}
 
 
+def identical_artifacts(cells: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Cell id -> the other targets of the same model whose artifact has the same bytes (``content_sha256``): two
+    methods that produced one file (ONNX Runtime's entropy and minmax calibration can) are one result, not two."""
+    by_content: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for cell in cells:
+        sha = (cell.get("artifact") or {}).get("content_sha256")
+        if sha:
+            by_content.setdefault((cell["model"], sha), []).append(cell)
+    return {c["cell"]: sorted(o["target"] for o in group if o is not c)
+            for group in by_content.values() if len(group) > 1 for c in group}
+
+
 def table_lines(cells: Iterable[Mapping[str, Any]], account: str | None = None) -> list[str]:
     """The matrix table (one line per cell, sorted by id) and its closing count line. ``account``: the session's
     conversion account (``cache.account_line``: every conversion of the session, whichever item made it); without
     it (a saved report) the conversions are counted from the cells' own records."""
     rows = sorted(cells, key=lambda c: c["cell"])
+    identical = identical_artifacts(rows)
     lines = [f"{'cell':<48} {'result':<7} {'stage':<9} {'cosine(min)':>12} {'max_abs':>9} {'top1':>5} "
              f"{'size_kB':>8} {'export_s':>8} artifact"]
     for cell in rows:
@@ -51,7 +64,8 @@ def table_lines(cells: Iterable[Mapping[str, Any]], account: str | None = None) 
             f"{cell['cell']:<48} {cell['outcome']:<7} {(cell['stage'] or '-'):<9} {fmt(worst['cosine'], '.9f'):>12} "
             f"{fmt(worst['max_abs'], '.2e'):>9} {fmt(worst['top1'], '.2f'):>5} "
             f"{fmt(size / 1024 if size else None, '.0f'):>8} {fmt(cell['seconds'].get('export'), '.2f'):>8} "
-            f"{cell['cache']}")
+            f"{cell['cache']}" + (f" (same bytes as {', '.join(identical[cell['cell']])})"
+                                  if cell["cell"] in identical else ""))
     how = {k: sum(1 for c in rows if c["cache"] == k) for k in CACHE_STATES}
     counts: dict[str, int] = {}
     for cell in rows:
@@ -68,6 +82,9 @@ def write_report(path: str | Path, cells: list[Mapping[str, Any]], accuracy: Ite
                  environment: Mapping[str, Any] | None = None) -> Path:
     """Write a run's (or a merge's) cell records sorted by cell id, its accuracy records (the accuracy suite's
     per-cell results with their outcome) and what it ran on."""
+    cells = [{k: v for k, v in c.items() if k != "identical_to"} for c in cells]  # a shard's, recomputed here
+    identical = identical_artifacts(cells)
+    cells = [{**c, "identical_to": identical[c["cell"]]} if c["cell"] in identical else c for c in cells]
     return write_json_atomic(path, {"cells": sorted(cells, key=lambda c: c["cell"]),
                                     "accuracy": sorted(accuracy, key=lambda c: c["cell"]),
                                     "environment": dict(environment or {})})

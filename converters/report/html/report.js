@@ -130,7 +130,8 @@
     detail.appendChild(el("h2", { text: c.id }));
     detail.appendChild(el("p", {}, [el("span", { cls: "count v-" + c.verdict, id: "detail-verdict", text: LABEL[c.verdict] + " (" + c.outcome + ")" })]));
     detail.appendChild(kv([["stage", c.stage], ["cache", c.cache], ["worst cosine", c.cosine], ["max |error|", c.max_abs],
-      ["top-1 agreement", c.top1], ["file", c.file], ["size", c.size_bytes ? size(c.size_bytes) + " (" + c.size_bytes + " bytes)" : null],
+      ["top-1 agreement", c.top1], ["file", c.file],
+      ["same bytes as", c.identical_to && c.identical_to.length ? c.identical_to.join(", ") : null], ["size", c.size_bytes ? size(c.size_bytes) + " (" + c.size_bytes + " bytes)" : null],
       ["opset", c.opset], ["convert s", c.convert_seconds], ["artifact sha256", c.sha256, "mono"], ["cache key", c.key, "mono"],
       ["saved failing batch", c.saved_batch, "mono"],
       ["runtime", Object.keys(c.runtime).length ? JSON.stringify(c.runtime) : null],
