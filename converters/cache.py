@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -162,6 +164,9 @@ class ArtifactCache:
             except (OSError, ValueError, KeyError, TypeError):
                 failure.unlink(missing_ok=True)  # a damaged record is no evidence: convert again
                 return None, ""
+            if RESOURCE_TEXT.search(str(message)):  # recorded before full disks were known transient
+                failure.unlink(missing_ok=True)
+                return None, ""
             with contextlib.suppress(OSError):
                 os.utime(failure)
             self.stats.failures_replayed += 1
@@ -185,20 +190,16 @@ class ArtifactCache:
             digest = content_sha256(entry)
             self.stats.verified_bytes += sum(s for _, s, _ in signature)
             recorded = meta.get(CONTENT)
-            if recorded is None:  # published before hashes were recorded: adopt the content as it is now
-                meta[CONTENT] = digest
-                write_json_atomic(meta_file, meta, indent=2, sort_keys=True)
-                signature = _signature(entry)
-            elif recorded != digest:
+            if recorded is None:  # never adopted: the content as it is now may be a tampered one
+                return meta, f"{meta_file}: no content sha256 recorded, the content cannot be verified"
+            if recorded != digest:
                 return meta, f"content sha256 {digest[:12]} differs from the {recorded[:12]} recorded at publication"
             self._verified[str(entry)] = signature
         if sources is not None:
             built_from = meta.get("sources")
-            if built_from is None:
-                meta["sources"] = dict(sources)
-                write_json_atomic(meta_file, meta, indent=2, sort_keys=True)
-                self._verified[str(entry)] = _signature(entry)
-            elif built_from != dict(sources):
+            if built_from is None:  # built from unknown content: never adopted either
+                return meta, f"{meta_file}: no source content recorded for an artifact derived from others"
+            if built_from != dict(sources):
                 changed = sorted(k for k in set(built_from) | set(sources) if built_from.get(k) != sources.get(k))
                 return meta, f"built from other content of {', '.join(changed)} than the cache holds now"
         return meta, ""
@@ -301,14 +302,30 @@ def release_frames(exc: BaseException) -> None:
         stack += [current.__cause__, current.__context__]
 
 
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM})
+RESOURCE_TEXT = re.compile(r"No space left on device|Disk quota exceeded|Cannot allocate memory|MemoryError|"
+                           r"std::bad_alloc")
+"""A converter in a worker process reports such errors as text only."""
+
+
+def out_of_resources(exc: BaseException) -> bool:
+    """A full disk or exhausted memory: says nothing about the inputs (freeing space must let the next run
+    convert), even when an exporter wrapped it in its own error or a worker passed it on as text."""
+    return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS)
+            or RESOURCE_TEXT.search(str(exc)) is not None)
+
+
 def transient(exc: BaseException, interrupted: list[int], workdir: Path) -> bool:
     """Whether a failure says nothing about the inputs, so it must not be cached: the exception says so
     (``exc.transient``: a worker killed by an outside signal, a timeout), an interrupt arrived during the
-    conversion (``interrupted``; Ctrl-C inside an exporter can surface as any error), or the cache's work
+    conversion (``interrupted``; Ctrl-C inside an exporter can surface as any error), a resource ran out
+    (:func:`out_of_resources`: a full disk, no memory), or the cache's work
     directory vanished under it (the cache was deleted mid-run)."""
     chain: BaseException | None = exc
     while chain is not None:
         if getattr(chain, "transient", False) or isinstance(chain, (KeyboardInterrupt, SystemExit)):
+            return True
+        if out_of_resources(chain):
             return True
         chain = chain.__cause__ or chain.__context__
     return bool(interrupted) or not workdir.parent.is_dir()

@@ -218,13 +218,51 @@ def test_verification_runs_once_per_process_while_the_files_are_unchanged(tmp_pa
     assert cache.stats.verified_bytes == len("weights") + len("{}")
 
 
-def test_an_entry_published_before_hashes_were_recorded_is_adopted(tmp_path: Path) -> None:
-    art = ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce())
+@pytest.mark.parametrize("field", [CONTENT, "sources"])
+def test_an_entry_without_its_recorded_hashes_is_never_adopted(tmp_path: Path, field: str) -> None:
+    """A meta.json without the content hash (or a derived entry without its sources' hashes) cannot be verified:
+    its content, perhaps tampered with, is rebuilt, never adopted (a tampered onnx:fp32 once was, and four derived
+    artifacts were built from it)."""
+    sources = {"src": "a" * 64}
+    art = ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce(), sources=sources)
     meta = json.loads((art.directory / "meta.json").read_text())
-    del meta[CONTENT]
+    del meta[field]
     (art.directory / "meta.json").write_text(json.dumps(meta))
-    assert ArtifactCache(tmp_path).lookup(KEY, "t") is not None
-    assert CONTENT in json.loads((art.directory / "meta.json").read_text())
+    if field == CONTENT:
+        art.path.write_text("tampered")
+    with pytest.warns(CacheCorruptionWarning, match="no (content sha256|source content) recorded"):
+        again = ArtifactCache(tmp_path).get_or_create(KEY, "t", _produce(), sources=sources)
+    assert again.path.read_text() == "weights" and again.meta[CONTENT]
+
+
+@pytest.mark.parametrize("error", [
+    ExportError("torch.onnx.export failed: OSError: [Errno 28] No space left on device"),  # as a worker reports it
+    OSError(28, "No space left on device"),
+    MemoryError(),
+])
+def test_a_full_disk_or_memory_is_never_a_cached_failure(tmp_path: Path, error: BaseException) -> None:
+    cache = ArtifactCache(tmp_path)
+
+    def full(_: Path) -> dict[str, str]:
+        try:
+            raise error
+        except OSError as exc:  # exporters wrap the OS error in their own
+            raise ExportError("export failed") from exc
+
+    produce = full if isinstance(error, OSError) else (lambda _: (_ for _ in ()).throw(error))
+    with pytest.raises((ExportError, MemoryError)):
+        cache.get_or_create(KEY, "t", produce, cacheable_error=lambda exc: True)
+    assert not list(tmp_path.glob("??/*.failure.json"))
+    assert cache.get_or_create(KEY, "t", _produce(), cacheable_error=lambda exc: True).path.read_text() == "weights"
+
+
+def test_a_recorded_full_disk_failure_is_not_replayed(tmp_path: Path) -> None:
+    """A record written before full disks were known transient heals: the next run converts."""
+    cache = ArtifactCache(tmp_path)
+    record = cache.entry_dir(KEY).with_name(KEY + ".failure.json")
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"target": "t", "message": "OSError: [Errno 28] No space left on device"}))
+    assert cache.get_or_create(KEY, "t", _produce()).path.read_text() == "weights"
 
 
 def test_a_derived_artifact_built_from_other_source_content_is_rebuilt(tmp_path: Path) -> None:
