@@ -70,6 +70,15 @@ REASON = 'reason = "measured"\n'
     ("[tier.fp32]\natol = 1e-3\n", r"unknown sections \['tier'\]"),
     ("[models.tiny_ladeda.fp23]\natol = 1e-3\n" + REASON, r"no tier 'fp23'"),
     ("[floors]\nfp32 = { cosine_min = nan }\n", r"\[floors.fp32\] cosine_min must be a finite number"),
+    # wrong shapes: a number where a table belongs is one line naming the file and the key, not a traceback
+    ("[floors]\nfp32 = 0.5\n", r"thresholds\.toml: \[floors.fp32\] must be a table, got 0\.5"),
+    ("tiers = 5\n", r"thresholds\.toml: \[tiers\] must be a table, got 5"),
+    ("[models]\ntiny_ladeda = 1\n", r"\[models.tiny_ladeda\] must be a table, got 1"),
+    # a whole tier loosened without a word
+    ("[tiers.fp32]\ncosine_min = 0.99\n", r"\[tiers.fp32\] loosens the packaged tier \(cosine_min 0\.99"),
+    ('[tiers.fp32]\natol = "unchecked"\n', r"\[tiers.fp32\] loosens the packaged tier \(atol 'unchecked'"),
+    ("[tiers.fp32]\ntop1_min = 0.0\n", r"needs a written 'reason'"),
+    ("[tiers.int8-dynamic]\ncosine_min = -1.0\n", r"\[tiers.int8-dynamic\] loosens the packaged tier"),
 ])
 def test_thresholds_that_would_switch_a_gate_off_are_rejected_at_load(tmp_path: Path, text: str,
                                                                         message: str) -> None:
@@ -95,11 +104,15 @@ def test_threshold_overrides_must_name_registered_cells_and_keep_their_floor(tmp
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('[methods."onnx:fp16"]\nthreshold = nan\n', r"threshold must be a finite number >= 0, got nan"),
+    ('[methods."onnx:fp16"]\nthreshold = nan\n', r"threshold must be a finite number >= 0 and <= 100, got nan"),
     ('[methods."onnx:fp16"]\nthresh = 0.1\n', r"unknown keys \['thresh'\]"),
     ("[settings]\nconfidence = nan\n", r"confidence must be a finite number"),
     ("[setting]\nconfidence = 0.9\n", r"unknown keys \['setting'\]"),
-    ('[models.bst."onnx:*"]\nthreshold = inf\n' + REASON, r"threshold must be a finite number >= 0, got inf"),
+    ('[models.bst."onnx:*"]\nthreshold = inf\n' + REASON, r"threshold must be a finite number >= 0 and <= 100, "
+                                                           r"got inf"),
+    ('[models.bst."onnx:*"]\nthreshold = 1e300\n' + REASON, r"threshold must be .* <= 100, got 1e\+300"),
+    ("methods = 3\n", r"accuracy_budgets\.toml: \[methods\] must be a table, got 3"),
+    ("[models]\nuser_tiny = 1\n", r"\[models.user_tiny\] must be a table, got 1"),
 ])
 def test_budgets_that_would_switch_a_gate_off_are_rejected_at_load(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "accuracy_budgets.toml"
@@ -123,6 +136,23 @@ def test_shipped_and_repository_files_pass_the_strict_checks() -> None:
     models, targets = default_registry(), default_target_registry()
     Thresholds.load(ROOT / "baselines" / "thresholds.toml").check_names(models, targets)
     Budgets.load(ROOT / "baselines" / "accuracy_budgets.toml").check_names(models, targets)
+
+
+def test_a_file_that_is_not_utf8_or_of_the_wrong_shape_is_named(tmp_path: Path) -> None:
+    not_text = tmp_path / "thresholds.toml"
+    not_text.write_bytes(b"[tiers.fp32]\ncosine_min = 0.9999\n# \xff\xfe\n")
+    with pytest.raises(ThresholdError, match=r"thresholds\.toml: not UTF-8 text \(byte \d+"):
+        Thresholds.load(not_text)
+    latency = tmp_path / "latency.toml"
+    latency.write_text("gate = 3\n")
+    with pytest.raises(ValueError, match=r"latency\.toml: \[gate\] must be a table, got 3"):
+        latency_gate.load_toml(latency)
+
+
+def test_a_tier_redefinition_with_a_reason_may_loosen_it(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.toml"
+    path.write_text('[tiers.fp32]\ncosine_min = 0.9999\nreason = "this project\'s outputs are probabilities"\n')
+    assert Thresholds.load(path).tier("fp32").cosine_min == 0.9999
 
 
 @pytest.mark.parametrize("text", ["[gate]\nmax_noise = nan\n", "[bench]\nseconds = inf\n",

@@ -107,7 +107,9 @@ class Budgets:
         if entry.get("drop", "abs") not in ("abs", "rel"):
             raise BudgetError(f"{self.source} {where}: drop must be 'abs' or 'rel', got {entry.get('drop')!r}")
         if "threshold" in entry or not need_reason:
-            require_number(entry.get("threshold"), f"{self.source} {where} threshold", lo=0, error=BudgetError)
+            # a drop is at most 100 pp (abs) or 100 % of the FP32 metric (rel): a larger budget can never fail
+            require_number(entry.get("threshold"), f"{self.source} {where} threshold", lo=0, hi=100,
+                           error=BudgetError)
         if need_reason and not str(entry.get("reason", "")).strip():
             raise BudgetError(f"{self.source} {where}: an override needs a written 'reason'")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from export_harness.converters.defaults import default_path, load_layered, require_number
+from export_harness.converters.defaults import default_path, load_layered, read_toml, require_number
 
 DEFAULT_THRESHOLDS = default_path("thresholds.toml")
 
@@ -58,8 +58,9 @@ class Thresholds:
         for precision, floor in self.floors.items():
             _only_fields(floor, f"{source} [floors.{precision}]")
         try:
-            self.tiers = {name: Tolerance(**_only_fields(vals, f"{source} [tiers.{name}]", tier=True))
-                          for name, vals in data.get("tiers", {}).items()}
+            self.tiers = {name: Tolerance(**{k: v for k, v in _only_fields(
+                              vals, f"{source} [tiers.{name}]", frozenset({"reason"}), tier=True).items()
+                              if k in _FIELDS}) for name, vals in data.get("tiers", {}).items()}
         except TypeError as exc:
             raise ThresholdError(f"{source}: {exc}") from exc
         self.models: dict[str, dict[str, dict[str, Any]]] = data.get("models", {})
@@ -78,14 +79,19 @@ class Thresholds:
         """The packaged default tiers and floors with the project file ``path`` (if any) layered over them; a project
         may tighten the guides' floors, never loosen them."""
         data, source = load_layered("thresholds.toml", path, ThresholdError)
-        guides = load_layered("thresholds.toml", None, ThresholdError)[0].get("floors", {}) if path else {}
+        packaged = load_layered("thresholds.toml", None, ThresholdError)[0]
+        guides = packaged.get("floors", {}) if path else {}
         for precision, floor in guides.items():
             for key, value in floor.items():
                 merged = data["floors"].get(precision, {}).get(key, value)
                 if (merged < value) if key in ("cosine_min", "top1_min") else (merged > value):
                     raise ThresholdError(f"{path}: [floors] {precision}.{key} = {merged} loosens the guides' floor "
                                          f"{value} (a project may only tighten floors)")
-        return cls(data, source=source)
+        thresholds = cls(data, source=source)  # numbers checked first
+        if path:
+            _require_reason_to_loosen(read_toml(Path(path), ThresholdError, "thresholds.toml").get("tiers", {}),
+                                      packaged.get("tiers", {}), path)
+        return thresholds
 
     def tier(self, name: str) -> Tolerance:
         try:
@@ -143,6 +149,28 @@ def split_cell(cell: str, models: Any, targets: Any) -> tuple[Any, Any]:
         if ch == "-" and cell[:i] in models and cell[i + 1:] in targets.names():
             return models.get(cell[:i]), targets.get(cell[i + 1:])
     return None, None
+
+
+def _require_reason_to_loosen(project: dict[str, Any], packaged: dict[str, Any], path: str | Path) -> None:
+    """A project's ``[tiers.NAME]`` that loosens the packaged tier (a lower ``cosine_min`` / ``top1_min``, a higher
+    ``atol`` / ``rtol``, ``"unchecked"`` where the package checks) says why, as overrides do: a whole tier loosened
+    without a word would loosen every cell of that precision silently."""
+    for name, tier in project.items():
+        base = packaged.get(name)
+        if base is None or str(tier.get("reason", "")).strip():
+            continue
+        looser = []
+        for key, value in tier.items():
+            if key not in base or key == "reason":
+                continue
+            new, old = (math.inf if v == UNCHECKED else v for v in (value, base[key]))
+            if not isinstance(new, (int, float)) or not isinstance(old, (int, float)):
+                continue
+            if (new < old) if key in ("cosine_min", "top1_min") else (new > old):
+                looser.append(f"{key} {value!r} (packaged {base[key]!r})")
+        if looser:
+            raise ThresholdError(f"{path}: [tiers.{name}] loosens the packaged tier ({'; '.join(looser)}): a "
+                                 "redefinition that loosens a tier needs a written 'reason'")
 
 
 def _only_fields(vals: dict[str, Any], where: str, extra: frozenset[str] = frozenset(), tier: bool = False

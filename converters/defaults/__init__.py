@@ -32,24 +32,55 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+SHAPES: dict[str, dict[str, int]] = {
+    "thresholds.toml": {"floors": 2, "tiers": 2, "models": 3, "cells": 2},
+    "accuracy_budgets.toml": {"settings": 1, "methods": 2, "models": 3, "cells": 2},
+    "latency.toml": {"bench": 1, "gate": 1, "budgets": -2},
+}
+"""How deep each section of a settings file nests tables: 2 = a table of tables (``[tiers.fp32]``), 3 = one level
+more (``[models.NAME.TIER]``); -2 = an array of tables (``[[budgets]]``)."""
+
+
 def load_layered(name: str, project: str | Path | None,
                  error: type[Exception] = ValueError) -> tuple[dict[str, Any], str]:
     """(merged data, source description) of the default ``name`` with ``project`` layered over it. A named project
-    file that is missing or not TOML raises ``error`` naming the file."""
-    data = _read(default_path(name), error)
+    file that is missing, not UTF-8, not TOML or of the wrong shape (a number where a table belongs) raises ``error``
+    naming the file and the key."""
+    data = read_toml(default_path(name), error, name)
     if project is None:
         return data, str(default_path(name))
     path = Path(project)
-    return deep_merge(data, _read(path, error)), f"{path} over {default_path(name)}"
+    return deep_merge(data, read_toml(path, error, name)), f"{path} over {default_path(name)}"
 
 
-def _read(path: Path, error: type[Exception]) -> dict[str, Any]:
+def read_toml(path: Path, error: type[Exception], shape: str | None = None) -> dict[str, Any]:
+    """The TOML file ``path``, its sections checked against ``SHAPES[shape]``; ``error`` names the file."""
     try:
-        return tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: file does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML ({exc})") from None
+    for section, depth in SHAPES.get(shape or "", {}).items():
+        if section in data:
+            _check_shape(data[section], depth, f"{path}: [{section}]", error)
+    return data
+
+
+def _check_shape(value: Any, depth: int, where: str, error: type[Exception]) -> None:
+    if depth < 0:
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise error(f"{where} must be an array of tables ([[...]]), got {value!r}")
+        return
+    if not isinstance(value, dict):
+        raise error(f"{where} must be a table, got {value!r}")
+    if depth > 1:
+        for key, inner in value.items():
+            _check_shape(inner, depth - 1, f"{where[:-1]}.{key}]", error)
 
 
 def require_number(value: Any, where: str, *, lo: float | None = None, hi: float | None = None,
