@@ -59,6 +59,11 @@ class Artifact:
         return self.directory / self.meta["main"]
 
 
+class DiskFull(OSError):
+    """Too little free space on the cache's disk to convert: raised before the exporter runs (some abort the
+    interpreter on a full disk), never recorded as the cell's failure."""
+
+
 class CachedFailure(Exception):
     """A conversion that failed before with the same inputs; the message is the original error."""
 
@@ -218,10 +223,11 @@ class ArtifactCache:
 
     def get_or_create(self, key: str, target: str, produce: Callable[[Path], dict[str, Any]],
                       cacheable_error: Callable[[BaseException], bool] = lambda exc: False,
-                      sources: Mapping[str, str] | None = None) -> Artifact:
+                      sources: Mapping[str, str] | None = None, reserve_bytes: int = 0) -> Artifact:
         """Return the artifact for ``key``, running ``produce(tmpdir) -> meta`` once if it is missing (or corrupt,
         or built from other ``sources`` content). A failure is recorded only when ``cacheable_error`` says it is
-        deterministic and nothing transient happened (see :func:`transient`)."""
+        deterministic and nothing transient happened (see :func:`transient`). With less than ``reserve_bytes`` free
+        on the cache's disk, :class:`DiskFull` is raised before ``produce`` runs (and nothing is recorded)."""
         found, _ = self._find(key, target, sources)
         if found is not None:
             self.stats.hits += 1
@@ -235,6 +241,7 @@ class ArtifactCache:
                 return found
             if problem:
                 self._evict(key, target, problem)
+            self._check_free_space(key, target, reserve_bytes)
             tmp = Path(tempfile.mkdtemp(prefix=f"{key[:16]}-{os.getpid()}-", dir=self.root / "tmp"))
             start = time.perf_counter()
             try:
@@ -267,6 +274,19 @@ class ArtifactCache:
             failure = entry.with_name(key + ".failure.json")
             failure.unlink(missing_ok=True)
         return Artifact(target=target, key=key, directory=entry, meta=meta, converted_now=True, healed=problem)
+
+    def _check_free_space(self, key: str, target: str, reserve_bytes: int) -> None:
+        if reserve_bytes <= 0:
+            return
+        try:
+            free = shutil.disk_usage(self.root / "tmp").free
+        except OSError:
+            return
+        if free < reserve_bytes:
+            self.stats.keys["failed"].add(key)
+            raise DiskFull(errno.ENOSPC, f"artifact cache {self.root}: {free >> 20} MiB free, converting {target} "
+                                         f"needs about {reserve_bytes >> 20} MiB; free space and run again (nothing "
+                                         "was recorded: the next run converts)")
 
     def _record_failure(self, key: str, target: str, exc: BaseException) -> None:
         path = self.entry_dir(key).with_name(key + ".failure.json")

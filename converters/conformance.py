@@ -126,6 +126,14 @@ class ModelIdentities:
         return identity
 
 
+def conversion_reserve(model: nn.Module) -> int:
+    """Free disk space a conversion of ``model`` needs: its weights three times over (the artifact, an exporter's
+    intermediate copy, a converter's temporary one) plus 64 MiB. Checked before converting, because an in-process
+    exporter that meets a full disk can abort the whole interpreter (``torch.jit.save``: Fatal Python error)."""
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return 3 * weights + (64 << 20)
+
+
 def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: ArtifactCache,
                     targets: TargetRegistry, identities: ModelIdentities) -> Artifact:
     """Export through the cache, exporting the target's dependencies first. A derived artifact is valid only for
@@ -139,7 +147,7 @@ def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: Ar
         return target.convert(spec, model, workdir, deps)
 
     artifact = cache.get_or_create(key, target.name, produce, cacheable_error=target.is_deterministic_failure,
-                                   sources=sources)
+                                   sources=sources, reserve_bytes=conversion_reserve(model))
     ensure_entry_sidecar(spec, target, artifact)
     return artifact
 

@@ -376,3 +376,20 @@ def test_converter_code_is_part_of_the_key() -> None:
 
     assert CONVERTERS_PACKAGE == "export_harness.converters"
     assert _source_hash(OrtDynamicInt8Target) != hashlib.sha256().hexdigest()[:16]
+
+
+def test_too_little_free_space_stops_before_the_exporter_runs(tmp_path: Path) -> None:
+    """An in-process exporter on a full disk can abort the interpreter (torch.jit.save: Fatal Python error), so the
+    cache checks the free space a conversion needs first: a clear error, the exporter never called, nothing recorded."""
+    from export_harness.converters.cache import DiskFull
+    from export_harness.converters.conformance import conversion_reserve
+
+    cache = ArtifactCache(tmp_path)
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(DiskFull, match=r"MiB free, converting t needs about \d+ MiB; free space and run again"):
+        cache.get_or_create(KEY, "t", lambda d: pytest.fail("the exporter ran"), cacheable_error=lambda e: True,
+                            reserve_bytes=free + (1 << 30))
+    assert not list(tmp_path.glob("??/*.failure.json"))
+    assert cache.get_or_create(KEY, "t", _produce(), reserve_bytes=1).path.read_text() == "weights"
+    model = torch.nn.Linear(1000, 1000)  # 4 MB of weights
+    assert conversion_reserve(model) == 3 * 4 * (1000 * 1000 + 1000) + (64 << 20)

@@ -111,3 +111,21 @@ def test_the_conversion_account_counts_each_artifact_once_across_items_and_worke
     assert account_line([worker_1, worker_2]) == (
         "conversions performed this run: 3 (1 failed, 1 of them rebuilt after damage); served from cache: "
         "1 artifacts, 1 known failures")
+
+
+def test_xdist_workers_die_with_the_pytest_process(tmp_path: Path) -> None:
+    """Each xdist worker asks the kernel for SIGKILL when the pytest process dies, so a killed run leaves no worker
+    (and through the conversion workers' own death signal, no conversion) running."""
+    (tmp_path / "test_signal.py").write_text(textwrap.dedent('''
+        import ctypes, signal
+
+        def test_armed():
+            value = ctypes.c_int()
+            ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+            assert value.value == signal.SIGKILL
+    '''))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HARNESS_"))}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1",
+                          f"--harness-cache={tmp_path / 'cache'}", "test_signal.py"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

@@ -45,6 +45,27 @@ def load_durations(path: Path) -> dict[str, float]:
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller, before it starts the workers
         share_cores_among_workers(config)
+    else:
+        die_with_the_controller()
+
+
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
+
+
+def die_with_the_controller() -> None:
+    """An xdist worker gets SIGKILL when the pytest process that started it dies (Linux ``PR_SET_PDEATHSIG``), and
+    its conversion workers, tied to it the same way, go with it: a killed run leaves no conversion running (they
+    once ran on for seconds, minutes for a long onnx2tf conversion, and published their artifacts)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: workers end when their channel closes, as before
+    if os.getppid() == 1:  # the controller died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
