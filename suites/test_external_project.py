@@ -95,7 +95,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             str(wheels), str(source)], capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     wheel = next(wheels.glob("*.whl"))
-    install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+    # --ignore-installed: this environment's (editable) install of the same version, seen through the path entry,
+    # must not make pip skip the wheel
+    install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)],
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     return python
