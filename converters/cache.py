@@ -322,15 +322,16 @@ def release_frames(exc: BaseException) -> None:
         stack += [current.__cause__, current.__context__]
 
 
-RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM})
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EROFS, errno.EACCES})
 RESOURCE_TEXT = re.compile(r"No space left on device|Disk quota exceeded|Cannot allocate memory|MemoryError|"
-                           r"std::bad_alloc")
+                           r"std::bad_alloc|Read-only file system|\[Errno 13\] Permission denied")
 """A converter in a worker process reports such errors as text only."""
 
 
 def out_of_resources(exc: BaseException) -> bool:
-    """A full disk or exhausted memory: says nothing about the inputs (freeing space must let the next run
-    convert), even when an exporter wrapped it in its own error or a worker passed it on as text."""
+    """The environment, not the inputs: a full disk or quota, exhausted memory, a read-only or forbidden directory.
+    Fixing it must let the next run convert, so it is never cached, even when an exporter wrapped it in its own error
+    or a worker passed it on as text."""
     return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS)
             or RESOURCE_TEXT.search(str(exc)) is not None)
 

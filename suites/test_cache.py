@@ -238,6 +238,8 @@ def test_an_entry_without_its_recorded_hashes_is_never_adopted(tmp_path: Path, f
 @pytest.mark.parametrize("error", [
     ExportError("torch.onnx.export failed: OSError: [Errno 28] No space left on device"),  # as a worker reports it
     OSError(28, "No space left on device"),
+    OSError(30, "Read-only file system"),
+    OSError(13, "Permission denied"),
     MemoryError(),
 ])
 def test_a_full_disk_or_memory_is_never_a_cached_failure(tmp_path: Path, error: BaseException) -> None:
