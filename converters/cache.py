@@ -59,6 +59,10 @@ class Artifact:
         return self.directory / self.meta["main"]
 
 
+class CacheError(Exception):
+    """The cache directory cannot be used (a file in its place, no permission, a read-only disk): one line."""
+
+
 class DiskFull(OSError):
     """Too little free space on the cache's disk to convert: raised before the exporter runs (some abort the
     interpreter on a full disk), never recorded as the cell's failure."""
@@ -137,8 +141,13 @@ class ArtifactCache:
         self.retry_failed = retry_failed
         self.stats = CacheStats()
         self._verified: dict[str, tuple[Any, ...]] = {}
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+            (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"artifact cache {self.root}: cannot be used ({exc.strerror or exc}: "
+                             f"{exc.filename or self.root}); point --harness-cache / $HARNESS_CACHE at a writable "
+                             "directory") from None
         ignore_in_git(self.root)
         reap_dead_work_dirs(self.root / "tmp")
 

@@ -6,6 +6,7 @@ import dataclasses
 import fnmatch
 import importlib
 import importlib.metadata
+import re
 from collections.abc import Iterable, Sequence
 
 from export_harness.models.spec import ModelSpec
@@ -17,6 +18,8 @@ BUILTIN_FAMILIES = (
     "export_harness.models.alphazero_chess",
     "export_harness.models.gcode",
 )
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""Model names: they become file names (saved batches, exported files) and test ids (``MODEL-TARGET``)."""
 ENTRY_POINT_GROUP = "export_harness.models"
 """Installed packages may register models: the entry point names a callable returning ModelSpecs."""
 
@@ -30,6 +33,9 @@ class Registry:
     def register(self, spec: ModelSpec) -> ModelSpec:
         if not isinstance(spec, ModelSpec):
             raise TypeError(f"register() expects a ModelSpec, got {type(spec).__name__}")
+        if not SAFE_NAME.fullmatch(spec.name):
+            raise ValueError(f"model name {spec.name!r} (family {spec.family}): use letters, digits, '_', '-' and '.' "
+                             "only, starting with a letter or digit (it names cache files, report files and test ids)")
         if spec.name in self._specs and self._specs[spec.name] is not spec:
             raise ValueError(f"model {spec.name!r} is already registered (family {self._specs[spec.name].family})")
         self._specs[spec.name] = spec

@@ -223,3 +223,23 @@ def test_a_bad_weights_file_is_one_line_per_cell_and_the_summary_is_printed(tmp_
         assert body[1].startswith(("_", "=")), out[-3000:]
     assert "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
     assert "export conformance matrix" in out, out[-3000:]  # the summary table is still printed
+
+
+def test_an_unusable_cache_directory_is_one_line(tmp_path: Path) -> None:
+    from export_harness.converters.cache import ArtifactCache, CacheError
+
+    occupied = tmp_path / "cache"
+    occupied.write_text("a file where the cache should be")
+    with pytest.raises(CacheError, match=r"artifact cache .*/cache: cannot be used \(.*\); point --harness-cache"):
+        ArtifactCache(occupied)
+
+
+@pytest.mark.parametrize("name", ["a/b", "../up", "with space", "glob*", "x[1]", "", "-lead"])
+def test_a_model_name_that_cannot_name_files_and_ids_is_refused(name: str) -> None:
+    import dataclasses
+
+    from export_harness.models.registry import Registry, default_registry
+
+    spec = dataclasses.replace(default_registry(zoo=["tiny_ladeda"]).get("tiny_ladeda"), name=name)
+    with pytest.raises(ValueError, match=r"model name .*: use letters, digits, '_', '-' and '\.' only"):
+        Registry().register(spec)

@@ -96,7 +96,7 @@ def get_harness(config: pytest.Config) -> Harness:
     """Build the session's Harness once (after every initial conftest has registered its hooks)."""
     harness = config.stash.get(HARNESS_KEY, None)
     if harness is None:
-        from export_harness.converters.cache import ArtifactCache
+        from export_harness.converters.cache import ArtifactCache, CacheError
         from export_harness.converters.checks.thresholds import ThresholdError
         from export_harness.converters.registry import default_target_registry
         from export_harness.models import datasets
@@ -110,8 +110,11 @@ def get_harness(config: pytest.Config) -> Harness:
             models = default_registry(zoo=zoo)
         except ValueError as exc:
             raise pytest.UsageError(f"--harness-zoo / harness_zoo: {exc}") from None
-        for extra in config.hook.pytest_harness_models(config=config):
-            models.extend(extra or [])
+        try:
+            for extra in config.hook.pytest_harness_models(config=config):
+                models.extend(extra or [])
+        except (TypeError, ValueError) as exc:
+            config_error(f"pytest_harness_models: {exc}")
         targets = default_target_registry()
         for extra in config.hook.pytest_harness_targets(config=config):
             for target in extra or []:
@@ -121,9 +124,13 @@ def get_harness(config: pytest.Config) -> Harness:
             thresholds.check_names(models, targets)
         except ThresholdError as exc:
             config_error(exc)
+        try:
+            cache = ArtifactCache(project.cache_dir(config), retry_failed=config.getoption("--harness-retry-failed"))
+        except CacheError as exc:
+            config_error(exc)
         harness = Harness(
             config=config, models=models, targets=targets,
-            cache=ArtifactCache(project.cache_dir(config), retry_failed=config.getoption("--harness-retry-failed")),
+            cache=cache,
             thresholds=thresholds,
             weights=_parse_weights(config.getoption("--harness-weights")),
             allow_pickle=config.getoption("--harness-allow-pickle"),
@@ -145,7 +152,7 @@ def harness_tier(config: pytest.Config) -> str:
     return config.getoption("--harness-tier", "ci")
 
 
-def config_error(exc: Exception) -> NoReturn:
+def config_error(exc: Exception | str) -> NoReturn:
     """A broken configuration file: one line naming the file and the key, failing whatever needed it (the
     collection of a suite, or a test), never a traceback or INTERNALERROR."""
     raise pytest.fail.Exception(f"[config] {exc}", pytrace=False) from None
