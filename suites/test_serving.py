@@ -514,3 +514,30 @@ def test_functions_framework_live(harness: Harness, bst: ModelSpec, reference: H
         print(f"\nfunctions-framework {bst.name} onnx:fp32 (onnxruntime): {LIVE_REQUESTS} requests, "
               f"{LIVE_CONCURRENCY} concurrent, batch 1: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
               f"{LIVE_REQUESTS / wall:.1f} req/s, 0 5xx; ready (start + model load) in {ready:.1f} s")
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_parsed(bst: ModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body's size is checked first (flask's Content-Length before reading, the Lambda body's length): 413 with
+    one line naming the limit, never parsed; the limit is configurable."""
+    calls: list[Any] = []
+    handler = Handler(lambda inputs: calls.append(inputs), Contract.from_spec(bst), "stub", max_body=100)
+    text = json.dumps(_valid(bst))
+    assert handler(text) == (413, {"error": f"body: at most 100 bytes, got {len(text)}", "field": "body"})
+    response = lambda_response(handler, {"httpMethod": "POST", "body": text})
+    assert response["statusCode"] == 413 and not calls
+
+    class Request:  # what functions-framework hands over: the size is known before the body is read
+        method, content_length = "POST", 10**9
+
+        def get_data(self, cache: bool = True) -> bytes:
+            raise AssertionError("a body over the limit was read")
+
+    from export_harness.converters.serving.handlers import cloud_function_response
+
+    body, status, _ = cloud_function_response(handler, Request())
+    assert status == 413 and "at most 100 bytes" in body["error"]
+    monkeypatch.setenv("SERVING_MAX_BODY_BYTES", "2048")
+    assert Handler(lambda inputs: None, Contract.from_spec(bst), "stub").max_body == 2048
+    monkeypatch.setenv("SERVING_MAX_BODY_BYTES", "lots")
+    with pytest.raises(ValueError, match="SERVING_MAX_BODY_BYTES: expected a positive integer, got 'lots'"):
+        Handler(lambda inputs: None, Contract.from_spec(bst), "stub")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,16 +37,43 @@ LITERT_POSITIONAL = ("args_{i}", "output_{i}")
 """Signature names of litert-torch .tflite files (tried after the spec's own names)."""
 
 
-class Handler:
-    """One runtime behind the contract. ``serialize``: one request at a time (runtimes that are not thread-safe)."""
+MAX_BODY_BYTES = 32 << 20
+"""Largest request body read (``$SERVING_MAX_BODY_BYTES`` overrides): a full batch of ``MAX_BATCH`` BST clips is
+about 20 MB of JSON; a larger body is refused with 413 before it is parsed."""
 
-    def __init__(self, predict: Predict, contract: Contract, runtime: str, *, serialize: bool = False) -> None:
+
+def max_body_bytes() -> int:
+    """``$SERVING_MAX_BODY_BYTES`` (a positive integer), else :data:`MAX_BODY_BYTES`."""
+    text = os.environ.get("SERVING_MAX_BODY_BYTES", "")
+    if not text:
+        return MAX_BODY_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"SERVING_MAX_BODY_BYTES: expected a positive integer, got {text!r}")
+    return int(text)
+
+
+class Handler:
+    """One runtime behind the contract. ``serialize``: one request at a time (runtimes that are not thread-safe);
+    ``max_body``: the largest body (bytes or text) parsed, else 413."""
+
+    def __init__(self, predict: Predict, contract: Contract, runtime: str, *, serialize: bool = False,
+                 max_body: int | None = None) -> None:
         self.predict = predict
         self.contract = contract
         self.runtime = runtime
+        self.max_body = max_body or max_body_bytes()
         self._lock = threading.Lock() if serialize else None
 
+    def too_large(self, size: int | None) -> tuple[int, dict[str, Any]] | None:
+        """The 413 answer for a body of ``size`` bytes, or None when it may be read."""
+        if size is not None and size > self.max_body:
+            return 413, {"error": f"body: at most {self.max_body} bytes, got {size}", "field": "body"}
+        return None
+
     def __call__(self, body: Any) -> tuple[int, dict[str, Any]]:
+        refused = self.too_large(len(body)) if isinstance(body, (bytes, bytearray, str)) else None
+        if refused:
+            return refused
         try:
             inputs = parse_request(body, self.contract)
         except BadRequest as exc:
@@ -113,6 +141,9 @@ def cloud_function_response(handler: Handler, request: Any) -> tuple[dict[str, A
     body is parsed by the contract (flask's own ``get_json`` would answer invalid JSON with an HTML page)."""
     if request.method != "POST":
         return {"error": f"method: expected POST, got {request.method}"}, 405, {**JSON_HEADERS, "Allow": "POST"}
+    refused = handler.too_large(request.content_length)  # before reading it
+    if refused:
+        return refused[1], refused[0], dict(JSON_HEADERS)
     status, body = handler(request.get_data(cache=False))
     return body, status, dict(JSON_HEADERS)
 
