@@ -79,8 +79,13 @@ def test_junit_xunit2_without_warnings_and_markdown(tmp_path: Path, workers: lis
                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "PytestWarning" not in run.stdout + run.stderr
-    # the session's conversion account, the xdist workers' included (the controller converts nothing itself)
+    # the session's conversion account, the xdist workers' included (the controller converts nothing itself): a
+    # dependency converted for a cell counts too (onnx:fp16 is made from onnx:fp32), which the cells alone never showed
     assert "conversions performed this run: 2 (0 failed); served from cache: 0 artifacts" in run.stdout, run.stdout
+    fp16 = subprocess.run([sys.executable, "-m", "pytest", "-q", *quiet, *workers, f"--harness-cache={tmp_path / 'c2'}",
+                           "-k", "junit_tiny-onnx:fp16]"], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert "conversions performed this run: 2 (0 failed)" in fp16.stdout, fp16.stdout[-2000:]
     root = ET.parse(junit).getroot()
     cases = {c.get("name"): c for c in root.iter("testcase")}
     assert set(cases) == {"test_cell[junit_tiny-onnx:fp32]", "test_cell[junit_tiny-torchscript:trace]"}

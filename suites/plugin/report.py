@@ -104,9 +104,8 @@ def _session_account(config: pytest.Config) -> str | None:
     return account_line(accounts) if accounts else None
 
 
-@pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
-def hand_over_cache_account(session: pytest.Session, exitstatus: int) -> None:
-    """An xdist worker hands its cache account to the controller (``workeroutput``)."""
+def _hand_over_cache_account(session: pytest.Session) -> None:
+    """An xdist worker hands its cache account to the controller (``workeroutput``, sent after this hook)."""
     from export_harness.plugin.core import HARNESS_KEY
 
     output = getattr(session.config, "workeroutput", None)
@@ -124,6 +123,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 @pytest.hookimpl(trylast=True)  # after the latency plugin has written --latency-report
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _hand_over_cache_account(session)
     config = session.config
     path = config.getoption("--harness-html")
     reporter = config.pluginmanager.get_plugin("terminalreporter")
