@@ -153,26 +153,30 @@ def tflite_load(path: str, delegates: str = "default", threads: int = 2) -> dict
             "outputs": [_details(d) for d in interp.get_output_details()]}
 
 
-def _timed_calls(call: Callable[[], dict[str, Any]], repeat: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``repeat`` calls back to back, each timed on this process's wall and CPU clocks around the invoke alone:
-    (the last call's outputs, ``seconds`` / ``cpu_seconds`` summed over the calls and ``calls``). Repeating here,
-    on one exchange of the inputs, is how a loop on the runtime's own API runs: the exchange's reading and writing
-    of .npz files between two invokes would otherwise evict the artifact's weights from the CPU caches."""
+def _timed_calls(call: Callable[[], dict[str, Any]], repeat: int, cpu_clock: Callable[[], float] = time.process_time
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``repeat`` calls back to back, each timed on this process's wall clock and ``cpu_clock`` around the invoke
+    alone: (the last call's outputs, ``seconds`` / ``cpu_seconds`` summed over the calls and ``calls``). Repeating
+    here, on one exchange of the inputs, is how a loop on the runtime's own API runs: the exchange's reading and
+    writing of .npz files between two invokes would otherwise evict the artifact's weights from the CPU caches."""
     seconds = cpu = 0.0
     calls = max(1, int(repeat))
     for _ in range(calls):
-        w0, c0 = time.perf_counter(), time.process_time()
+        w0, c0 = time.perf_counter(), cpu_clock()
         result = call()
-        cpu, seconds = cpu + time.process_time() - c0, seconds + time.perf_counter() - w0
+        cpu, seconds = cpu + cpu_clock() - c0, seconds + time.perf_counter() - w0
     return result, {"seconds": seconds, "cpu_seconds": cpu, "calls": calls}
 
 
 def tflite_run(handle: str, inputs: str, outputs: str, repeat: int = 1) -> dict[str, Any]:
     """Run ``repeat`` invocations (see :func:`_timed_calls`): ``inputs`` .npz keyed by signature input name (or
-    ``#index``), outputs likewise."""
+    ``#index``), outputs likewise. An interpreter with one thread runs every kernel on the calling thread, so its
+    CPU time is that thread's: other threads of this worker (other interpreters' pools) never count."""
     interp = _INTERPRETERS[handle]
     feeds = load_npz(inputs)
-    result, timing = _timed_calls(lambda: _invoke(interp, feeds), repeat)
+    one_thread = handle.rsplit("|", 1)[-1] == "1"
+    result, timing = _timed_calls(lambda: _invoke(interp, feeds), repeat,
+                                  time.thread_time if one_thread else time.process_time)
     np.savez(outputs, **{k: np.asarray(v) for k, v in result.items()})
     return timing
 
