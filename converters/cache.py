@@ -232,22 +232,20 @@ class ArtifactCache:
 
     def get_or_create(self, key: str, target: str, produce: Callable[[Path], dict[str, Any]],
                       cacheable_error: Callable[[BaseException], bool] = lambda exc: False,
-                      sources: Mapping[str, str] | None = None, reserve_bytes: int = 0) -> Artifact:
+                      sources: Mapping[str, str] | None = None,
+                      reserve_bytes: Callable[[], int] | None = None) -> Artifact:
         """Return the artifact for ``key``, running ``produce(tmpdir) -> meta`` once if it is missing (or corrupt,
         or built from other ``sources`` content). A failure is recorded only when ``cacheable_error`` says it is
-        deterministic and nothing transient happened (see :func:`transient`). With less than ``reserve_bytes`` free
-        on the cache's disk, :class:`DiskFull` is raised before ``produce`` runs (and nothing is recorded)."""
+        deterministic and nothing transient happened (see :func:`transient`). With less than ``reserve_bytes()`` free
+        on the cache's disk (asked only when converting), :class:`DiskFull` is raised before ``produce`` runs (and
+        nothing is recorded)."""
         found, _ = self._find(key, target, sources)
         if found is not None:
-            self.stats.hits += 1
-            self.stats.keys["hit"].add(key)
-            return found
+            return self._hit(key, found)
         with self._lock(key):
             found, problem = self._find(key, target, sources)  # another worker may have published it meanwhile
             if found is not None:
-                self.stats.hits += 1
-                self.stats.keys["hit"].add(key)
-                return found
+                return self._hit(key, found)
             if problem:
                 self._evict(key, target, problem)
             self._check_free_space(key, target, reserve_bytes)
@@ -284,17 +282,23 @@ class ArtifactCache:
             failure.unlink(missing_ok=True)
         return Artifact(target=target, key=key, directory=entry, meta=meta, converted_now=True, healed=problem)
 
-    def _check_free_space(self, key: str, target: str, reserve_bytes: int) -> None:
-        if reserve_bytes <= 0:
+    def _hit(self, key: str, artifact: Artifact) -> Artifact:
+        self.stats.hits += 1
+        self.stats.keys["hit"].add(key)
+        return artifact
+
+    def _check_free_space(self, key: str, target: str, reserve_bytes: Callable[[], int] | None) -> None:
+        if reserve_bytes is None:
             return
+        needed = reserve_bytes()
         try:
             free = shutil.disk_usage(self.root / "tmp").free
         except OSError:
             return
-        if free < reserve_bytes:
+        if free < needed:
             self.stats.keys["failed"].add(key)
             raise DiskFull(errno.ENOSPC, f"artifact cache {self.root}: {free >> 20} MiB free, converting {target} "
-                                         f"needs about {reserve_bytes >> 20} MiB; free space and run again (nothing "
+                                         f"needs about {needed >> 20} MiB; free space and run again (nothing "
                                          "was recorded: the next run converts)")
 
     def _record_failure(self, key: str, target: str, exc: BaseException) -> None:

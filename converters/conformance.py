@@ -44,16 +44,11 @@ PARITY_BATCHES = (1, 3)
 """Batch sizes run for a dynamic-batch model; neither equals the export batch (2)."""
 
 
-def nan_min(values: Iterable[float]) -> float:
-    """The smallest value, NaN if any is NaN: ``min([1.0, nan])`` is 1.0, which read an all-NaN output as agreement."""
+def nan_aware(pick: Callable[[list[float]], float], values: Iterable[float]) -> float:
+    """``pick`` (min or max) of ``values``, NaN if any is NaN: ``min([1.0, nan])`` is 1.0, which read an all-NaN output
+    as agreement."""
     values = list(values)
-    return float("nan") if any(math.isnan(v) for v in values) else min(values)
-
-
-def nan_max(values: Iterable[float]) -> float:
-    """The largest value, NaN if any is NaN."""
-    values = list(values)
-    return float("nan") if any(math.isnan(v) for v in values) else max(values)
+    return float("nan") if any(math.isnan(v) for v in values) else pick(values)
 
 
 @dataclass
@@ -83,8 +78,8 @@ class CellResult:
         if not outs:
             return {"cosine": None, "max_abs": None, "top1": None}
         top1 = [o.top1_agreement for o in outs if o.top1_agreement is not None]
-        return {"cosine": nan_min(o.cosine for o in outs), "max_abs": nan_max(o.max_abs for o in outs),
-                "top1": nan_min(top1) if top1 else None}
+        return {"cosine": nan_aware(min, (o.cosine for o in outs)),
+                "max_abs": nan_aware(max, (o.max_abs for o in outs)), "top1": nan_aware(min, top1) if top1 else None}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (the dict crosses process boundaries under pytest-xdist)."""
@@ -147,7 +142,7 @@ def export_artifact(target: Target, spec: ModelSpec, model: nn.Module, cache: Ar
         return target.convert(spec, model, workdir, deps)
 
     artifact = cache.get_or_create(key, target.name, produce, cacheable_error=target.is_deterministic_failure,
-                                   sources=sources, reserve_bytes=conversion_reserve(model))
+                                   sources=sources, reserve_bytes=lambda: conversion_reserve(model))
     ensure_entry_sidecar(spec, target, artifact)
     return artifact
 

@@ -390,8 +390,8 @@ def test_too_little_free_space_stops_before_the_exporter_runs(tmp_path: Path) ->
     free = shutil.disk_usage(tmp_path).free
     with pytest.raises(DiskFull, match=r"MiB free, converting t needs about \d+ MiB; free space and run again"):
         cache.get_or_create(KEY, "t", lambda d: pytest.fail("the exporter ran"), cacheable_error=lambda e: True,
-                            reserve_bytes=free + (1 << 30))
+                            reserve_bytes=lambda: free + (1 << 30))
     assert not list(tmp_path.glob("??/*.failure.json"))
-    assert cache.get_or_create(KEY, "t", _produce(), reserve_bytes=1).path.read_text() == "weights"
+    assert cache.get_or_create(KEY, "t", _produce(), reserve_bytes=lambda: 1).path.read_text() == "weights"
     model = torch.nn.Linear(1000, 1000)  # 4 MB of weights
     assert conversion_reserve(model) == 3 * 4 * (1000 * 1000 + 1000) + (64 << 20)

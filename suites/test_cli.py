@@ -241,12 +241,9 @@ def test_benchmark_agrees_with_the_latency_suite_on_the_same_file(target: str, t
     with lat.torch_threads(1), lat.pinned_allocator():
         for _ in range(3):
             cli_ms = time_runner(runner, inputs, 30, 3, 1, lambda: eager(inputs))[0].median_ms
-            fns = [lat.timed_call(runner, inputs), lambda: eager(inputs)]
-            clock, _ = lat.choose_clock("auto", 1, runner, fns)
-            timer, target_clocks = lat.CLOCKS[clock], lat.clocks_for(clock, runner)
-            plan = lat.TimingPlan()
-            rounds, iterations = plan.schedule(lat.warm_up(fns, plan, timer, [target_clocks[0], timer]))
-            suite = lat.measure_paired(fns[0], fns[1], rounds, iterations, timer, target_clocks)
+            schedule = lat.schedule_rounds(lat.timed_call(runner, inputs), lambda: eager(inputs), runner,
+                                           lat.TimingPlan(), 1)
+            suite = schedule.runner.run(schedule.rounds)
             pairs.append((cli_ms, 1e3 * float(np.median(suite.target))))
             if abs(pairs[-1][0] / pairs[-1][1] - 1) <= 0.10:
                 break

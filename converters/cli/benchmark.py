@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,13 +88,9 @@ def time_runner(runner: Any, inputs: dict[str, Any], runs: int, warmup: int, thr
     call = lat.timed_call(runner, inputs)
     for _ in range(warmup):
         call()
-    fns = [call] if reference is None else [call, reference]
-    clock, _ = lat.choose_clock("auto", threads, runner, fns)
-    timer, wall = lat.CLOCKS[clock], time.perf_counter
-    target_clocks = lat.clocks_for(clock, runner)
-    plan = lat.TimingPlan()
-    iterations = plan.iterations_for(lat.warm_up(fns, plan, timer, [target_clocks[0], timer][:len(fns)])[0])
-    rounds = lat.InterleavedRounds(call, reference, iterations, timer, wall, target_clocks=target_clocks).run(runs)
+    schedule = lat.schedule_rounds(call, reference, runner, lat.TimingPlan(), threads)
+    rounds = schedule.runner.run(runs)  # --runs rounds, not the suite's time budget
+    clock = schedule.clock
     name = clock if lat.runtime_pid(runner) == "self" else f"{clock} (runtime process)"
     return (lat.LatencyStats.from_seconds(rounds.target), lat.LatencyStats.from_seconds(rounds.wall_target), name)
 

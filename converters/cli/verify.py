@@ -58,7 +58,7 @@ class FileCache:
         self.scratch = scratch
 
     def get_or_create(self, key: str, target: str, produce: Callable[[Path], dict[str, Any]],
-                      cacheable_error: Any = None, sources: Any = None, reserve_bytes: int = 0) -> Artifact:
+                      cacheable_error: Any = None, sources: Any = None, reserve_bytes: Any = None) -> Artifact:
         if target == self.artifact.target:
             return self.artifact
         directory = self.scratch / re.sub(r"[^A-Za-z0-9.-]+", "_", target)

@@ -353,6 +353,28 @@ class InterleavedRounds:
         self.target_timer, self.target_wall = self.timer, self.wall
 
 
+@dataclass
+class Schedule:
+    """How one benchmark is timed: its clock (and why), the fixed round count, and the rounds to run."""
+
+    clock: str
+    why: str
+    rounds: int
+    runner: InterleavedRounds
+
+
+def schedule_rounds(target: Callable[[], Any], reference: Callable[[], Any] | None, runner: Any, plan: TimingPlan,
+                    threads: int, clock: str = "auto") -> Schedule:
+    """The latency suite's one way to set up a benchmark: pick the clock (:func:`choose_clock`), warm up on it (the
+    runtime process's own clocks for an out-of-process runner), and fix rounds and iterations from the warm-up."""
+    fns = [target] if reference is None else [target, reference]
+    clock, why = choose_clock(clock, threads, runner, fns)
+    timer, target_clocks = CLOCKS[clock], clocks_for(clock, runner)
+    rounds, iterations = plan.schedule(warm_up(fns, plan, timer, [target_clocks[0], timer][:len(fns)]))
+    return Schedule(clock, why, rounds, InterleavedRounds(target, reference, iterations, timer,
+                                                          target_clocks=target_clocks))
+
+
 def measure_paired(target: Callable[[], Any], reference: Callable[[], Any], rounds: int, iterations: int = 1,
                    timer: Timer = time.perf_counter, target_clocks: tuple[Timer, Timer] | None = None
                    ) -> PairedTimings:

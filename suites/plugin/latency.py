@@ -481,12 +481,10 @@ class LatencyDriver:
         state, case = self.state, prepared.case
         target_fn = prepared.call_target()
         reference = None if case.target is None else prepared.call_eager()
-        fns = [target_fn] if reference is None else [target_fn, reference]
-        clock, why = lat.choose_clock(state.settings.clock, state.threads, prepared.runner, fns)
-        timer, target_clocks = lat.CLOCKS[clock], lat.clocks_for(clock, prepared.runner)
-        per_call = lat.warm_up(fns, state.plan, timer, [target_clocks[0], timer][:len(fns)])
-        rounds, iterations = state.plan.schedule(per_call)
-        rounds_runner = lat.InterleavedRounds(target_fn, reference, iterations, timer, target_clocks=target_clocks)
+        schedule = lat.schedule_rounds(target_fn, reference, prepared.runner, state.plan, state.threads,
+                                       state.settings.clock)
+        clock, why, rounds, rounds_runner = schedule.clock, schedule.why, schedule.rounds, schedule.runner
+        iterations = rounds_runner.iterations
         artifact_clock = rounds_runner.clock
         benchmark._timer = _named(artifact_clock, f"artifact-only-{clock}")  # pytest-benchmark 5.3.1 (pinned)
         benchmark.group = f"{case.spec.name} b{case.batch}"
