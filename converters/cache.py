@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export_harness.models.atomic import write_json_atomic
+from export_harness.converters.util.files import write_json_atomic
 
 
 @dataclass
@@ -426,9 +426,9 @@ def _signature(entry: Path) -> tuple[tuple[str, int, int], ...]:
 
 def _is_content(name: str, exclude: tuple[str, ...]) -> bool:
     """Whether a file counts in an entry's content: not one of ``exclude`` (meta.json, the sidecar), nor the temporary
-    of an atomic write of one (``.artifact.json.<random>.json``, see export_harness.models.atomic): another worker
-    re-writing a hit's
-    sidecar must not look like tampering (it did: the entry was evicted under the writer, whose rename then failed)."""
+    of an atomic write of one (``.artifact.json.<random>.json``, see export_harness.converters.util.files): another
+    worker re-writing a hit's sidecar must not look like tampering (the entry would be evicted under the writer, whose
+    rename then fails)."""
     return name not in exclude and not name.startswith(tuple(f".{n}." for n in exclude))
 
 

@@ -31,12 +31,12 @@ from export_harness.converters.checks.localize import (
 )
 from export_harness.converters.checks.onnx_structure import frozen_axes
 from export_harness.converters.checks.thresholds import Thresholds
-from export_harness.converters.exporters.torchscript import error_head
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.report.sidecar import ensure_entry_sidecar
 from export_harness.converters.target import Runner, StageError, StructureError, Target
 from export_harness.converters.torch_dispatch import clear_dispatch_caches
-from export_harness.models.atomic import atomic_path
+from export_harness.converters.util.errors import error_head
+from export_harness.converters.util.files import atomic_path
 from export_harness.models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from export_harness.models.weights import state_dict_hash
 

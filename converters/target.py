@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from export_harness.converters.cache import Artifact
-from export_harness.converters.tf.worker_loop import package_versions
+from export_harness.converters.util.versions import package_versions
 from export_harness.models.spec import ModelSpec
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from export_harness.converters.util.cpu import cpu_flags
 
 BATCH = "B"
 """Symbol used in shapes for the (dynamic) batch dimension."""
@@ -86,19 +87,6 @@ class OutputSpec:
     @property
     def is_classifier(self) -> bool:
         return self.kind in ("logits", "log_probs") and isinstance(self.shape[-1], int) and self.shape[-1] > 1
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags (``/proc/cpuinfo``; ``$HARNESS_CPU_FLAGS``, space-separated, overrides for tests)."""
-    override = os.environ.get("HARNESS_CPU_FLAGS")
-    if override is not None:
-        return frozenset(override.split())
-    with contextlib.suppress(OSError):
-        match = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if match:
-            return frozenset(match.group(1).split())
-    return frozenset()
 
 
 def star_match(pattern: str, name: str) -> bool:

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export_harness.converters.util.files import atomic_path, write_json_atomic
 from export_harness.models import datasets
-from export_harness.models.atomic import atomic_path, write_json_atomic
 from export_harness.models.proxy_tasks import BUILTIN_TASKS, Arrays, ProxyTask, gcode_decoder_task
 from export_harness.models.spec import ModelSpec, model_code_hash, run_torch
 from export_harness.models.weights import state_dict_hash

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from export_harness.converters.checks.accuracy import Budgets
-from export_harness.models.spec import Limitation, cpu_flags
+from export_harness.converters.util.cpu import cpu_flags
+from export_harness.models.spec import Limitation
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from export_harness.converters.conformance import ModelIdentities, export_artifa
 from export_harness.converters.defaults import default_path, load_layered, require_number
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.target import Target
-from export_harness.models.atomic import write_json_atomic
+from export_harness.converters.util.files import write_json_atomic
 from export_harness.models.proxy_tasks import Arrays, Metric, ProxyTask
 from export_harness.models.spec import Limitation, ModelSpec, star_match
 

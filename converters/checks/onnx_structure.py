@@ -10,8 +10,8 @@ from typing import Any
 
 import onnx
 
-from export_harness.converters.exporters.torchscript import error_head
 from export_harness.converters.target import StructureError
+from export_harness.converters.util.errors import error_head
 from export_harness.models.spec import ModelSpec
 
 

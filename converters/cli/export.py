@@ -34,7 +34,7 @@ from export_harness.converters.report.export_results import model_records
 from export_harness.converters.report.sidecar import write_sidecar
 from export_harness.converters.session import Session
 from export_harness.converters.target import Target
-from export_harness.models.atomic import write_json_atomic
+from export_harness.converters.util.files import write_json_atomic
 from export_harness.models.spec import ModelSpec
 
 RESULTS = "export_results.json"

@@ -43,7 +43,7 @@ from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.report.matrix_report import fmt_optional
 from export_harness.converters.session import Session
 from export_harness.converters.target import Target
-from export_harness.models.atomic import write_json_atomic
+from export_harness.converters.util.files import write_json_atomic
 from export_harness.models.spec import ModelSpec
 
 RESULTS = "quantization_results.json"

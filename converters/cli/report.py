@@ -17,7 +17,7 @@ from export_harness.converters.cli.files import publish
 from export_harness.converters.cli.session import first_line
 from export_harness.converters.report import matrix_report
 from export_harness.converters.report.markdown_summary import summary_markdown
-from export_harness.models.atomic import write_text_atomic
+from export_harness.converters.util.files import write_text_atomic
 
 _OUTCOMES = {"PASSED": "passed", "FAILED": "failed", "XFAIL": "xfail", "XPASS": "xpass"}
 

@@ -26,8 +26,8 @@ from torch import nn
 from export_harness.converters.cache import Artifact
 from export_harness.converters.checks.onnx_structure import check_onnx_structure
 from export_harness.converters.exporters.onnx_runner import OnnxRuntimeRunner
-from export_harness.converters.exporters.torchscript import error_head
 from export_harness.converters.target import ExportError, StructureError, Target
+from export_harness.converters.util.errors import error_head
 from export_harness.models.spec import ModelSpec
 
 FP32_TARGET = "onnx:fp32"

@@ -24,10 +24,10 @@ from export_harness.converters.cache import Artifact
 from export_harness.converters.exporters.torchscript import (
     TRACE_BATCH,
     TorchScriptRunner,
-    error_head,
     quiet_jit_warnings,
 )
 from export_harness.converters.target import ExportError, Target
+from export_harness.converters.util.errors import error_head
 from export_harness.models.spec import ModelSpec, to_torch
 
 

@@ -21,8 +21,8 @@ from torch import nn
 from export_harness.converters.cache import Artifact
 from export_harness.converters.checks.onnx_structure import check_onnx_structure, onnx_opset
 from export_harness.converters.exporters.onnx_runner import OnnxRuntimeRunner
-from export_harness.converters.exporters.torchscript import error_head
 from export_harness.converters.target import ExportError, Target
+from export_harness.converters.util.errors import error_head
 from export_harness.models.spec import ModelSpec, to_torch
 
 EXPORT_BATCH = 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch import nn
 
 from export_harness.converters.cache import Artifact
 from export_harness.converters.target import ExportError, Target
+from export_harness.converters.util.errors import error_head
 from export_harness.models.spec import ModelSpec, to_torch
 
 TRACE_BATCH = 2
@@ -79,20 +79,3 @@ class TorchScriptRunner:
         return {o.name: t.numpy() for o, t in zip(self.spec.outputs, outs, strict=True)}
 
 
-def error_head(exc: BaseException, lines: int = 3) -> str:
-    """First lines of an error and of its root cause: enough to recognise it, short enough for a report."""
-    parts = [_first_lines(exc, lines)]
-    root = exc
-    while root.__cause__ is not None and root.__cause__ is not root:
-        root = root.__cause__
-    if root is not exc:
-        parts.append("caused by " + _first_lines(root, lines))
-    return " | ".join(parts)
-
-
-def _first_lines(exc: BaseException, lines: int) -> str:
-    text = [ln.rstrip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: " + " | ".join(text[:lines])
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -31,7 +31,6 @@ import contextlib
 import gc
 import inspect
 import math
-import os
 import platform
 import re
 import time
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from export_harness.converters.defaults import check_numbers
+from export_harness.converters.util.cpu import cpu_model, usable_cpus
 
 Timer = Callable[[], float]
 Inputs = Mapping[str, np.ndarray]
@@ -696,36 +696,6 @@ def runtime_pid(runner: Any) -> int | str:
 
 
 # ----------------------------------------------------------------------------------------- identification
-
-
-def cpu_model() -> str:
-    """CPU model name from ``/proc/cpuinfo``, with family/model numbers and the widest x86 SIMD level.
-
-    Hypervisors often report a bare "AMD EPYC": two such machines (Zen 2 without AVX-512, Zen 4 with it) gave
-    ONNX Runtime ratios-to-eager 30% apart, so the name alone does not say the timings are comparable.
-    Falls back to ``platform.processor()``."""
-    with contextlib.suppress(OSError):
-        info = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-        if match:
-            family = re.search(r"^cpu family\s*:\s*(\d+)$", info, re.M)
-            model = re.search(r"^model\s*:\s*(\d+)$", info, re.M)
-            flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.M) or re.match("()", "")).group(1).split())
-            isa = next((name for name in ("avx512f", "avx2", "avx") if name in flags), None)
-            parts = [match.group(1).strip()]
-            if family and model:
-                parts.append(f"f{family.group(1)}m{model.group(1)}")
-            if isa:
-                parts.append(isa)
-            return " ".join(parts)
-    return platform.processor() or platform.machine()
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def machine_kind() -> dict[str, Any]:

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     curves = [measure(m, t, tuple(sorted(set(args.counts))), args.cache) for m in args.models for t in args.targets]
     text = render(curves)
     if args.output:
-        from export_harness.models.atomic import write_json_atomic, write_text_atomic
+        from export_harness.converters.util.files import write_json_atomic, write_text_atomic
 
         write_text_atomic(args.output, text)
         write_json_atomic(Path(args.output).with_suffix(".json"), curves)

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from export_harness.models.atomic import write_json_atomic, write_text_atomic
+    from export_harness.converters.util.files import write_json_atomic, write_text_atomic
 
     if args.store_durations:
         write_json_atomic(args.store_durations, durations(cold))

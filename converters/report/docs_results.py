@@ -33,7 +33,7 @@ from export_harness.converters.report.conversion_times import conversion_times_p
 from export_harness.converters.report.export_results import support_table, variant_support_table
 from export_harness.converters.report.latency_selftest import latency_selftest_page
 from export_harness.converters.report.out_of_process import out_of_process_page
-from export_harness.models.atomic import write_text_atomic
+from export_harness.converters.util.files import write_text_atomic
 
 
 def support_table_page(report: Path) -> str:

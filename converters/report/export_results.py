@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from export_harness.models.atomic import write_text_atomic
+from export_harness.converters.util.files import write_text_atomic
 
 TF_COLUMNS = [
     ("onnx2tf", ["tf:savedmodel", "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-full"]),

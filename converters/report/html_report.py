@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from export_harness.converters.report.matrix_report import identical_artifacts
-from export_harness.models.atomic import write_text_atomic
+from export_harness.converters.util.files import write_text_atomic
 
 VERDICTS = ("pass", "declared", "fail", "skipped")
 """Grid colours: passed; declared failure (strict xfail); failure (failed, or a strict xfail that passed); skipped."""

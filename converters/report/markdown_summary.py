@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from export_harness.models.atomic import write_text_atomic
+from export_harness.converters.util.files import write_text_atomic
 
 ORDER = ("passed", "failed", "xfail", "xpass", "skipped")
 

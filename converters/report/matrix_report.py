@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from export_harness.models.atomic import write_json_atomic
+from export_harness.converters.util.files import write_json_atomic
 
 CACHE_STATES = ("converted", "conversion-failed", "hit", "failure-replayed")
 

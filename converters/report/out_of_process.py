@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from export_harness.models.atomic import write_json_atomic
+from export_harness.converters.util.files import write_json_atomic
 
 FILENAME = "out-of-process-timing.json"
 ENV = "HARNESS_RESULTS_DIR"

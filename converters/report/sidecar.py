@@ -12,7 +12,7 @@ from typing import Any
 
 from export_harness.converters.cache import CONTENT, SIDECAR, Artifact
 from export_harness.converters.target import Target
-from export_harness.models.atomic import write_text_atomic
+from export_harness.converters.util.files import write_text_atomic
 from export_harness.models.spec import ModelSpec
 
 SCHEMA = "export-conformance-harness/artifact-sidecar/1"

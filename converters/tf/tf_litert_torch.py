@@ -27,10 +27,10 @@ from torch import nn
 
 from export_harness.converters.cache import Artifact
 from export_harness.converters.exporters.onnx_export import export_mode
-from export_harness.converters.exporters.torchscript import error_head
 from export_harness.converters.target import ExportError, StageError, Target
 from export_harness.converters.tf.isolation import WorkerTimeout
 from export_harness.converters.tf.tflite import PRECISIONS, Backend, TFLiteTarget, calibration_data
+from export_harness.converters.util.errors import error_head
 from export_harness.models.spec import ModelSpec, to_torch
 
 LITERT_TORCH = Backend(

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from export_harness.converters.tf.tf_worker_runtime import RUNTIME_HANDLERS, load_npz, tflite_inspect
-from export_harness.converters.tf.worker_loop import package_versions, serve
+from export_harness.converters.tf.worker_loop import serve
+from export_harness.converters.util.versions import package_versions
 
 ONNX2TF_IMAGE_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 """File onnx2tf otherwise downloads for image-like inputs; looked up in the CWD first."""
@@ -121,9 +122,9 @@ def onnx_tf_convert(onnx_path: str, out_dir: str, calibration: str) -> dict[str,
             (out / f"model_{precision}.tflite").write_bytes(conv.convert())
             produced[precision] = f"model_{precision}.tflite"
         except Exception as exc:
-            from export_harness.converters.tf.worker_loop import _error_text
+            from export_harness.converters.util.errors import error_head_and_tail
 
-            errors[precision] = _error_text(exc)
+            errors[precision] = error_head_and_tail(exc)
         seconds[precision] = time.perf_counter() - t0
     return {"seconds": seconds, "tflite": produced, "errors": errors, "savedmodel": "saved_model",
             "versions": package_versions("onnx-tf", "tensorflow-cpu", "tensorflow-addons", "onnx", "ai-edge-litert")}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from export_harness.converters.tf.worker_loop import package_versions
+from export_harness.converters.util.versions import package_versions
 
 MAX_LOADED = 8
 """Interpreters / SavedModels kept loaded per worker (a cell loads one or two, then the next cell's replace them)."""

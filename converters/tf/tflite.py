@@ -27,9 +27,10 @@ import numpy as np
 
 from export_harness.converters.cache import Artifact
 from export_harness.converters.checks.tflite_structure import check_tflite_structure
-from export_harness.converters.target import ExportError, StageError, StructureError, Target, package_versions
+from export_harness.converters.target import ExportError, StageError, StructureError, Target
 from export_harness.converters.tf.isolation import WorkerTimeout, pool, python_has_modules
 from export_harness.converters.tf.tflite_runtime import WORKER_MODULE, SavedModelRunner, TFLiteRunner
+from export_harness.converters.util.versions import package_versions
 from export_harness.models.spec import ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-full")

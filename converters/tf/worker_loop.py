@@ -16,38 +16,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from export_harness.converters.util.errors import error_head_and_tail
+
 Handler = Callable[..., dict[str, Any]]
-
-
-def package_versions(*names: str) -> dict[str, str]:
-    """Installed versions of distributions (``not-installed`` when absent); stdlib only, usable in any worker."""
-    from importlib import metadata
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not-installed"
-    return out
-
-
-def _error_text(exc: BaseException, lines: int = 4) -> str:
-    """``Type: first lines`` of an exception and of its root cause (like ``exporters.torchscript.error_head``)."""
-
-    def head(e: BaseException) -> str:
-        text = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        if len(text) > lines:  # TF's "in user code:" tracebacks put the actual message last
-            text = [*text[:1], "...", *text[-(lines - 1):]]
-        return f"{type(e).__name__}: " + " | ".join(text)
-
-    parts = [head(exc)]
-    root = exc
-    while root.__cause__ is not None and root.__cause__ is not root:
-        root = root.__cause__
-    if root is not exc:
-        parts.append("caused by " + head(root))
-    return " | ".join(parts)
 
 
 def serve(handlers: dict[str, Handler]) -> None:
@@ -67,7 +38,7 @@ def serve(handlers: dict[str, Handler]) -> None:
             response = {"ok": True, "result": handlers[op](**request.get("args", {}))}
         except Exception as exc:  # reported to the parent; the worker stays alive
             traceback.print_exc(file=sys.stderr)
-            response = {"ok": False, "error": _error_text(exc), "type": type(exc).__name__}
+            response = {"ok": False, "error": error_head_and_tail(exc), "type": type(exc).__name__}
         sys.stdout.flush()
         sys.stderr.flush()
         out.write(json.dumps(response, default=str) + "\n")
