@@ -114,7 +114,7 @@ def account_line(accounts: Iterable[Mapping[str, Iterable[str]]]) -> str:
 CONTENT = "content_sha256"
 """meta.json key: sha256 of the entry's files (names included), everything but meta.json and the sidecar."""
 SIDECAR = "artifact.json"
-"""The metadata sidecar beside an entry's artifact (``export_harness.converters.report.sidecar``): derived from
+"""The metadata sidecar beside an entry's artifact (``export_harness.converters.sidecar``): derived from
 meta.json and the
 spec, rewritten when stale, so, like meta.json, not part of the content hash."""
 NOT_CONTENT = ("meta.json", SIDECAR)

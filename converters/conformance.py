@@ -32,7 +32,7 @@ from export_harness.converters.checks.localize import (
 from export_harness.converters.checks.onnx_structure import frozen_axes
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.registry import TargetRegistry
-from export_harness.converters.report.sidecar import ensure_entry_sidecar
+from export_harness.converters.sidecar import ensure_entry_sidecar
 from export_harness.converters.target import Runner, StageError, StructureError, Target
 from export_harness.converters.torch_dispatch import clear_dispatch_caches
 from export_harness.converters.util.errors import error_head

@@ -21,6 +21,7 @@ import numpy as np
 from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.conformance import CellFailure, CellResult, ModelIdentities, run_cell
+from export_harness.converters.expectations import Expectations
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.target import Target
 from export_harness.models.registry import Registry
@@ -44,6 +45,8 @@ class Session:
     targets: TargetRegistry
     cache: ArtifactCache
     thresholds: Thresholds
+    expectations: Expectations = field(default_factory=Expectations.load)
+    """The project's declared expected failures and skips (the packaged ones alone by default)."""
     weights: dict[str, str] = field(default_factory=dict)
     """Model name -> weights file given by the user (``--harness-weights`` / the CLI's ``--weights``)."""
     allow_pickle: bool = False
@@ -96,7 +99,7 @@ class Session:
                 self._cell_specs[spec.name] = replace(spec, extra={**spec.extra, "calibration": dict(data),
                                                                    "calibration_id": identity})
             elif has_task(spec):
-                from export_harness.converters.checks.accuracy import accuracy_spec
+                from export_harness.converters.accuracy.evaluate import accuracy_spec
 
                 self._cell_specs[spec.name] = accuracy_spec(spec, task_for(spec))
         return self._cell_specs[spec.name]
@@ -128,7 +131,7 @@ class Session:
         FP32 eval outputs), and hand the freed heap back to the OS: under pytest-xdist a worker runs model after
         model, and two workers holding every model's data (11 GB each, measured) ran the 24 GB machine out of
         memory."""
-        from export_harness.converters.checks.accuracy import forget_reference_outputs
+        from export_harness.converters.accuracy.evaluate import forget_reference_outputs
         from export_harness.models.training import forget_task
 
         for held in (self._reference, self._seeded, self._cell_specs):

@@ -19,6 +19,7 @@ Deviations (all deliberate):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import chess
@@ -27,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.proxy_tasks import ProxyTask, chess_task
+from export_harness.models.spec import BATCH, InputSpec, ModelSpec, OutputSpec, TrainingRecipe
+from export_harness.models.training import cached_head_inputs, fit
 
 NUM_PLANES = 14
 NUM_MOVES = 4096
@@ -218,6 +221,24 @@ def checkpoint_dict(model: AlphaZeroNetwork, metadata: dict[str, Any] | None = N
     return {"model_state_dict": model.state_dict(), "metadata": meta, "architecture": arch}
 
 
+def train_policy_value_heads(spec: ModelSpec, model: nn.Module, task: ProxyTask) -> None:
+    """Reference weights: the policy head (NLL of the book move, on book positions) and the value head (MSE of
+    tanh(value) to the WDL sign, on endgames) fitted over the frozen seeded body. Train labels are rows of
+    [policy index or -1, value target or 2 (none)]."""
+    feats = cached_head_inputs(spec, model, task, ("policy_fc", "value_fc1"))
+    modules = dict(model.named_modules())
+    y = torch.from_numpy(task.train_labels)
+    policy_rows = torch.nonzero(y[:, 0] >= 0).squeeze(1)
+    value_rows = torch.nonzero(y[:, 1] != 2).squeeze(1)
+    fc, fc1, fc2 = modules["policy_fc"], modules["value_fc1"], modules["value_fc2"]
+    with torch.enable_grad():
+        fit(list(fc.parameters()), lambda b: F.nll_loss(F.log_softmax(fc(feats["policy_fc"][policy_rows[b]]), 1),
+                                                        y[policy_rows[b], 0]), len(policy_rows), 12, 1e-3, 128)
+        fit(list(fc1.parameters()) + list(fc2.parameters()),
+            lambda b: F.mse_loss(torch.tanh(fc2(F.relu(fc1(feats["value_fc1"][value_rows[b]])))).squeeze(1),
+                                 y[value_rows[b], 1].float()), len(value_rows), 60, 1e-3, 128)
+
+
 def specs() -> list[ModelSpec]:
     """The registered chess variant."""
     return [
@@ -245,17 +266,13 @@ def specs() -> list[ModelSpec]:
             reference_params=REFERENCE_PARAMS,
             description="AlphaZero chess net, 128 ch x 6 residual blocks, policy log-probs 4096 + value",
             smoke=True,
-            limitations=(
-                Limitation(
-                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
-                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the opset-17 export contains "
-                    "Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
-                ),
-            ),
             notes=(
                 "Seeded init plus deterministic BatchNorm calibration on real positions and randomisation (running "
                 "stats and affine) so BN folding is exercised. Policy is log_softmax output; compare top-1 over legal "
                 "moves for quantized targets."
             ),
+            # accuracy: polyglot book moves (policy) and syzygy WDL signs (value) from the chess sdist's data
+            task=functools.partial(chess_task, board_to_input, legal_move_mask, move_to_index),
+            training=TrainingRecipe(train_policy_value_heads, name="heads:policy_fc,value_fc1"),
         )
     ]

@@ -42,9 +42,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from export_harness.models.method_limitations import BST_OPSET13, at_opset
-from export_harness.models.spec import BATCH, Generator, InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.proxy_tasks import bst_task
+from export_harness.models.spec import BATCH, Generator, InputSpec, ModelSpec, OutputSpec
 from export_harness.models.synthetic import smooth_series
+from export_harness.models.training import heads_recipe
 
 # --------------------------------------------------------------------------------------------------------------------
 # Building blocks (tempose.py)
@@ -816,29 +817,6 @@ _DESCRIPTIONS = {
 }
 
 
-SCRIPT_LIMITATION = Limitation(
-    target="torchscript:script",
-    match=r"Lambda aren't supported",
-    reason="upstream BST uses map(lambda ...) in its attention and forward passes; TorchScript has no lambdas "
-    "(torch.jit.script: UnsupportedNodeError: Lambda aren't supported). The guide's exporter falls back to trace.",
-)
-
-
-_TF_CONVERTERS = (
-    Limitation(
-        target="*onnx2tf]",
-        match=r"Output tensors of a Functional model must be the output of a TensorFlow `Layer`",
-        reason="onnx2tf 1.28.8 (onnxsim on PATH) fails on the TCN's erf-GELU Div "
-        "(wa/tcn_pose/net/net.2/Div): ValueError: Output tensors of a Functional model must be the "
-        "output of a TensorFlow `Layer` ... Found: 1.4142135381698608. Pre-simplifying with onnxslim "
-        "then fails on wa/Tile.",
-    ),
-    Limitation(
-        target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
-        reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the opset-17 ONNX export (guide "
-        "002's opset) contains Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
-    ),
-)
 """The TF converters' failures on BST's ONNX export (opset 17, and 13: the same graph ops)."""
 
 
@@ -864,28 +842,11 @@ def specs() -> list[ModelSpec]:
                 reference_params=REFERENCE_PARAMS[25][name],
                 description=_DESCRIPTIONS[name],
                 smoke=name == "bst_cg_ap",
-                limitations=(
-                    SCRIPT_LIMITATION,
-                    Limitation(
-                        target="*@opset11",
-                        match=r"ONNX export of repeat_interleave in opset 9\. Unsupported along dimension with unknown "
-                        r"input size",
-                        reason="guide 000's example exports at opset 11: the TorchScript-based exporter cannot export "
-                        "the padding mask's repeat_interleave along the dynamic batch axis below opset 13 "
-                        "(SymbolicValueError: Unsupported: ONNX export of repeat_interleave in opset 9 ... Please try "
-                        "opset version 13); every target of the opset-11 chain starts from that export.",
-                    ),
-                    Limitation(
-                        target="tflite:*litert-torch]", match=r"failed to legalize operation 'tfl\.equal'",
-                        reason="litert-torch 0.10 lowers the attention mask test `mask == 0.0` to a float64 tfl.equal, "
-                        "which TFLite rejects: failed to legalize operation 'tfl.equal' that was explicitly marked "
-                        "illegal (tensor<...xf64>).",
-                    ),
-                    *_TF_CONVERTERS,
-                    *at_opset(13, _TF_CONVERTERS, BST_OPSET13),
-                ),
                 notes=_NOTES,
                 extra={"hparams": dict(HPARAMS), "source": "Va6lue/BST-Badminton-Stroke-type-Transformer@2ef1797"},
+                # accuracy: JapaneseVowels speakers as stroke classes 1..9 (0 = unknown); the MLP head is fitted
+                task=functools.partial(bst_task, with_pos=name != "bst_0"),
+                training=heads_recipe("mlp_head", offset=1),
             )
         )
     return out

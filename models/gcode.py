@@ -54,8 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.proxy_tasks import ProxyTask, gcode_decoder_task, gcode_task
+from export_harness.models.spec import BATCH, InputSpec, ModelSpec, OutputSpec, TrainingRecipe
 from export_harness.models.synthetic import smooth_series
+from export_harness.models.training import fit, tensors, train_full_ce, trained_outputs
 
 __all__ = [
     "DTAE",
@@ -502,18 +504,25 @@ def build_decoder_step() -> GCodeDecoderStep:
     return GCodeDecoderStep()
 
 
-FINGERPRINT_SCRIPT_LIMITATION = Limitation(
-    target="torchscript:script",
-    match=r"Variable 'attn_mask' previously had type NoneType",
-    reason="upstream CrossModalFusion sets attn_mask = None then assigns a Tensor (TorchScript type error: "
-    "Variable 'attn_mask' previously had type NoneType); needs an Optional[Tensor] annotation.",
-)
-DECODER_SCRIPT_LIMITATION = Limitation(
-    target="torchscript:script",
-    match=r"Arguments for call are not valid",
-    reason="upstream GCodeLMHead's causal-mask helper takes an unannotated device=None argument, which TorchScript "
-    "types as Tensor, so torch.ones(sz, sz, device=device) has no valid overload.",
-)
+def train_fingerprint(spec: ModelSpec, model: nn.Module, task: ProxyTask) -> None:
+    """Reference weights: supervised cosine-classifier training of the fingerprint (the temporary class prototypes
+    are dropped)."""
+    y = torch.from_numpy(task.train_labels)
+    protos = nn.Parameter(torch.randn(int(y.max()) + 1, 128) * 0.1)
+
+    def loss(b: np.ndarray) -> torch.Tensor:
+        fp, _ = model(*tensors(spec, task.train_inputs, b))
+        return F.cross_entropy(16.0 * F.normalize(fp, dim=-1) @ F.normalize(protos, dim=-1).T, y[b])
+
+    with torch.enable_grad():
+        fit([*model.parameters(), protos], loss, len(y), 4, 1e-3, 32)
+
+
+def decoder_step_task() -> ProxyTask:
+    """The decoder step's task: the speaker as one command token after BOS, from the memory of the *trained*
+    ``gcode_fingerprint`` encoder (trained first on a cache miss)."""
+    encoder = next(s for s in specs() if s.name == "gcode_fingerprint")
+    return gcode_decoder_task(trained_outputs(encoder, "memory"), bos_id=BOS_ID, pad_id=PAD_ID, step_len=STEP_LEN)
 
 
 def specs() -> list[ModelSpec]:
@@ -526,35 +535,6 @@ def specs() -> list[ModelSpec]:
     return [
         ModelSpec(
             name="gcode_fingerprint",
-            limitations=(
-                Limitation(
-                    target="*@opset13", match=r"Exporting the operator 'aten::scaled_dot_product_attention' to ONNX "
-                    r"opset version 13 is not supported",
-                    reason="guide 004's default opset 13: the fusion's F.scaled_dot_product_attention exports only "
-                    "from opset 14 (UnsupportedOperatorError: Exporting the operator "
-                    "'aten::scaled_dot_product_attention' to ONNX opset version 13 is not supported); every target "
-                    "of the opset-13 chain starts from that export.",
-                ),
-                FINGERPRINT_SCRIPT_LIMITATION,
-                Limitation(
-                    target="*onnx2tf]",
-                    match=r"Eager execution of tf\.constant with unsupported shape",
-                    reason="onnx2tf 1.28.8 on the export with guide 004's dynamic sequence axis fails while building "
-                    "the graph (TypeError: Eager execution of tf.constant with unsupported shape: a LayerNorm weight "
-                    "broadcast against the unknown length). From a fixed-length export it failed later, rebuilding "
-                    "the LSTM (An `initial_state` was passed that is not compatible with `cell.state_size`).",
-                ),
-                Limitation(
-                    target="tflite:int8-dynamic*litert-torch]", match=r"BATCH_MATMUL\) failed to prepare",
-                    reason="ai-edge-quantizer's dynamic_wi8_afp32 file does not load on ai-edge-litert 2.3.0: "
-                    "batch_matmul.cc:352 (lhs float32 x rhs int8 ...) was not true. Node (BATCH_MATMUL) failed to "
-                    "prepare. fp32, fp16 and int8-full load and pass.",
-                ),
-                Limitation(
-                    target="*onnx-tf]", match=r"LayerNormalization is not implemented",
-                    reason="onnx-tf 1.10 has no LayerNormalization (opset 17): BackendIsNotSupposedToImplementIt.",
-                ),
-            ),
             family="gcode",
             guide_opsets=(13,),  # guide 004: export_onnx.py --opset 13 (11 its documented fallback)
             axis_lengths={"seq": (WINDOW, 128)},  # guide 004: --seq-len, default 64
@@ -588,41 +568,12 @@ def specs() -> list[ModelSpec]:
             smoke=True,
             notes=common + " No lengths input: every window is full (T=64), equivalent to the all-False PAD mask.",
             extra={"source": SOURCE},
+            # accuracy: JapaneseVowels speakers retrieved by fingerprint 5-NN; every parameter trained
+            task=gcode_task,
+            training=TrainingRecipe(train_fingerprint),
         ),
         ModelSpec(
             name="gcode_decoder_step",
-            limitations=(
-                Limitation(
-                    target="*@opset13", match=r"Exporting the operator 'aten::triu' to ONNX opset version 13 is not "
-                    r"supported",
-                    reason="guide 004's default opset 13: the decoder's causal mask (torch.triu) exports only from "
-                    "opset 14 (UnsupportedOperatorError: Exporting the operator 'aten::triu' to ONNX opset version 13 "
-                    "is not supported); every target of the opset-13 chain starts from that export.",
-                ),
-                DECODER_SCRIPT_LIMITATION,
-                Limitation(
-                    target="tflite:int8-full*onnx2tf]", match=r"Got value of type FLOAT32 but expected type INT64",
-                    reason="onnx2tf's int8 calibration casts every representative input to float32, so the int64 "
-                    "`tokens` input is rejected: Cannot set tensor: Got value of type FLOAT32 but expected type "
-                    "INT64. The SavedModel and the other .tflite files were written before it.",
-                ),
-                Limitation(
-                    target="tflite:int8-full[litert-torch]", match=r"next_logits: cosine 0\.9",
-                    reason="static int8 of the decoder step (embedding + causal attention, logits up to ~60): "
-                    "measured cosine 0.9432 (batch 1) and 0.9053 (batch 3) vs tier 0.99; top-1 1.0.",
-                ),
-                Limitation(
-                    target="*onnx2tf]", match=r"next_logits: cosine -?0\.0\d",
-                    reason="silent miscompile: onnx2tf's SavedModel (and every .tflite from it) returns different "
-                    "logits than ONNX Runtime on the same .onnx and inputs (trained reference weights: cosine -0.022, "
-                    "top-1 0/1; seeded: 0.065); reproduced outside the harness with tf.saved_model.load.",
-                ),
-                Limitation(
-                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
-                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the opset-17 export contains "
-                    "Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
-                ),
-            ),
             family="gcode",
             guide_opsets=(13,),  # guide 004: export_onnx.py --opset 13 (11 its documented fallback)
             factory=build_decoder_step,
@@ -657,5 +608,7 @@ def specs() -> list[ModelSpec]:
                                        # int8 may flip an argmax on a near tie: torchscript:int8-dynamic
                                        # decoded 127 of 128 sequences exactly (measured); every other tier 128/128
                                        "min_agreement": {"int8*": 0.98, "default": 1.0}}},
+            task=decoder_step_task,
+            training=TrainingRecipe(train_full_ce, {"offset": 5, "epochs": 8, "lr": 1e-3}),
         ),
     ]

@@ -11,10 +11,10 @@ Each zoo variant gets a :class:`ProxyTask` mapped onto its exact input contract 
 | G-code (2) | JapaneseVowels at 64 steps, 12 -> 135 + 4 categorical channels | speaker | 5-NN; token acc | 1/9 |
 
 The calibration split is always drawn from the training split, so it is disjoint from the eval split.
-A user spec gets a task through ``ModelSpec.extra["accuracy_task"]`` (a zero-argument callable returning a
-``ProxyTask``); ``export_harness.models.training.task_for(spec)`` looks there first, then at ``BUILTIN_TASKS`` keyed
-by spec name
-(the decoder step's task needs the trained fingerprint encoder, so the lookup lives with the training code).
+A model declares its task on its spec, ``ModelSpec(task=make_task)`` (a zero-argument callable returning a
+``ProxyTask``), the bundled zoo as any user model: each family module declares one of the builders below (which
+take whatever family-specific piece they need as arguments: this module imports no model family);
+``export_harness.models.training.task_for(spec)`` builds it once per process.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class ProxyTask:
 
 def _hash(*parts: object) -> str:
     """Identity of a task's data: the bundled files' hash, the mapping code and its parameters."""
-    funcs = (_resampled, _projection, _calibration, fake_of, _ladeda_split, _subset, _book_positions, _endgames)
+    funcs = (_resampled, _projection, _calibration, fake_of, _ladeda_split, _subset)
     code = "".join(inspect.getsource(f) for f in funcs)
     return hashlib.sha256((repr(parts) + code).encode()).hexdigest()
 
@@ -251,15 +252,16 @@ def gcode_task() -> ProxyTask:
                      _hash("gcode", digest, inspect.getsource(gcode_task)))
 
 
-def gcode_decoder_task(memory_fn: Callable[[Arrays], np.ndarray]) -> ProxyTask:
-    """Decode the speaker as one command token (id 5 + class) from the trained encoder's memory after BOS."""
+def gcode_decoder_task(memory_fn: Callable[[Arrays], np.ndarray], bos_id: int, pad_id: int,
+                       step_len: int) -> ProxyTask:
+    """Decode the speaker as one command token (id 5 + class) from the trained encoder's memory after BOS:
+    ``memory_fn`` maps the encoder task's inputs to its memory, the tokens are BOS then ``step_len - 1`` PADs."""
     base = gcode_task()
-    from export_harness.models.gcode import BOS_ID, PAD_ID, STEP_LEN
 
     def to_inputs(inputs: Arrays) -> Arrays:
         n = len(inputs["continuous"])
-        tokens = np.full((n, STEP_LEN), PAD_ID, np.int64)
-        tokens[:, 0] = BOS_ID
+        tokens = np.full((n, step_len), pad_id, np.int64)
+        tokens[:, 0] = bos_id
         return {"memory": memory_fn(inputs), "tokens": tokens}
 
     n_query = base.metrics[0].n_units
@@ -270,7 +272,8 @@ def gcode_decoder_task(memory_fn: Callable[[Arrays], np.ndarray]) -> ProxyTask:
     return ProxyTask("japanese_vowels->gcode_decoder_step", "next token after BOS = command token 5 + speaker, "
                      "from the memory of the trained gcode_fingerprint encoder", tr, base.train_labels,
                      _calibration(tr), ev, metrics,
-                     _hash("gcode_dec", base.data_hash, inspect.getsource(gcode_decoder_task)))
+                     _hash("gcode_dec", base.data_hash, bos_id, pad_id, step_len,
+                           inspect.getsource(gcode_decoder_task)))
 
 
 # ------------------------------------------------------------------------------------------------ TinyLaDeDa
@@ -337,12 +340,10 @@ ENDGAME_POSITIONS = 2400
 ENDGAME_MATERIAL = ("KQvK", "KRvK", "KPvK", "KBNvK", "KPvKP", "KRvKP", "KQvKR", "KBvKP", "KNvKP", "KBPvK", "KNNvK")
 
 
-def _book_positions(book_path: str, limit: int) -> list[tuple[str, int]]:
+def _book_positions(book_path: str, limit: int, move_to_index: Callable[[Any], int]) -> list[tuple[str, int]]:
     """(fen, move index of the heaviest book move) breadth-first from the start position through the book."""
     import chess
     import chess.polyglot
-
-    from export_harness.models.alphazero_chess import move_to_index
 
     out, seen = [], set()
     frontier = [chess.Board()]
@@ -402,14 +403,15 @@ def _endgames(tb_dir: str, limit: int, seed: int = 11) -> list[tuple[str, int]]:
     return out
 
 
-def chess_task() -> ProxyTask:
-    """Policy: heaviest polyglot book move (top-1 over legal moves); value: syzygy WDL sign (decisive positions)."""
+def chess_task(board_to_input: Callable[[Any], np.ndarray], legal_move_mask: Callable[[Any], np.ndarray],
+               move_to_index: Callable[[Any], int]) -> ProxyTask:
+    """Policy: heaviest polyglot book move (top-1 over legal moves); value: syzygy WDL sign (decisive positions).
+    The family's encoding comes as arguments: ``board_to_input(board)`` (the network's input planes),
+    ``legal_move_mask(board)`` and ``move_to_index(move)`` (its policy index)."""
     import chess
 
-    from export_harness.models.alphazero_chess import board_to_input, legal_move_mask
-
     data = datasets.chess_data_dir()
-    book = _book_positions(str(data / "polyglot" / "performance.bin"), BOOK_POSITIONS)
+    book = _book_positions(str(data / "polyglot" / "performance.bin"), BOOK_POSITIONS, move_to_index)
     ends = _endgames(str(data / "syzygy" / "regular"), ENDGAME_POSITIONS)
 
     def split(items: list[tuple[str, int]]) -> tuple[list, list]:
@@ -453,18 +455,5 @@ def chess_task() -> ProxyTask:
                      f"seeded random endgames ({', '.join(ENDGAME_MATERIAL)})", train_inputs, train_labels,
                      _calibration(train_inputs), eval_inputs, metrics,
                      _hash("chess", BOOK_POSITIONS, ENDGAME_POSITIONS, ENDGAME_MATERIAL, datasets.file_sha256(
-                         data / "polyglot" / "performance.bin"), inspect.getsource(chess_task)))
-
-
-# ---------------------------------------------------------------------------------------------------- lookup
-
-BUILTIN_TASKS: dict[str, Callable[[], ProxyTask]] = {
-    "bst_0": lambda: bst_task(with_pos=False),
-    **{name: (lambda: bst_task(with_pos=True)) for name in ("bst", "bst_cg", "bst_ap", "bst_cg_ap")},
-    "sign_transformer": lambda: sign_task(max_eval=150),
-    "sign_gru": sign_task,
-    "tiny_ladeda": lambda: ladeda_task("logit"),
-    "tiny_ladeda_patch": lambda: ladeda_task("patch_logits"),
-    "alphazero_chess": chess_task,
-    "gcode_fingerprint": gcode_task,
-}
+                         data / "polyglot" / "performance.bin"), inspect.getsource(chess_task),
+                         inspect.getsource(_book_positions), inspect.getsource(_endgames)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import importlib
 import importlib.metadata
@@ -18,6 +17,8 @@ BUILTIN_FAMILIES = (
     "export_harness.models.alphazero_chess",
     "export_harness.models.gcode",
 )
+"""The bundled zoo's family modules, each with a ``specs()`` returning its ModelSpecs (their ``task`` and ``training``
+declared on them, as a user's): adding a zoo family is its module plus one line here (docs/extending.md)."""
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 """Model names: they become file names (saved batches, exported files) and test ids (``MODEL-TARGET``)."""
 ENTRY_POINT_GROUP = "export_harness.models"
@@ -67,15 +68,12 @@ class Registry:
 def builtin_specs(zoo: str | Sequence[str] = "all") -> list[ModelSpec]:
     """The bundled zoo's variants that ``zoo`` selects, in family order: ``"all"``, or variant names and ``*`` globs
     (``["tiny_ladeda", "sign_*"]``); an empty selection gives none. A name that selects nothing is an error."""
-    from export_harness.models.method_limitations import with_method_limitations
-
     patterns = parse_zoo(zoo)
     if not patterns:
         return []
     out: list[ModelSpec] = []
     for module_name in BUILTIN_FAMILIES:
-        for spec in importlib.import_module(module_name).specs():
-            out.append(dataclasses.replace(spec, limitations=with_method_limitations(spec.name, spec.limitations)))
+        out.extend(importlib.import_module(module_name).specs())
     if patterns == ["all"]:
         return out
     unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(s.name, p) for s in out)]

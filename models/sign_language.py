@@ -28,6 +28,7 @@ and 22 face keypoints, each ``(x, y)`` interleaved, as the mobile repo's README 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -35,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.proxy_tasks import sign_task
+from export_harness.models.spec import BATCH, InputSpec, ModelSpec, OutputSpec
 from export_harness.models.synthetic import smooth_series
+from export_harness.models.training import heads_recipe
 
 __all__ = [
     "EncoderLayer",
@@ -609,12 +612,8 @@ def build_sign_gru() -> MediaPipeGRU:
     return MediaPipeGRU(num_gloss=NUM_GLOSS, num_cat=NUM_CAT, input_dim=INPUT_DIM)
 
 
-TRANSFORMER_SCRIPT_LIMITATION = Limitation(
-    target="torchscript:script",
-    match=r"cannot call a value of type 'Tensor'",
-    reason="upstream SelfAttention(Q, K, V, mask=None, dropout=None) leaves its None defaults unannotated, so "
-    "TorchScript types dropout as Tensor (cannot call a value of type 'Tensor'); needs Optional annotations.",
-)
+SIGN_RECIPE = heads_recipe("gloss_head", "category_head")
+"""Reference weights: both classifier heads fitted over the frozen seeded body (speaker as gloss and category)."""
 
 
 def specs() -> list[ModelSpec]:
@@ -623,23 +622,6 @@ def specs() -> list[ModelSpec]:
     return [
         ModelSpec(
             name="sign_transformer",
-            limitations=(
-                TRANSFORMER_SCRIPT_LIMITATION,
-                Limitation(
-                    target="*onnx2tf]",
-                    match=r"Incompatible shapes: \[1,300,256\] vs\. \[0,300,0\]|XNNPack delegate failed to reshape|"
-                    r"onnx2tf produced no int8-full",
-                    reason="onnx2tf 1.28.8 on the export with guide 002's dynamic frames axis: the SavedModel fails "
-                    "at run (InvalidArgumentError: Incompatible shapes: [1,300,256] vs. [0,300,0]), XNNPACK cannot "
-                    "prepare its fp32 / fp16 / int8-dynamic .tflite (failed to reshape), and no int8-full file is "
-                    "written. (From a fixed-length export, onnxsim fuses an ONNX Attention op onnx2tf lacks.)",
-                ),
-                Limitation(
-                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
-                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11 (and has no LayerNormalization); the "
-                    "opset-17 export contains Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
-                ),
-            ),
             family="sign_language",
             factory=build_sign_transformer,
             # guide 002's --sequence-length 500 needs a model built with max_len >= 500; this one has max_len 300
@@ -652,6 +634,8 @@ def specs() -> list[ModelSpec]:
             notes=f"Faithful to {source}. Unannotated mask=None and the Tensor-or-tuple EncoderLayer return make "
             "torch.jit.script fail (trace works); the custom LayerNorm exports as ReduceMean/Sub/Pow/Sqrt/Div.",
             extra={"source": source, "max_len": SEQ_LEN},
+            task=functools.partial(sign_task, max_eval=150),  # ~0.1 s per clip: a seeded eval subset
+            training=SIGN_RECIPE,
         ),
         ModelSpec(
             name="sign_gru",
@@ -663,28 +647,10 @@ def specs() -> list[ModelSpec]:
             reference_params=497_907,
             description="MediaPipeGRU: GRU 178->256, Dropout 0.3, GRU 256->128, last hidden, gloss/category heads",
             smoke=True,
-            limitations=(
-                Limitation(
-                    target="tf:savedmodel[onnx2tf]", match=r"shape \[300, 105\] != PyTorch \[1, 105\]",
-                    reason="onnx2tf 1.28.8 on the export with guide 002's dynamic frames axis: the SavedModel returns "
-                    "one row per frame (gloss_logits [300, 105] for one sample), the GRU's last-step selection lost; "
-                    "the fixed-length export converted correctly.",
-                ),
-                Limitation(
-                    target="tflite:*onnx2tf]",
-                    match=r"'tfl\.squeeze' op attribute 'squeeze_dims' failed to satisfy constraint",
-                    reason="onnx2tf writes the GRU SavedModel (which passes), but TF's TFLite converter rejects its "
-                    "unrolled 300-step GRU: 'tfl.squeeze' op attribute 'squeeze_dims' failed to satisfy constraint: "
-                    "64-bit integer array attribute whose size is at most 8. litert-torch converts it.",
-                ),
-                Limitation(
-                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
-                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11 (and rejects PyTorch's GRU, "
-                    "linear_before_reset=1): BackendIsNotSupposedToImplementIt: Unsqueeze version 13.",
-                ),
-            ),
             notes=f"Faithful to {source}. Exported without lengths (the pack_padded_sequence path is data-bound). "
             "PyTorch GRU has linear_before_reset=1 semantics (dynamo ONNX export was reported to drop it).",
             extra={"source": source},
+            task=sign_task,
+            training=SIGN_RECIPE,
         ),
     ]

@@ -1,4 +1,4 @@
-"""ModelSpec: one model variant, its I/O contract, data generators and known limitations.
+"""ModelSpec: one model variant, its I/O contract, data generators, accuracy task and training recipe.
 
 Importable without pytest; a user's script can build a model and its inputs from a spec.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export_harness.converters.util.cpu import cpu_flags
+from export_harness.models.proxy_tasks import ProxyTask
 
 BATCH = "B"
 """Symbol used in shapes for the (dynamic) batch dimension."""
@@ -90,7 +90,7 @@ class OutputSpec:
 
 
 def star_match(pattern: str, name: str) -> bool:
-    """The one pattern syntax of every declaration (limitations, budgets, thresholds, latency settings, markers):
+    """The one pattern syntax of every declaration (expectations, budgets, thresholds, latency settings, markers):
     ``*`` matches any run of characters and everything else is literal, so target names with brackets are written as
     they are: ``tflite:int8-full[onnx2tf]``, ``bst*-tflite:*[litert-torch]``."""
     if "*" not in pattern:
@@ -99,33 +99,24 @@ def star_match(pattern: str, name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Limitation:
-    """A declared, known-unsupported cell: ``target`` is a glob over target names (``onnx:*``)."""
+class TrainingRecipe:
+    """How the harness trains a model's reference weights on the model's ``task`` (see ``ModelSpec.training``).
 
-    target: str
-    reason: str
-    match: str = ""
-    """Regex the cell's failure message must contain; a different failure is reported as a real failure."""
-    strict: bool = True
-    cpu_lacks: tuple[str, ...] = ()
-    """CPU-dependent failures: the declaration holds only on a CPU that has none of these ``/proc/cpuinfo`` flags
-    (e.g. ONNX Runtime's u8s8 int8 kernels saturate without ``avx512_vnni`` / ``avx_vnni``); elsewhere the cell
-    must pass."""
-    cpu_has: tuple[str, ...] = ()
-    """The converse: the declaration holds only on a CPU that has all these flags (e.g. an accuracy drop of the
-    reference weights trained on such a CPU); elsewhere the cell must pass."""
+    ``export_harness.models.training`` builds the seeded model, sets eval mode, seeds torch and numpy with its
+    ``TRAIN_SEED`` and fixes its thread count, then calls ``fn(spec, model, task, **params)``, which trains ``model``
+    in place. The source of ``fn`` and of ``code``, and ``params``, are part of the trained weights' cache key:
+    changing any of them trains again."""
 
-    def matches(self, target_name: str) -> bool:
-        return star_match(self.target, target_name) and self.applies_here()
-
-    def applies_here(self) -> bool:
-        """False when the CPU has one of ``cpu_lacks``' flags or lacks one of ``cpu_has``' (the failure does not
-        happen on it)."""
-        flags = cpu_flags() if self.cpu_lacks or self.cpu_has else frozenset()
-        return not (flags & set(self.cpu_lacks)) and set(self.cpu_has) <= flags
-
-    def explains(self, failure_message: str) -> bool:
-        return not self.match or re.search(self.match, failure_message) is not None
+    fn: Callable[..., Any]
+    """``fn(spec, model, task, **params) -> None``: trains ``model`` (a ``torch.nn.Module``) in place on ``task``
+    (a ``ProxyTask``), e.g. ``export_harness.models.training.train_heads``."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``fn``: the recipe's hyper-parameters (their ``repr`` is part of the cache key)."""
+    name: str = "full"
+    """Recorded as the training record's ``recipe`` (``"full"``, ``"heads:mlp_head"``)."""
+    code: tuple[Callable[..., Any], ...] = ()
+    """Further functions ``fn`` calls whose source must key the weights (the harness's own training loop,
+    ``train`` / ``fit`` / ``predict`` / ``tensors``, always does)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +137,6 @@ class ModelSpec:
     seed: int = 0
     smoke: bool = False
     slow: bool = False
-    limitations: tuple[Limitation, ...] = ()
     guide_opsets: tuple[int, ...] = ()
     """ONNX opsets the model's export guide uses: its ``TARGET@opsetN`` cells of the opset axis always run (every
     opset of the axis runs only with ``--harness-tier=full``)."""
@@ -164,6 +154,19 @@ class ModelSpec:
     """Per-tier threshold overrides, e.g. ``{"fp32": {"atol": 1e-4}}``; each needs a reason in ``notes``."""
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    task: Callable[[], ProxyTask] | None = None
+    """The model's accuracy task: a zero-argument callable returning an
+    ``export_harness.models.proxy_tasks.ProxyTask`` (labelled train, calibration and eval splits and the task
+    metrics), called once per process (``export_harness.models.training.task_for``). With a task, every compression
+    method with a budget is an accuracy cell of the model and static quantizers calibrate on its calibration split;
+    without one the model has no accuracy cells."""
+    training: TrainingRecipe | None = None
+    """How the harness trains the model's reference weights on ``task`` (:class:`TrainingRecipe`); None (a user's
+    pretrained model, the common case): every suite runs the model with its weights as built or loaded."""
+    weights_from: ModelSpec | None = None
+    """Another variant with an identical state dict whose trained reference weights this one uses (trained once,
+    under that variant's name), instead of a ``training`` recipe of its own: ``tiny_ladeda_patch`` uses
+    ``tiny_ladeda``'s."""
 
     @property
     def input_names(self) -> list[str]:
@@ -178,6 +181,15 @@ class ModelSpec:
         return all(i.batch_axis is not None for i in self.inputs)
 
     def __post_init__(self) -> None:
+        if "accuracy_task" in self.extra:
+            raise ValueError(f"model {self.name!r}: extra['accuracy_task'] is no longer read; declare the accuracy "
+                             "task as ModelSpec(task=make_task) (a zero-argument callable returning a ProxyTask)")
+        if self.training is not None and self.weights_from is not None:
+            raise ValueError(f"model {self.name!r}: set either training (its own recipe) or weights_from (another "
+                             "variant's trained weights), not both")
+        if self.training is not None and not isinstance(self.training, TrainingRecipe):
+            raise TypeError(f"model {self.name!r}: training must be a TrainingRecipe, got "
+                            f"{type(self.training).__name__}")
         symbols = {d for i in self.inputs for d in i.length_axes.values()}
         missing, unused = symbols - set(self.axis_lengths), set(self.axis_lengths) - symbols
         if missing or unused:
@@ -242,8 +254,6 @@ class ModelSpec:
         rng = np.random.default_rng(key)
         return {spec.name: spec.generate(rng, batch, lengths) for spec in self.inputs}
 
-    def limitation_for(self, target_name: str) -> Limitation | None:
-        return next((lim for lim in self.limitations if lim.matches(target_name)), None)
 
 
 @contextlib.contextmanager

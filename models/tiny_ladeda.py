@@ -27,6 +27,8 @@ is the one closer to the float64 value).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -34,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export_harness.models.spec import BATCH, InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.proxy_tasks import ProxyTask, ladeda_task
+from export_harness.models.spec import BATCH, InputSpec, ModelSpec, OutputSpec, TrainingRecipe
 from export_harness.models.synthetic import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize, natural_image
+from export_harness.models.training import fit
 
 IMAGE_SIZE = 256
 PATCH_GRID = 126
@@ -288,37 +292,23 @@ _NOTES = (
 )
 
 
-SCRIPT_LIMITATION = Limitation(
-    target="torchscript:script",
-    match=r"Variable 'grad_kernel' previously had type NoneType",
-    reason="upstream preprocess() sets grad_kernel = None then assigns a Tensor (TorchScript type error: Variable "
-    "'grad_kernel' previously had type NoneType), and forward builds nn.AvgPool2d at run time; trace instead, or "
-    "use TinyLaDeDaExportable (proven equivalent in suites/test_family_tiny_ladeda.py).",
-)
+def train_ladeda(spec: ModelSpec, model: nn.Module, task: ProxyTask) -> None:
+    """Reference weights: every parameter, binary cross-entropy of the mean output logit (fake = 1) on 64x64 crops."""
+    x = torch.from_numpy(task.train_inputs["input"])
+    y = torch.from_numpy(task.train_labels).float()
+    with torch.enable_grad():
+        fit(list(model.parameters()), lambda b: F.binary_cross_entropy_with_logits(
+            model(x[b]).reshape(len(b), -1).mean(1), y[b]), len(y), 4, 1e-2, 64)
 
 
 def specs() -> list[ModelSpec]:
     """The two registered TinyLaDeDa variants: pooled image logit and patch-logit map."""
-    return [
+    pooled, patch = [
         ModelSpec(
             name="tiny_ladeda",
             family="tiny_ladeda",
             guide_opsets=(12,),  # guide 001: opset 12, then onnx-tf -> TFLite
             guide_chains=("guide-int8",),  # guide 001 quantizes first: quantizer -> ONNX -> TF -> TFLite
-            limitations=(
-                SCRIPT_LIMITATION,
-                Limitation(
-                    target="*onnx-tf]", match=r"Unsqueeze version 13 is not implemented",
-                    reason="onnx-tf 1.10 implements Unsqueeze only up to opset 11; the pooled head's opset-17 export "
-                    "contains Unsqueeze-13: BackendIsNotSupposedToImplementIt.",
-                ),
-                Limitation(
-                    target="tflite:int8-dynamic*onnx*", match=r"int8-dynamic file whose weights are mostly not int8",
-                    reason="TF's dynamic-range quantizer (TFLiteConverter Optimize.DEFAULT, as onnx2tf and onnx-tf use "
-                    "it) skips weight tensors under 1024 elements; TinyLaDeDa's largest is 8x8x3x3=576, so the 'int8' "
-                    "file keeps float32 weights (structure check). ai-edge-quantizer quantizes them.",
-                ),
-            ),
             factory=lambda: build_tiny_ladeda(pool=True),
             inputs=(_INPUT,),
             outputs=(OutputSpec("logit", (BATCH, 1), kind="logit", description="image logit; sigmoid = P(fake)"),),
@@ -326,21 +316,15 @@ def specs() -> list[ModelSpec]:
             description="TinyLaDeDa (right_diag, pool=True): 1,297-param deepfake detector, pooled image logit",
             smoke=True,
             notes=_NOTES,
+            # accuracy: real crops of bundled photos vs their down/up-sampled fakes, AUC of the mean logit
+            task=functools.partial(ladeda_task, "logit"),
+            training=TrainingRecipe(train_ladeda),
         ),
         ModelSpec(
             name="tiny_ladeda_patch",
             family="tiny_ladeda",
             guide_opsets=(12,),  # guide 001: opset 12, then onnx-tf -> TFLite
             guide_chains=("guide-int8",),  # guide 001 quantizes first: quantizer -> ONNX -> TF -> TFLite
-            limitations=(
-                SCRIPT_LIMITATION,
-                Limitation(
-                    target="tflite:int8-dynamic*onnx*", match=r"int8-dynamic file whose weights are mostly not int8",
-                    reason="TF's dynamic-range quantizer (TFLiteConverter Optimize.DEFAULT, as onnx2tf and onnx-tf use "
-                    "it) skips weight tensors under 1024 elements; TinyLaDeDa's largest is 8x8x3x3=576, so the 'int8' "
-                    "file keeps float32 weights (structure check). ai-edge-quantizer quantizes them.",
-                ),
-            ),
             factory=lambda: build_tiny_ladeda(pool=False),
             inputs=(_INPUT,),
             outputs=(
@@ -354,5 +338,8 @@ def specs() -> list[ModelSpec]:
             reference_params=REFERENCE_PARAMS,
             description="TinyLaDeDa (right_diag, pool=False): the guide's patch-logit map [B,1,126,126]",
             notes=_NOTES,
+            task=functools.partial(ladeda_task, "patch_logits"),
         ),
     ]
+    # the same state dict as the pooled variant: its trained reference weights, trained once
+    return [pooled, dataclasses.replace(patch, weights_from=pooled)]

@@ -1,22 +1,26 @@
-"""Reference weights: short, seeded CPU training of every zoo variant on its proxy task, cached by content hash.
+"""Reference weights: short, seeded CPU training of a model on its proxy task, cached by content hash.
 
-Two recipes, chosen per family so the whole zoo trains in minutes on 2 cores:
+A model declares both on its spec: ``ModelSpec.task`` (a zero-argument callable returning a ``ProxyTask``) and
+``ModelSpec.training`` (a :class:`~export_harness.models.spec.TrainingRecipe`: the training function and its
+hyper-parameters), or ``ModelSpec.weights_from`` (another variant whose trained weights it shares). This module
+knows no model by name: the bundled zoo declares its recipes on its specs like any user model. The zoo uses two
+kinds of recipe, so the whole zoo trains in minutes on 2 cores:
 
-- ``full``: every parameter is trained (TinyLaDeDa, the G-code encoder and decoder step).
-- ``heads``: the seeded body is frozen and the output heads are fitted on the body's cached features (BST,
-  sign models, chess). These bodies cost seconds per batch on a CPU; a fitted head over the seeded body is a
-  real classifier with non-flat logits (random-feature training), which is what an accuracy gate needs.
+- full: every parameter is trained (TinyLaDeDa, the G-code encoder and decoder step, :func:`train_full_ce`).
+- heads: the seeded body is frozen and the output heads are fitted on the body's cached features (BST,
+  sign models: :func:`train_heads`; chess: its family's policy / value recipe). These bodies cost seconds per batch
+  on a CPU; a fitted head over the seeded body is a real classifier with non-flat logits (random-feature training),
+  which is what an accuracy gate needs.
 
 BatchNorm running statistics and dropout are left in eval mode throughout (the zoo's BN stats are part of the
-seeded model). The cache key hashes this file, the model's code and seeded weights, the task data and the torch
-version; weights are written atomically under a per-key lock into ``<harness cache>/weights/``. A user
-checkpoint (``--harness-weights`` / ``spec.build(weights=...)``) replaces the trained weights entirely.
+seeded model). The cache key hashes the recipe's code and parameters, the model's code and seeded weights, the task
+data and the torch version; weights are written atomically under a per-key lock into ``<harness cache>/weights/``.
+A user checkpoint (``--harness-weights`` / ``spec.build(weights=...)``) replaces the trained weights entirely.
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import inspect
 import json
@@ -32,8 +36,8 @@ from torch import nn
 
 from export_harness.converters.util.files import atomic_path, write_json_atomic
 from export_harness.models import datasets
-from export_harness.models.proxy_tasks import BUILTIN_TASKS, Arrays, ProxyTask, gcode_decoder_task
-from export_harness.models.spec import ModelSpec, model_code_hash, run_torch
+from export_harness.models.proxy_tasks import Arrays, ProxyTask
+from export_harness.models.spec import ModelSpec, TrainingRecipe, model_code_hash, run_torch
 from export_harness.models.weights import state_dict_hash
 
 TRAIN_SEED = 1234
@@ -42,13 +46,6 @@ TRAIN_THREADS = 2
 gives other weights on another thread count (measured: alphazero_chess value_sign 0.8822 with 2 threads, 0.8722
 with the one thread an xdist worker gets). Fixed, and part of the weights' cache key, so every machine and every
 ``-n`` trains the weights the stored accuracy baselines were measured on."""
-HEADS: dict[str, tuple[str, ...]] = {
-    "bst": ("mlp_head",),
-    "sign_language": ("gloss_head", "category_head"),
-    "alphazero_chess": ("policy_fc", "value_fc1"),
-}
-SHARED_WEIGHTS = {"tiny_ladeda_patch": "tiny_ladeda"}
-"""Variants with identical state dicts trained once: the patch map shares the pooled model's weights."""
 
 
 def weights_dir() -> Path:
@@ -57,35 +54,31 @@ def weights_dir() -> Path:
     return path
 
 
-def _registry_spec(name: str) -> ModelSpec:
-    from export_harness.models.registry import default_registry
-
-    return default_registry(include_entry_points=False).get(name)
-
-
 def training_key(spec: ModelSpec, task: ProxyTask) -> str:
+    recipe = _recipe(spec)
     model = spec.build()
-    recipe = "".join(inspect.getsource(f) for f in _recipe_functions(spec))
-    parts = {"spec": spec.name, "recipe": recipe,
+    code = "".join(inspect.getsource(f) for f in recipe_functions(recipe))
+    parts = {"spec": spec.name, "recipe": code, "params": repr(sorted(recipe.params.items())),
              "code": model_code_hash(model), "seeded": state_dict_hash(model), "data": task.data_hash,
              "torch": torch.__version__, "seed": TRAIN_SEED, "threads": TRAIN_THREADS}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _recipe_functions(spec: ModelSpec) -> list[Callable[..., Any]]:
-    """The code a variant's training runs: its hash is part of the weights' cache key."""
-    common: list[Callable[..., Any]] = [train, _fit, predict, _tensors]
-    if spec.family in HEADS:
-        return [*common, _train_heads, _cached_head_inputs]
-    if spec.family == "tiny_ladeda":
-        return [*common, _train_ladeda]
-    return [*common, _train_fingerprint, _train_full_ce]
+def recipe_functions(recipe: TrainingRecipe) -> list[Callable[..., Any]]:
+    """The code a recipe's training runs: its hash is part of the weights' cache key."""
+    return [train, fit, predict, tensors, recipe.fn, *recipe.code]
+
+
+def _recipe(spec: ModelSpec) -> TrainingRecipe:
+    if spec.training is None:
+        raise KeyError(f"{spec.name}: no training recipe (set ModelSpec.training or ModelSpec.weights_from)")
+    return spec.training
 
 
 def reference_weights(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
     """(state_dict path, training record) of the trained reference weights; trains on a cache miss."""
-    if spec.name in SHARED_WEIGHTS:
-        return reference_weights(_registry_spec(SHARED_WEIGHTS[spec.name]))
+    if spec.weights_from is not None:
+        return reference_weights(spec.weights_from)
     task = task_for(spec)
     key = training_key(spec, task)
     path = weights_dir() / f"{spec.name}-{key[:16]}.pt"
@@ -130,8 +123,23 @@ def predict(spec: ModelSpec, model: nn.Module, inputs: Arrays, batch: int = 32) 
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _tensors(spec: ModelSpec, inputs: Arrays, idx: np.ndarray | slice) -> tuple[torch.Tensor, ...]:
+def tensors(spec: ModelSpec, inputs: Arrays, idx: np.ndarray | slice) -> tuple[torch.Tensor, ...]:
+    """The rows ``idx`` of named ``inputs`` as torch tensors in the spec's input order (a recipe's batch)."""
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[i.name][idx])) for i in spec.inputs)
+
+
+def trained_outputs(spec: ModelSpec, output: str) -> Callable[[Arrays], np.ndarray]:
+    """``inputs -> outputs[output]`` (float32) of ``spec``'s model with its *trained* reference weights, loaded (and
+    trained on a cache miss) on the first call: a task built on another model's outputs (the G-code decoder step's
+    memory comes from the trained encoder) declares it from the spec it depends on."""
+    loaded: list[nn.Module] = []
+
+    def outputs(inputs: Arrays) -> np.ndarray:
+        if not loaded:
+            loaded.append(trained_model(spec))
+        return predict(spec, loaded[0], inputs)[output].astype(np.float32)
+
+    return outputs
 
 
 # ------------------------------------------------------------------------------------------------------- tasks
@@ -141,21 +149,16 @@ _TASKS: dict[str, ProxyTask] = {}
 
 
 def has_task(spec: ModelSpec) -> bool:
-    """Whether ``spec`` has an accuracy task (its own ``extra["accuracy_task"]`` or a built-in one)."""
-    return "accuracy_task" in spec.extra or spec.name in BUILTIN_TASKS or spec.name == "gcode_decoder_step"
+    """Whether ``spec`` declares an accuracy task (``ModelSpec.task``)."""
+    return spec.task is not None
 
 
 def task_for(spec: ModelSpec) -> ProxyTask:
-    """The spec's proxy task (cached per spec name): ``extra["accuracy_task"]`` first, then the built-ins."""
+    """The spec's proxy task, ``spec.task()``, built once per process (cached per spec name)."""
     if spec.name not in _TASKS:
-        if "accuracy_task" in spec.extra:
-            _TASKS[spec.name] = spec.extra["accuracy_task"]()
-        elif spec.name == "gcode_decoder_step":
-            _TASKS[spec.name] = gcode_decoder_task(gcode_memory_fn())
-        elif spec.name in BUILTIN_TASKS:
-            _TASKS[spec.name] = BUILTIN_TASKS[spec.name]()
-        else:
-            raise KeyError(f"{spec.name}: no proxy task (set ModelSpec.extra['accuracy_task'])")
+        if spec.task is None:
+            raise KeyError(f"{spec.name}: no proxy task (set ModelSpec.task)")
+        _TASKS[spec.name] = spec.task()
     return _TASKS[spec.name]
 
 
@@ -168,33 +171,24 @@ def forget_task(name: str) -> None:
 
 
 def has_recipe(spec: ModelSpec) -> bool:
-    """Whether the harness knows how to train reference weights for ``spec`` (the zoo's families). A model without a
-    recipe (a user's pretrained model, the common case) runs every suite on its weights as built or loaded."""
-    if spec.name in SHARED_WEIGHTS:
-        return True
-    return (spec.family in HEADS or spec.family == "tiny_ladeda"
-            or spec.name in ("gcode_fingerprint", "gcode_decoder_step"))
+    """Whether the harness can train reference weights for ``spec``: it declares a ``training`` recipe, or shares
+    the weights of a variant that does (``weights_from``). A model without one (a user's pretrained model, the
+    common case) runs every suite on its weights as built or loaded."""
+    if spec.weights_from is not None:
+        return has_recipe(spec.weights_from)
+    return spec.training is not None
 
 
 def train(spec: ModelSpec, model: nn.Module, task: ProxyTask) -> str:
-    """Train ``model`` in place on ``task``; returns the recipe's name."""
+    """Train ``model`` in place on ``task`` with the spec's recipe; returns the recipe's name."""
     model.eval()
-    if spec.family in HEADS:
-        _train_heads(spec, model, task)
-        return "heads:" + ",".join(HEADS[spec.family])
-    if spec.family == "tiny_ladeda":
-        _train_ladeda(model, task)
-    elif spec.name == "gcode_fingerprint":
-        _train_fingerprint(spec, model, task)
-    elif spec.name == "gcode_decoder_step":
-        _train_full_ce(spec, model, task, offset=5, epochs=8, lr=1e-3)
-    else:
-        raise KeyError(f"{spec.name}: no training recipe for family {spec.family!r}")
-    return "full"
+    recipe = _recipe(spec)
+    recipe.fn(spec, model, task, **recipe.params)
+    return recipe.name
 
 
-def _cached_head_inputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, names: tuple[str, ...],
-                        batch: int = 32) -> dict[str, torch.Tensor]:
+def cached_head_inputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, names: tuple[str, ...],
+                       batch: int = 32) -> dict[str, torch.Tensor]:
     """Inputs of the named modules over the train split, captured with forward pre-hooks (no grad)."""
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     modules = dict(model.named_modules())
@@ -204,15 +198,16 @@ def _cached_head_inputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, name
         n = len(task.train_labels)
         with torch.no_grad():
             for i in range(0, n, batch):
-                model(*_tensors(spec, task.train_inputs, slice(i, i + batch)))
+                model(*tensors(spec, task.train_inputs, slice(i, i + batch)))
     finally:
         for h in hooks:
             h.remove()
     return {k: torch.cat(v) for k, v in store.items()}
 
 
-def _fit(params: list[nn.Parameter], loss_fn: Callable[[np.ndarray], torch.Tensor], n: int, epochs: int,
-         lr: float, batch: int = 64) -> None:
+def fit(params: list[nn.Parameter], loss_fn: Callable[[np.ndarray], torch.Tensor], n: int, epochs: int,
+        lr: float, batch: int = 64) -> None:
+    """AdamW over ``params``: ``epochs`` passes over ``n`` rows in seeded random order, ``loss_fn(row indices)``."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     gen = np.random.default_rng(TRAIN_SEED)
     for _ in range(epochs):
@@ -224,75 +219,35 @@ def _fit(params: list[nn.Parameter], loss_fn: Callable[[np.ndarray], torch.Tenso
             opt.step()
 
 
-def _train_heads(spec: ModelSpec, model: nn.Module, task: ProxyTask) -> None:
-    names = HEADS[spec.family]
-    feats = _cached_head_inputs(spec, model, task, names)
+def train_heads(spec: ModelSpec, model: nn.Module, task: ProxyTask, heads: tuple[str, ...], offset: int = 0,
+                epochs: int = 150, lr: float = 2e-3) -> None:
+    """Fit each named classifier head (cross-entropy on ``labels + offset``) on the frozen body's cached features."""
+    feats = cached_head_inputs(spec, model, task, heads)
     modules = dict(model.named_modules())
     y = torch.from_numpy(task.train_labels)
-    if spec.family == "alphazero_chess":
-        policy_rows = torch.nonzero(y[:, 0] >= 0).squeeze(1)
-        value_rows = torch.nonzero(y[:, 1] != 2).squeeze(1)
-        fc, fc1, fc2 = modules["policy_fc"], modules["value_fc1"], modules["value_fc2"]
-        with torch.enable_grad():
-            _fit(list(fc.parameters()), lambda b: F.nll_loss(F.log_softmax(fc(feats["policy_fc"][policy_rows[b]]), 1),
-                                                             y[policy_rows[b], 0]), len(policy_rows), 12, 1e-3, 128)
-            _fit(list(fc1.parameters()) + list(fc2.parameters()),
-                 lambda b: F.mse_loss(torch.tanh(fc2(F.relu(fc1(feats["value_fc1"][value_rows[b]])))).squeeze(1),
-                                      y[value_rows[b], 1].float()), len(value_rows), 60, 1e-3, 128)
-        return
-    offset = 1 if spec.family == "bst" else 0
-    for name in names:
+    for name in heads:
         head = modules[name]
         head.train()
         x = feats[name]
         with torch.enable_grad():
-            _fit(list(head.parameters()), lambda b, head=head, x=x: F.cross_entropy(head(x[b]), y[b] + offset),
-                 len(y), 150, 2e-3)
+            fit(list(head.parameters()), lambda b, head=head, x=x: F.cross_entropy(head(x[b]), y[b] + offset),
+                len(y), epochs, lr)
         head.eval()
 
 
-def _train_ladeda(model: nn.Module, task: ProxyTask) -> None:
-    x = torch.from_numpy(task.train_inputs["input"])
-    y = torch.from_numpy(task.train_labels).float()
-    with torch.enable_grad():
-        _fit(list(model.parameters()), lambda b: F.binary_cross_entropy_with_logits(
-            model(x[b]).reshape(len(b), -1).mean(1), y[b]), len(y), 4, 1e-2, 64)
+def heads_recipe(*heads: str, offset: int = 0) -> TrainingRecipe:
+    """The recipe fitting the named classifier heads over the frozen seeded body (:func:`train_heads`)."""
+    return TrainingRecipe(train_heads, {"heads": heads, "offset": offset}, name="heads:" + ",".join(heads),
+                          code=(cached_head_inputs,))
 
 
-def _train_fingerprint(spec: ModelSpec, model: nn.Module, task: ProxyTask) -> None:
-    """Supervised cosine-classifier training of the fingerprint (the temporary class prototypes are dropped)."""
-    y = torch.from_numpy(task.train_labels)
-    protos = nn.Parameter(torch.randn(int(y.max()) + 1, 128) * 0.1)
-
-    def loss(b: np.ndarray) -> torch.Tensor:
-        fp, _ = model(*_tensors(spec, task.train_inputs, b))
-        return F.cross_entropy(16.0 * F.normalize(fp, dim=-1) @ F.normalize(protos, dim=-1).T, y[b])
-
-    with torch.enable_grad():
-        _fit([*model.parameters(), protos], loss, len(y), 4, 1e-3, 32)
-
-
-def _train_full_ce(spec: ModelSpec, model: nn.Module, task: ProxyTask, offset: int, epochs: int, lr: float) -> None:
+def train_full_ce(spec: ModelSpec, model: nn.Module, task: ProxyTask, offset: int, epochs: int, lr: float) -> None:
+    """Train every parameter with cross-entropy of the (first) output against ``labels + offset``."""
     y = torch.from_numpy(task.train_labels)
 
     def loss(b: np.ndarray) -> torch.Tensor:
-        out = model(*_tensors(spec, task.train_inputs, b))
+        out = model(*tensors(spec, task.train_inputs, b))
         return F.cross_entropy(out[0] if isinstance(out, tuple) else out, y[b] + offset)
 
     with torch.enable_grad():
-        _fit(list(model.parameters()), loss, len(y), epochs, lr, 32)
-
-
-@functools.lru_cache(maxsize=1)
-def _fingerprint_encoder() -> nn.Module:
-    return trained_model(_registry_spec("gcode_fingerprint"))
-
-
-def gcode_memory_fn() -> Callable[[Arrays], np.ndarray]:
-    """Memory of the *trained* gcode_fingerprint encoder: the decoder-step task's input."""
-    spec = _registry_spec("gcode_fingerprint")
-
-    def memory(inputs: Arrays) -> np.ndarray:
-        return predict(spec, _fingerprint_encoder(), inputs)["memory"].astype(np.float32)
-
-    return memory
+        fit(list(model.parameters()), loss, len(y), epochs, lr, 32)

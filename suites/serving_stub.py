@@ -36,8 +36,9 @@ class BSTContractStub(nn.Module):
 
 
 def stub_spec(bst: ModelSpec) -> ModelSpec:
-    """``bst``'s inputs and output with :class:`BSTContractStub` as the model; no limitations, task or weights."""
+    """``bst``'s inputs and output with :class:`BSTContractStub` as the model; no task or weights."""
     return dataclasses.replace(
         bst, name="bst_contract_stub", family="serving", factory=BSTContractStub, reference_params=None,
         description="BST I/O contract stand-in for the TFLite serving handler", smoke=False, slow=False,
-        limitations=(), guide_opsets=(), guide_chains=(), tolerances={}, notes="", extra={})
+        guide_opsets=(), guide_chains=(), tolerances={}, notes="", extra={}, task=None, training=None,
+        weights_from=None)

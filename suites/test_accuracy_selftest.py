@@ -14,13 +14,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from export_harness.converters.accuracy.evaluate import accuracy_spec, evaluate_accuracy
 from export_harness.converters.checks.accuracy import (
     Budget,
     BudgetError,
     Budgets,
-    accuracy_spec,
     drop_function,
-    evaluate_accuracy,
     paired_bootstrap,
     update_baselines,
 )
@@ -202,11 +201,18 @@ def test_accuracy_and_latency_share_one_artifact(harness, ladeda) -> None:
     assert timed.key == gated.key
 
 
-def test_accuracy_gate_of_matches_by_sha256(tmp_path: Path) -> None:
+def test_accuracy_gate_of_matches_by_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from export_harness.converters.expectations import Expectation, Expectations
+
+    declared = Expectations([Expectation("m-onnx:int8-dynamic", "measured to fail", suite="accuracy")])
+    monkeypatch.setattr("export_harness.plugin.accuracy.get_harness", lambda config: SimpleNamespace(
+        expectations=declared))
     baselines, budgets = tmp_path / "accuracy.json", tmp_path / "budgets.toml"
     update_baselines({"m-onnx:fp32": {"artifact_sha256": "aaa", "metrics": {}},
                       "m-onnx:int8-dynamic": {"artifact_sha256": "ddd", "metrics": {}}}, baselines)
-    budgets.write_text('[cells."m-onnx:int8-dynamic"]\nxfail = "measured to fail"\n')
+    budgets.write_text('[models.m."onnx:int8-dynamic"]\nthreshold = 2.0\nreason = "measured"\n')
 
     class Config:
         def __init__(self) -> None:
@@ -222,15 +228,6 @@ def test_accuracy_gate_of_matches_by_sha256(tmp_path: Path) -> None:
     assert accuracy_gate_of(config, "m-onnx:fp32", "aaa")["verdict"] == "within stored baseline"
     assert accuracy_gate_of(config, "m-onnx:int8-dynamic", "ddd")["verdict"] == "declared failing (strict xfail)"
     assert accuracy_gate_of(config, "m-torchscript:trace", "aaa") is None
-
-
-def test_accuracy_xfail_cells_match_star_globs_only() -> None:
-    budgets = Budgets({"cells": {"bst*-tflite:*[onnx2tf]": {"xfail": "onnx2tf cannot rebuild BST"},
-                                 "m-onnx:fp16": {"xfail": "exact"}}})
-    assert budgets.expected_failure("bst_0-tflite:int8-full[onnx2tf]").reason == "onnx2tf cannot rebuild BST"
-    assert budgets.expected_failure("bst_0-tflite:int8-full[litert-torch]") is None  # [ ] are literal
-    assert budgets.expected_failure("m-onnx:fp16").reason == "exact"
-    assert budgets.expected_failure("m-onnx:fp16x") is None
 
 
 def test_parity_failure_is_localised_too(harness) -> None:
@@ -258,11 +255,3 @@ def test_damaged_accuracy_baselines_are_a_named_error(tmp_path: Path, text: str,
         load_baselines(path)
 
 
-def test_cpu_has_declares_a_failure_only_where_the_cpu_has_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
-    from export_harness.models.spec import Limitation
-
-    monkeypatch.setattr("export_harness.models.spec.cpu_flags", lambda: frozenset({"avx_vnni", "sse2"}))
-    assert Limitation("x", "r", cpu_has=("avx_vnni",)).applies_here()
-    assert not Limitation("x", "r", cpu_has=("avx_vnni", "amx_tile")).applies_here()
-    assert not Limitation("x", "r", cpu_lacks=("avx_vnni",)).applies_here()
-    assert Limitation("x", "r").applies_here()

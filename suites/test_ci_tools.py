@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from export_harness.converters.report import calibration_curve, ci_costs
+from export_harness.converters.accuracy import calibration_curve
+from export_harness.converters.report import ci_costs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny_ladeda"
 PASSING = "onnx:fp32"
 DECLARED = "onnx:int8-static[minmax]"
-"""tiny_ladeda's declared limitation (models/method_limitations.py): cosine 0.98731 < 0.99, a strict xfail."""
+"""tiny_ladeda's declaration (baselines/expectations.toml): cosine 0.98731 < 0.99, a strict xfail."""
 
 USER_MODELS = '''
 import numpy as np
 from torch import nn
-from export_harness.models.spec import InputSpec, Limitation, ModelSpec, OutputSpec
+from export_harness.models.spec import InputSpec, ModelSpec, OutputSpec
 
 
 class CliTinyMLP(nn.Module):
@@ -55,7 +55,6 @@ def specs():
         inputs=(InputSpec("features", ("B", 12), "float32", "NC",
                           lambda rng, b: rng.normal(size=(b, 12)).astype(np.float32)),),
         outputs=(OutputSpec("scores", ("B", 5), kind="logits"),),
-        limitations=(Limitation("onnx:int8-static*", "seeded MLP: static int8 may miss the int8 tier", strict=False),),
     )]
 
 
@@ -228,21 +227,23 @@ def test_benchmark_agrees_with_the_latency_suite_on_the_same_file(target: str, t
     from export_harness.converters.cli.cells import cached_artifact
     from export_harness.converters.cli.main import build_parser
     from export_harness.converters.cli.session import load_model, open_session
-    from export_harness.converters.latency import measure as lat
+    from export_harness.converters.latency.process_control import load_runner, pinned_allocator, torch_threads
+    from export_harness.converters.latency.session import EagerRunner
+    from export_harness.converters.latency.timing import TimingPlan, schedule_rounds, timed_call
 
     args = build_parser().parse_args(["benchmark", MODEL, "--formats", target])
     session, spec = open_session(args)
     load_model(session, spec)
     tgt = session.targets.get(target)
-    runner, _ = lat.load_runner(tgt, cached_artifact(session, spec, tgt), spec, 1)
+    runner, _ = load_runner(tgt, cached_artifact(session, spec, tgt), spec, 1)
     inputs = spec.example_inputs(1, seed=0)
-    eager = lat.EagerRunner(spec, session.model(spec))
+    eager = EagerRunner(spec, session.model(spec))
     pairs = []
-    with lat.torch_threads(1), lat.pinned_allocator():
+    with torch_threads(1), pinned_allocator():
         for _ in range(3):
             cli_ms = time_runner(runner, inputs, 30, 3, 1, lambda: eager(inputs))[0].median_ms
-            schedule = lat.schedule_rounds(lat.timed_call(runner, inputs), lambda: eager(inputs), runner,
-                                           lat.TimingPlan(), 1)
+            schedule = schedule_rounds(timed_call(runner, inputs), lambda: eager(inputs), runner,
+                                           TimingPlan(), 1)
             suite = schedule.runner.run(schedule.rounds)
             pairs.append((cli_ms, 1e3 * float(np.median(suite.target))))
             if abs(pairs[-1][0] / pairs[-1][1] - 1) <= 0.10:
@@ -252,9 +253,14 @@ def test_benchmark_agrees_with_the_latency_suite_on_the_same_file(target: str, t
 
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A user's model file in the current directory (imported by --spec as a module of the cwd)."""
+    """A user's model file in the current directory (imported by --spec as a module of the cwd), with the project's
+    expectations file beside it."""
     name = f"cli_user_models_{abs(hash(str(tmp_path))) % 10**8}"
     (tmp_path / f"{name}.py").write_text(USER_MODELS)
+    (tmp_path / "baselines").mkdir()
+    (tmp_path / "baselines" / "expectations.toml").write_text(
+        '[[expect]]\ncells = ["cli_user_mlp-onnx:int8-static*"]\nxfail = "seeded MLP: static int8 may miss the int8 '
+        'tier"\nstrict = false\n')
     monkeypatch.chdir(tmp_path)
     return name
 
@@ -349,6 +355,10 @@ BAD_ARGUMENTS = {
                         "--weights {tmp}/missing.pt: file does not exist"),
     "unreadable-weights": (["export", MODEL, "--weights", "{tmp}/garbage.pt", "--output-dir", "{tmp}/o"],
                            "--weights {tmp}/garbage.pt: not a readable PyTorch checkpoint"),
+    "expectations-missing": (["export", MODEL, "--expectations", "{tmp}/none.toml", "--output-dir", "{tmp}/o"],
+                             "--expectations {tmp}/none.toml: file does not exist"),
+    "expectations-malformed": (["export", MODEL, "--expectations", "{tmp}/a_file", "--output-dir", "{tmp}/o"],
+                               "--expectations {tmp}/a_file: {tmp}/a_file: not valid TOML"),
     "spec-without-colon": (["export", "--spec", "just_text", "--output-dir", "{tmp}/o"], "--spec just_text: expected"),
     "spec-module-missing": (["export", "--spec", "no_such_module_xyz:specs", "--output-dir", "{tmp}/o"],
                             "--spec no_such_module_xyz:specs: cannot import"),
@@ -442,22 +452,21 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_lines_elsewhere() ->
 def test_outcomes_follow_the_declarations_as_pytest_does() -> None:
     from export_harness.converters.cli.cells import outcome_of
     from export_harness.converters.conformance import CellResult
-    from export_harness.models.registry import default_registry
+    from export_harness.converters.expectations import Expectations
 
-    spec = default_registry(include_entry_points=False).get(MODEL)
-    targets = default_target_registry(include_entry_points=False)
-    declared, plain = targets.get(DECLARED), targets.get(PASSING)
+    declared = Expectations.load(ROOT / "baselines" / "expectations.toml").for_cell(f"{MODEL}-{DECLARED}")
+    assert declared is not None
 
     def result(status: str, message: str = "") -> CellResult:
         return CellResult(model=MODEL, target="x", status=status, stage=None if status == "passed" else "parity",
                           message=message)
 
-    assert outcome_of(spec, plain, result("passed")) == ("PASSED", "")
-    assert outcome_of(spec, plain, result("failed", "logit: cosine 0.5 < 0.999999"))[0] == "FAILED"
-    assert outcome_of(spec, declared, result("failed", "batch 3: logit: cosine 0.98731 < 0.99"))[0] == "XFAIL"
-    outcome, note = outcome_of(spec, declared, result("failed", "batch 3: logit: max_abs 9 exceeds atol"))
+    assert outcome_of(None, result("passed")) == ("PASSED", "")
+    assert outcome_of(None, result("failed", "logit: cosine 0.5 < 0.999999"))[0] == "FAILED"
+    assert outcome_of(declared, result("failed", "batch 3: logit: cosine 0.98731 < 0.99"))[0] == "XFAIL"
+    outcome, note = outcome_of(declared, result("failed", "batch 3: logit: max_abs 9 exceeds atol"))
     assert outcome == "FAILED" and note.startswith("declared limitation expected /")
-    outcome, note = outcome_of(spec, declared, result("passed"))  # a strict declaration that passes: XPASS(strict)
+    outcome, note = outcome_of(declared, result("passed"))  # a strict declaration that passes: XPASS(strict)
     assert outcome == "FAILED" and note.startswith("[XPASS(strict)]")
 
 

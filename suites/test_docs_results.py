@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from export_harness.converters.checks.accuracy import Budgets
+from export_harness.converters.expectations import Expectations
 from export_harness.converters.report import (
     accuracy_results,
     conversion_times,
@@ -37,18 +38,23 @@ ACCURACY = {"_comment": "fabricated", "cells": {
         "top1": _metric(0.9, 0.9, (0.0, 0.0))}},
 }}
 
-BUDGETS = """
-[cells."m-tflite:int8-full[litert-torch]"]
+EXPECTATIONS = """
+[[expect]]
+cells = ["m-tflite:int8-full[litert-torch]#accuracy"]
 xfail = "full-integer int8 (static_wi8_ai8) loses top-1: 90.00 -> 80.00; localised to the last layer"
 match = "top1 drop"
 
-[cells."k-tflite:*[litert-torch]"]
+[[expect]]
+cells = ["k-tflite:*[litert-torch]#accuracy"]
 xfail = "the converter cannot legalize k's mask | comparison (tfl.equal)"
 
-[cells."k-onnx:int8-dynamic"]
+[[expect]]
+cells = ["k-onnx:int8-dynamic#accuracy"]
 xfail = "kernels without VNNI saturate"
 cpu_lacks = ["avx512_vnni"]
+"""
 
+BUDGETS = """
 [models.m."onnx:int8-dynamic"]
 metric = "top1"
 threshold = 2.0
@@ -57,25 +63,27 @@ reason = "measured 1.5 pp"
 
 
 @pytest.fixture
-def accuracy_inputs(tmp_path: Path) -> tuple[Path, Path]:
+def accuracy_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     baseline, budgets = tmp_path / "accuracy.json", tmp_path / "accuracy_budgets.toml"
+    expectations = tmp_path / "expectations.toml"
     baseline.write_text(json.dumps(ACCURACY))
     budgets.write_text(BUDGETS)
-    return baseline, budgets
+    expectations.write_text(EXPECTATIONS)
+    return baseline, budgets, expectations
 
 
 def _row(page: str, *starts: str) -> str:
     return next(line for line in page.splitlines() if line.startswith("| " + " | ".join(starts)))
 
 
-def test_accuracy_page_models_cells_budgets_and_declarations(accuracy_inputs: tuple[Path, Path],
+def test_accuracy_page_models_cells_budgets_and_declarations(accuracy_inputs: tuple[Path, Path, Path],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    # the CPU has the flag, so Budgets.expected_failure says no here: the page must not depend on the CPU
-    monkeypatch.setattr("export_harness.models.spec.cpu_flags", lambda: frozenset({"avx512_vnni"}))
-    baseline, budgets_file = accuracy_inputs
-    budgets = Budgets.load(budgets_file)
-    assert budgets.expected_failure("k-onnx:int8-dynamic") is None
-    page = accuracy_results.accuracy_page(baseline, budgets)
+    # the CPU has the flag, so the declaration does not hold here: the page must not depend on the CPU
+    monkeypatch.setattr("export_harness.converters.expectations.cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    baseline, budgets_file, expectations_file = accuracy_inputs
+    budgets, expectations = Budgets.load(budgets_file), Expectations.load(expectations_file)
+    assert expectations.for_cell("k-onnx:int8-dynamic", "accuracy") is None
+    page = accuracy_results.accuracy_page(baseline, budgets, expectations)
     assert "fit s" not in page  # no --cache
     assert _row(page, "`m`", "top1").endswith("| 90.00 | 150 |")
     assert _row(page, "`m`", "aux").endswith("| 50.00 | 40 |")
@@ -98,7 +106,7 @@ def test_accuracy_page_models_cells_budgets_and_declarations(accuracy_inputs: tu
     assert _row(pivot, "`k`").startswith("| `k` | auc | declared: the converter cannot legalize")
 
 
-def test_accuracy_fit_seconds_from_the_cache_skip_what_is_absent(accuracy_inputs: tuple[Path, Path],
+def test_accuracy_fit_seconds_from_the_cache_skip_what_is_absent(accuracy_inputs: tuple[Path, Path, Path],
                                                                 tmp_path: Path) -> None:
     weights = tmp_path / "cache" / "weights"
     weights.mkdir(parents=True)
@@ -106,12 +114,13 @@ def test_accuracy_fit_seconds_from_the_cache_skip_what_is_absent(accuracy_inputs
                                                   "chance": {"top1": 0.1}}))
     (weights / "k-1.json").write_text(json.dumps({"model": "k", "recipe": "heads:fc"}))  # no train_seconds
     (weights / "broken.json").write_text("{")
-    baseline, budgets = accuracy_inputs
-    page = accuracy_results.accuracy_page(baseline, Budgets.load(budgets), tmp_path / "cache")
+    baseline, budgets, expectations = accuracy_inputs
+    declared = Expectations.load(expectations)
+    page = accuracy_results.accuracy_page(baseline, Budgets.load(budgets), declared, tmp_path / "cache")
     assert "| model | metric | FP32 % (eval) | n | chance % | recipe | fit s | trained (UTC) |" in page
     assert "| 10.00 | `full` | 4.25 |" in _row(page, "`m`", "top1")
     assert "| - | `heads:fc` | - |" in _row(page, "`k`", "auc")
-    empty = accuracy_results.accuracy_page(baseline, Budgets.load(budgets), tmp_path / "no-cache")
+    empty = accuracy_results.accuracy_page(baseline, Budgets.load(budgets), declared, tmp_path / "no-cache")
     assert _row(empty, "`m`", "top1").endswith("| - | - | - | - |")
 
 
@@ -210,9 +219,9 @@ def test_latency_selftest_page_from_a_junit_without_them(tmp_path: Path) -> None
     assert page.count("| not in this junit | - | not recorded in this junit |") == 3
 
 
-def test_docs_results_writes_every_page_from_its_input(accuracy_inputs: tuple[Path, Path], tmp_path: Path,
+def test_docs_results_writes_every_page_from_its_input(accuracy_inputs: tuple[Path, Path, Path], tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    baseline, budgets = accuracy_inputs
+    baseline, budgets, expectations = accuracy_inputs
     report = tmp_path / "matrix-report.json"
     report.write_text(json.dumps({"cells": [{**c, "cell": f"{c['model']}-{c['target']}", "outcome": "PASSED",
                                              "status": "passed", "stage": None, "worst": {}} for c in REPORT_CELLS]}))
@@ -221,6 +230,7 @@ def test_docs_results_writes_every_page_from_its_input(accuracy_inputs: tuple[Pa
     out = tmp_path / "out"
     assert docs_results.main(["--matrix-report", str(report), "--benchmarks", str(tmp_path / "none"),
                               "--accuracy-baseline", str(baseline), "--accuracy-budgets", str(budgets),
+                              "--expectations", str(expectations),
                               "--out-of-process", str(rows), "--junit", str(junit), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "accuracy-results.md", "conversion-times.md", "latency-selftest.md", "out-of-process-timing.md",

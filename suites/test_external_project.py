@@ -72,7 +72,7 @@ def pytest_harness_models(config):
     return [ModelSpec(name="user_tiny", family="user", factory=TinyClassifier, smoke=True,
                       inputs=(InputSpec("features", ("B", 12), "float32", "NC", _features),),
                       outputs=(OutputSpec("scores", ("B", 5), kind="logits"),),
-                      extra={"accuracy_task": tiny_task})]
+                      task=tiny_task)]
 '''
 
 CELLS = "user_tiny-onnx:fp32] or user_tiny-torchscript:trace]"

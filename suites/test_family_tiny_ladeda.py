@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from export_harness.converters.expectations import Expectations
 from export_harness.models import tiny_ladeda as tl
 from export_harness.models.spec import ModelSpec, count_parameters, run_torch
+
+DECLARED = Expectations.load(Path(__file__).resolve().parents[1] / "baselines" / "expectations.toml")
 
 SPECS = {s.name: s for s in tl.specs()}
 
@@ -37,7 +41,7 @@ def test_registered_variants() -> None:
     assert SPECS["tiny_ladeda"].smoke
     for spec in SPECS.values():
         assert spec.family == "tiny_ladeda"
-        assert "torchscript:script" in [lim.target for lim in spec.limitations]
+        assert DECLARED.for_cell(f"{spec.name}-torchscript:script") is not None
         assert spec.input_names == ["input"]
         assert spec.inputs[0].shape == ("B", 3, 256, 256) and spec.inputs[0].layout == "NCHW"
         assert spec.dynamic_batch
@@ -243,3 +247,12 @@ def test_exportable_scripts(pool: bool) -> None:
     x = _input(_spec("tiny_ladeda"), 1)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), exportable(x), atol=1e-6, rtol=0)
+
+
+def test_patch_variant_shares_the_pooled_variants_trained_weights() -> None:
+    """One state dict, trained once: the patch map declares weights_from the pooled variant, no recipe of its own."""
+    pooled, patch = SPECS["tiny_ladeda"], SPECS["tiny_ladeda_patch"]
+    assert patch.weights_from is not None and patch.weights_from.name == "tiny_ladeda" and patch.training is None
+    assert pooled.training is not None and pooled.task is not None and patch.task is not None
+    a, b = pooled.build().state_dict(), patch.build().state_dict()
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)

@@ -29,7 +29,23 @@ import pytest
 
 from export_harness.converters.conformance import export_artifact
 from export_harness.converters.latency import gate as lg
-from export_harness.converters.latency import measure as lat
+from export_harness.converters.latency.machine import machine_id, machine_kind
+from export_harness.converters.latency.memory import PeakRss
+from export_harness.converters.latency.process_control import load_runner
+from export_harness.converters.latency.session import BenchSettings, EagerRunner
+from export_harness.converters.latency.stats import LatencyStats, PairedTimings
+from export_harness.converters.latency.timing import (
+    CLOCKS,
+    InterleavedRounds,
+    TimingPlan,
+    choose_clock,
+    clocks_for,
+    measure_paired,
+    time_call,
+    timed_call,
+    warm_up,
+)
+from suites.latency_helpers import SlowedRunner
 
 pytestmark = pytest.mark.latency  # timings: the serial step, never beside the parallel suites
 
@@ -141,7 +157,7 @@ def test_decide_overloaded_machine_is_unstable_unless_confirmed() -> None:
 
 def test_shipped_config_and_budgets_load() -> None:
     data = lg.load_toml()
-    lat.BenchSettings.from_mapping(data["bench"])
+    BenchSettings.from_mapping(data["bench"])
     cfg = lg.GateConfig.from_mapping(data["gate"])
     assert cfg.min_effect == 0.15 and cfg.remeasure
     budgets = lg.load_budgets(data["budgets"])
@@ -150,11 +166,11 @@ def test_shipped_config_and_budgets_load() -> None:
     with pytest.raises(ValueError, match="unknown"):
         lg.GateConfig.from_mapping({"min_efect": 0.1})
     with pytest.raises(ValueError, match="unknown"):
-        lat.BenchSettings.from_mapping({"round": 3})
+        BenchSettings.from_mapping({"round": 3})
 
 
 def test_budget_violations_name_value_and_limit() -> None:
-    stats = lat.LatencyStats.from_seconds([0.004] * 90 + [0.030] * 10)
+    stats = LatencyStats.from_seconds([0.004] * 90 + [0.030] * 10)
     budget = lg.Budget(profile="cpu", median_ms=10, p95_ms=20, p99_ms=50, min_throughput=300)
     problems = budget.violations(stats, 1, 100.0)
     assert problems == ["p95 30.00 ms > 20 ms", "throughput 250.0/s < 300/s"]
@@ -202,11 +218,11 @@ def test_decide_run_to_run_unstable_benchmark_needs_a_bigger_slowdown() -> None:
 
 
 def test_stats_percentiles_and_paired_roundtrip() -> None:
-    stats = lat.LatencyStats.from_seconds([i / 1000 for i in range(1, 101)])
+    stats = LatencyStats.from_seconds([i / 1000 for i in range(1, 101)])
     assert stats.median_ms == pytest.approx(50.5) and stats.p90_ms == pytest.approx(90.1)
     assert stats.p99_ms == pytest.approx(99.01) and stats.iqr_ms == pytest.approx(49.5)
-    paired = lat.PairedTimings([0.001, 0.002], [0.002, 0.004], [0.0011, 0.0021], [0.0021, 0.0041])
-    back = lat.PairedTimings.from_dict(paired.to_dict(wall=True))
+    paired = PairedTimings([0.001, 0.002], [0.002, 0.004], [0.0011, 0.0021], [0.0021, 0.0041])
+    back = PairedTimings.from_dict(paired.to_dict(wall=True))
     assert back.ratio == pytest.approx(0.5) and back.wall_target == pytest.approx(paired.wall_target)
 
 
@@ -218,7 +234,7 @@ class _OutOfProcess:
         self.work = {"cpu": 0.0, "wall": 0.0}
         self.parent = 0.0
         self.requests: list[int] = []
-        self.pid = -1  # not this process (lat.runtime_pid)
+        self.pid = -1  # not this process (process_control.runtime_pid)
 
     def work_clock(self, clock: str) -> Callable[[], float]:
         key = {"wall": "wall", "thread-cpu": "cpu"}[clock]
@@ -237,16 +253,16 @@ class _OutOfProcess:
 
 def test_an_out_of_process_round_runs_its_calls_back_to_back_in_one_request() -> None:
     runner, reference_calls = _OutOfProcess(), []
-    fn = lat.timed_call(runner, {})
-    assert lat.time_call(fn, runner.work_clock("thread-cpu"), iterations=4) == pytest.approx(0.001)
+    fn = timed_call(runner, {})
+    assert time_call(fn, runner.work_clock("thread-cpu"), iterations=4) == pytest.approx(0.001)
     assert runner.requests == [4]
-    rounds = lat.InterleavedRounds(fn, lambda: reference_calls.append(1), 5, lambda: runner.parent,
-                                   wall=lambda: runner.parent, target_clocks=lat.clocks_for("thread-cpu", runner))
+    rounds = InterleavedRounds(fn, lambda: reference_calls.append(1), 5, lambda: runner.parent,
+                                   wall=lambda: runner.parent, target_clocks=clocks_for("thread-cpu", runner))
     timings = rounds.run(3)
     assert runner.requests == [4, 5, 5, 5] and len(reference_calls) == 15  # one request per round
     assert timings.target == pytest.approx([0.001] * 3)  # the runtime's own clock: no exchange in it
     assert rounds.exchange == pytest.approx([0.001] * 3)  # 5 ms per request over 5 calls, reported apart
-    in_process = lat.timed_call(lambda inputs: {}, {})
+    in_process = timed_call(lambda inputs: {}, {})
     assert not hasattr(in_process, "block")
 
 
@@ -259,8 +275,8 @@ def test_slowed_runner_adds_the_requested_share_of_cpu_time() -> None:
     # every time.
     ratios = []
     for _ in range(3):
-        slowed = lat.SlowedRunner(work, INJECTED, timer=time.thread_time)
-        paired = lat.measure_paired(functools.partial(slowed, None), lambda: work(None), rounds=30, iterations=3,
+        slowed = SlowedRunner(work, INJECTED, timer=time.thread_time)
+        paired = measure_paired(functools.partial(slowed, None), lambda: work(None), rounds=30, iterations=3,
                                     timer=time.thread_time)
         ratios.append(paired.ratio)
         if paired.ratio == pytest.approx(INJECTED, rel=0.04):
@@ -275,7 +291,7 @@ def test_peak_rss_sees_a_transient_allocation() -> None:
     size = 64 * 1024 * 1024
     results = []
     for _ in range(3):
-        with lat.PeakRss() as probe:
+        with PeakRss() as probe:
             block = mmap.mmap(-1, size)
             np.frombuffer(block, dtype=np.uint8)[:] = 1  # touched: 64 MB resident
             block.close()
@@ -289,8 +305,8 @@ def test_peak_rss_sees_a_transient_allocation() -> None:
 
 
 def test_machine_id_keys_cpu_model_and_count() -> None:
-    kind = lat.machine_kind()
-    mid = lat.machine_id(kind)
+    kind = machine_kind()
+    mid = machine_id(kind)
     assert mid.startswith(f"{kind['system']}-{kind['implementation']}-{kind['python']}-")
     assert mid.endswith(f"-{kind['cpus']}cpu")
     assert lg.kind_mismatch(kind, {**kind, "cpus": kind["cpus"] + 1}) == \
@@ -303,7 +319,7 @@ def test_machine_id_keys_cpu_model_and_count() -> None:
 class CellTrials:
     """A/A and injected-slowdown trials on one real cell; every measurement loads a fresh runner."""
 
-    def __init__(self, harness: object, state: object, model: str, target: str, plan: lat.TimingPlan) -> None:
+    def __init__(self, harness: object, state: object, model: str, target: str, plan: TimingPlan) -> None:
         self.state = state
         self.spec = harness.models.get(model)
         self.target = harness.targets.get(target)
@@ -311,24 +327,24 @@ class CellTrials:
         self.artifact = export_artifact(self.target, self.spec, self.model, harness.cache, harness.targets,
                                         harness.identities)
         self.inputs = self.spec.example_inputs(1, seed=0)
-        self.eager = lat.EagerRunner(self.spec, self.model)
+        self.eager = EagerRunner(self.spec, self.model)
         self.plan = plan
         self.name = f"{model}-{target}"
         self.contention: list[float] = []
-        runner, _ = lat.load_runner(self.target, self.artifact, self.spec, state.threads)
-        self.clock, self.clock_reason = lat.choose_clock(
+        runner, _ = load_runner(self.target, self.artifact, self.spec, state.threads)
+        self.clock, self.clock_reason = choose_clock(
             state.settings.clock, state.threads, runner, [lambda: runner(self.inputs), lambda: self.eager(self.inputs)])
 
-    def measure(self, slowdown: float | None = None) -> lat.PairedTimings:
-        runner, _ = lat.load_runner(self.target, self.artifact, self.spec, self.state.threads)
-        timer = lat.CLOCKS[self.clock]
+    def measure(self, slowdown: float | None = None) -> PairedTimings:
+        runner, _ = load_runner(self.target, self.artifact, self.spec, self.state.threads)
+        timer = CLOCKS[self.clock]
         if slowdown:
-            runner = lat.SlowedRunner(runner, slowdown, timer=timer)
+            runner = SlowedRunner(runner, slowdown, timer=timer)
         inputs, eager = self.inputs, self.eager
         fns = [lambda: runner(inputs), lambda: eager(inputs)]
-        target_clocks = lat.clocks_for(self.clock, runner)
-        rounds, iterations = self.plan.schedule(lat.warm_up(fns, self.plan, timer, [target_clocks[0], timer]))
-        paired = lat.measure_paired(fns[0], fns[1], rounds, iterations, timer, target_clocks)
+        target_clocks = clocks_for(self.clock, runner)
+        rounds, iterations = self.plan.schedule(warm_up(fns, self.plan, timer, [target_clocks[0], timer]))
+        paired = measure_paired(fns[0], fns[1], rounds, iterations, timer, target_clocks)
         if paired.contention:
             self.contention.append(paired.contention)
         return paired
@@ -411,8 +427,8 @@ def _counts(verdicts: list[lg.Verdict]) -> dict[str, int]:
     return out
 
 
-def _plan(state: object, seconds: float) -> lat.TimingPlan:
-    return lat.TimingPlan(**{**state.settings.plan.__dict__, "seconds": seconds})
+def _plan(state: object, seconds: float) -> TimingPlan:
+    return TimingPlan(**{**state.settings.plan.__dict__, "seconds": seconds})
 
 
 def _check(aa: list[lg.Verdict], injected: list[lg.Verdict], contention: float | None, state: object) -> None:
@@ -463,20 +479,25 @@ def test_latency_gate_aa_and_injected_smoke_models(harness, latency_state, harne
 
 
 SLOWDOWN_CONFTEST = f'''
+import sys
 import time
 
-import export_harness.converters.latency.measure as lat
+if {str(ROOT)!r} not in sys.path:
+    sys.path.insert(0, {str(ROOT)!r})
 
-_load = lat.load_runner
+import export_harness.converters.latency.process_control as pc
+from suites.latency_helpers import SlowedRunner
+
+_load = pc.load_runner
 
 
 def _slowed(target, artifact, spec, threads):
     """Every artifact runner {INJECTED}x slower (eager rows untouched): an injected {INJECTED - 1:.0%} regression."""
     runner, record = _load(target, artifact, spec, threads)
-    return lat.SlowedRunner(runner, {INJECTED}, timer=time.thread_time), record
+    return SlowedRunner(runner, {INJECTED}, timer=time.thread_time), record
 
 
-lat.load_runner = _slowed
+pc.load_runner = _slowed
 '''
 
 
@@ -549,19 +570,19 @@ def _history_run(path: Path, slow: float, commit: str) -> None:
     for target, ratio in (("torch:eager", 1.0), ("onnx:fp32", 0.4 * slow), ("torchscript:trace", 0.9)):
         eager = rng.lognormal(np.log(2.0), 0.01, 30)
         t = eager * ratio * rng.lognormal(0, 0.01, 30)
-        stats = lat.LatencyStats.from_seconds(t / 1e3)
+        stats = LatencyStats.from_seconds(t / 1e3)
         extra = {"cell": f"m-{target}", "model": "m", "target": target, "batch": 1, "clock": "thread-cpu",
                  "latency_ms": stats.to_dict(), "ratio_to_eager": ratio, "speedup_vs_eager": 1 / ratio}
         if target != "torch:eager":
             extra.update({"paired": {"target_ms": list(t), "eager_ms": list(eager)},
-                          "eager_ms": lat.LatencyStats.from_seconds(eager / 1e3).to_dict()})
+                          "eager_ms": LatencyStats.from_seconds(eager / 1e3).to_dict()})
         benches.append({"name": f"test_latency[m-{target}-b1]", "extra_info": extra, "stats": {}})
     path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "datetime": "2026-11-24T10:00:00",
                                 "commit_info": {"id": commit, "dirty": False}}))
 
 
 def test_bench_history_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from export_harness.converters.latency import history as bench_history
+    from export_harness.converters.report import latency_history as bench_history
 
     folder = tmp_path / "Linux-test"
     folder.mkdir()
@@ -580,17 +601,27 @@ def test_bench_history_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "m-torchscript:trace-b1" in capsys.readouterr().out
     assert bench_history.main([*common, "speedup", "latest", "--format", "markdown"]) == 0
     assert "| m |" in capsys.readouterr().out
-    for name in ("h.html", "h.svg"):
-        assert bench_history.main([*common, "plot", "--out", str(tmp_path / name)]) == 0
-        text = (tmp_path / name).read_text()
-        assert text.count('class="cell"') == 3 and "Speedup vs PyTorch eager" in text
-        assert "baseline IQR" in text and "regression?" in text
+    assert bench_history.main([*common, "plot", "--out", str(tmp_path / "h.html")]) == 0
+    text = (tmp_path / "h.html").read_text()
+    assert "<script src=" not in text and "Plotly.newPlot" in text  # plotly.js inlined: the page opens offline
+    assert "report.css" not in text and "#grid-wrap" in text  # the HTML report's style, inlined
+    for cell in ("m-torch:eager-b1", "m-onnx:fp32-b1", "m-torchscript:trace-b1"):
+        assert f'"{cell}"' in text  # one subplot per benchmark
+    assert "Speedup vs PyTorch eager" in text and "baseline IQR" in text and "regression?" in text
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        assert bench_history.main([*common, "plot", "--out", str(tmp_path / "h.svg")]) == 2
+        assert "kaleido" in capsys.readouterr().err and not (tmp_path / "h.svg").exists()
+    else:
+        assert bench_history.main([*common, "plot", "--out", str(tmp_path / "h.svg")]) == 0
+        assert "Speedup vs PyTorch eager" in (tmp_path / "h.svg").read_text()
 
 
 def test_missing_machine_baseline_errors_or_falls_back_to_foreign(pytester: pytest.Pytester, latency_state) -> None:
     """No baseline for this machine kind: a usage error naming the folders present, or with
     ``--latency-baseline-missing=foreign`` a comparison with the other kind's baseline that never fails."""
-    committed = ROOT / "baselines" / "benchmarks" / lat.machine_id()
+    committed = ROOT / "baselines" / "benchmarks" / machine_id()
     if not list(committed.glob("*_baseline.json")):
         pytest.skip(f"no committed baseline for this machine kind ({committed.name}) to pose as a foreign one")
     storage = pytester.path / "store"
@@ -635,7 +666,7 @@ def test_a_damaged_baseline_is_named_and_never_passes_the_gate(pytester: pytest.
     committed = sorted((ROOT / "baselines" / "benchmarks").glob("*/*_baseline.json"))
     if not committed:
         pytest.skip("no committed baseline to damage")
-    folder = pytester.path / "store" / lat.machine_id()
+    folder = pytester.path / "store" / machine_id()
     folder.mkdir(parents=True)
     for path in committed[-3:]:
         (folder / path.name).write_bytes(path.read_bytes())

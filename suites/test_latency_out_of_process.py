@@ -3,7 +3,7 @@
 Their runners call a worker process; the parent's thread-CPU clock around such a call sees only the IPC wait (the
 encoder's ``tflite:fp32[litert-torch]`` once showed 1.35 ms where the same file costs 8.3 ms CPU in-process). The
 latency suite reads the worker's own clocks around each invoke (``runner.work_clock``), and has the worker run a
-round's calls back to back on one exchange of the inputs (``lat.timed_call``): an exchange per call evicts the
+round's calls back to back on one exchange of the inputs (``timing.timed_call``): an exchange per call evicts the
 weights from the CPU caches between two invokes (a 0.35 ms int8 call read 23-53 % slow on AVX-512 VNNI CPUs).
 Each test here times one cached artifact the way the latency suite does and, in a separate process, through the
 runtime's own API with no harness code in the timed loop, at one thread on the same CPU clock, and asserts the
@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from export_harness.converters.conformance import export_artifact
-from export_harness.converters.latency import measure as lat
+from export_harness.converters.latency import machine, timing
+from export_harness.converters.latency.process_control import load_runner
 from export_harness.converters.report import out_of_process
 
 pytestmark = pytest.mark.latency  # timings: the serial step
@@ -101,15 +102,15 @@ def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model
                                                                   pytestconfig: pytest.Config) -> None:
     spec, tgt = harness.models.get(model), harness.targets.get(target)
     artifact = export_artifact(tgt, spec, harness.model(spec), harness.cache, harness.targets, harness.identities)
-    runner, threads = lat.load_runner(tgt, artifact, spec, 1)
+    runner, threads = load_runner(tgt, artifact, spec, 1)
     assert threads["runtime_reported"] == 1, threads
     inputs = spec.example_inputs(1, seed=0)
-    fn = lat.timed_call(runner, inputs)  # what the latency suite times
-    clock, why = lat.choose_clock("auto", 1, runner, [fn])
+    fn = timing.timed_call(runner, inputs)  # what the latency suite times
+    clock, why = timing.choose_clock("auto", 1, runner, [fn])
     assert clock == "thread-cpu" and "own CPU clock" in why, (clock, why)
-    worker_cpu, _ = lat.clocks_for(clock, runner)
-    plan = lat.TimingPlan(warmup_seconds=1.0)
-    rounds, iterations = plan.schedule(lat.warm_up([fn], plan, time.perf_counter, [worker_cpu]))
+    worker_cpu, _ = timing.clocks_for(clock, runner)
+    plan = timing.TimingPlan(warmup_seconds=1.0)
+    rounds, iterations = plan.schedule(timing.warm_up([fn], plan, time.perf_counter, [worker_cpu]))
     feeds = tmp_path / "feeds.npz"
     np.savez(feeds, **{b.key: b.to_artifact(np.asarray(inputs[name])) for name, b in runner.inputs.items()})
     kind = "tflite" if target.startswith("tflite") else "savedmodel"
@@ -127,14 +128,14 @@ def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model
     # while a clock that does not see the work (the parent's: 1.29 ms for a 5.0 ms call) misses every time.
     pairs = []
     for _ in range(3):
-        pairs.append((1e3 * float(np.median(lat.measure(fn, rounds, iterations, worker_cpu))), direct_ms()))
+        pairs.append((1e3 * float(np.median(timing.measure(fn, rounds, iterations, worker_cpu))), direct_ms()))
         if abs(pairs[-1][0] / pairs[-1][1] - 1) <= AGREEMENT:
             break
     harness_ms, direct = pairs[-1]
     # the readings this test guards against: each call on its own exchange (its .npz reads and writes evict the
     # artifact from the caches between two invokes), and the parent's own clock (sees only the IPC wait)
-    one_by_one_ms = 1e3 * float(np.median(lat.measure(lambda: runner(inputs), CALLS, 1, worker_cpu)))
-    parent_ms = 1e3 * float(np.median(lat.measure(fn, CALLS, 1, time.thread_time)))
+    one_by_one_ms = 1e3 * float(np.median(timing.measure(lambda: runner(inputs), CALLS, 1, worker_cpu)))
+    parent_ms = 1e3 * float(np.median(timing.measure(fn, CALLS, 1, time.thread_time)))
     harness_record("timing_ms", {"harness_worker_cpu": round(harness_ms, 3), "direct_cpu": round(direct, 3),
                                   "one_exchange_per_call": round(one_by_one_ms, 3),
                                   "parent_thread_cpu": round(parent_ms, 3), "pairs": pairs,
@@ -147,7 +148,7 @@ def test_out_of_process_timing_matches_the_runtime_timed_directly(harness, model
             "parent_thread_cpu_ms": round(parent_ms, 3),
             "pairs": [[round(h, 3), round(d, 3)] for h, d in pairs], "calls": CALLS, "rounds": rounds,
             "iterations": iterations, "batch": 1, "threads": 1,
-            "machine": lat.machine_id(), "measured": time.strftime("%Y-%m-%d", time.gmtime())})
+            "machine": machine.machine_id(), "measured": time.strftime("%Y-%m-%d", time.gmtime())})
     print(f"{model}-{target}: harness (worker CPU clock) {harness_ms:.3f} ms, runtime timed directly "
           f"{direct:.3f} ms, one exchange per call {one_by_one_ms:.3f} ms, parent thread-CPU clock "
           f"{parent_ms:.3f} ms; pairs {pairs}")

@@ -76,7 +76,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks = []
         unavailable = getattr(target, "unavailable_reason", None)
         reason = unavailable() if unavailable else None
-        limitation = spec.limitation_for(name)
+        limitation = harness.expectations.for_cell(f"{spec.name}-{name}")
         if reason:
             marks.append(pytest.mark.skip(reason=reason))
         elif limitation:

@@ -208,8 +208,8 @@ def test_a_delegate_disagreement_blames_the_kernels_farther_from_pytorch() -> No
 def test_accuracy_batches_and_latency_runners_blame_by_distance() -> None:
     """The accuracy suite hands each eval batch's PyTorch outputs to a runner that can judge its delegate; the
     latency suite switches the cross-check off (it times the default path and could not say who is wrong)."""
-    from export_harness.converters.checks.accuracy import run_batched
-    from export_harness.converters.latency.measure import load_runner
+    from export_harness.converters.accuracy.evaluate import run_batched
+    from export_harness.converters.latency.process_control import load_runner
 
     class Judging:
         def __init__(self) -> None:

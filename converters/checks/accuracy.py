@@ -1,8 +1,8 @@
 """Accuracy gates: a compression method's task-metric drop vs the FP32 PyTorch reference, on real eval data.
 
-For one cell (ModelSpec x method Target) ``evaluate_accuracy`` exports the artifact through the cache (calibrated
-on the spec's calibration split), runs it over the proxy task's eval split, and for every task metric reports
-the FP32 metric, the method's metric, the drop and a paired bootstrap confidence interval of the drop. The gate:
+The rules that judge one cell's measurement (``export_harness.converters.accuracy.evaluate`` takes it): for every
+task metric the FP32 metric, the method's metric, the drop and a paired bootstrap confidence interval of the drop.
+The gate:
 
 - **budget** (``baselines/accuracy_budgets.toml``): fails when the drop exceeds the method's threshold (absolute
   percentage points or relative %) *and* the drop's CI excludes zero, so one flipped sample of a small eval set
@@ -10,33 +10,24 @@ the FP32 metric, the method's metric, the drop and a paired bootstrap confidence
 - **ratchet** (``baselines/accuracy.json``): fails when the method's metric fell below its stored baseline by
   more than both the stored tolerance and the half-width of the drop's CI, even within budget.
 
-A failing cell carries a localisation table (``export_harness.converters.checks.localize``). No pytest here.
+No pytest here.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
-from export_harness.converters.cache import artifact_sha256
-from export_harness.converters.conformance import ModelIdentities, export_artifact, localisation
 from export_harness.converters.defaults import default_path, load_layered, require_number
-from export_harness.converters.registry import TargetRegistry
-from export_harness.converters.target import Target
 from export_harness.converters.util.files import write_json_atomic
 from export_harness.models.proxy_tasks import Arrays, Metric, ProxyTask
-from export_harness.models.spec import Limitation, ModelSpec, star_match
+from export_harness.models.spec import star_match
 
 DEFAULT_BUDGETS = default_path("accuracy_budgets.toml")
-EVAL_BATCH = 16
-LOCALISE_SAMPLES = 4
 
 
 class BudgetError(ValueError):
@@ -58,9 +49,10 @@ class Budget:
         return f"<= {self.threshold:g} {unit} ({self.source})"
 
 
-_SECTIONS = {"settings", "methods", "models", "cells"}
-_SETTINGS = {"ratchet_tolerance_pp", "confidence", "bootstrap_resamples", "full_only_models", "full_only_targets",
-             "unmeasured_targets"}
+_SECTIONS = {"settings", "methods", "models"}
+_SETTINGS = {"ratchet_tolerance_pp", "confidence", "bootstrap_resamples", "full_only_models", "full_only_targets"}
+_MOVED = ("expected failures and skips are declared in expectations.toml ([[expect]] with "
+          "cells = [\"MODEL-TARGET#accuracy\"])")
 
 
 def _known(table: Any, allowed: set[str], where: str) -> None:
@@ -76,6 +68,8 @@ class Budgets:
 
     def __init__(self, data: dict[str, Any], source: str = "<dict>") -> None:
         self.source = source
+        if "cells" in data or "unmeasured_targets" in data.get("settings", {}):
+            raise BudgetError(f"{source}: [cells] / [settings.unmeasured_targets]: {_MOVED}")
         _known(data, _SECTIONS, f"{source}:")
         settings = data.get("settings", {})
         _known(settings, _SETTINGS, f"{source} [settings]:")
@@ -88,19 +82,13 @@ class Budgets:
                                         error=BudgetError)
         self.full_only: list[str] = list(settings.get("full_only_models", []))
         self.full_only_targets: list[str] = list(settings.get("full_only_targets", []))
-        self.unmeasured_targets: dict[str, str] = dict(settings.get("unmeasured_targets", {}))
         self.methods: dict[str, dict[str, Any]] = data.get("methods", {})
         self.models: dict[str, dict[str, dict[str, Any]]] = data.get("models", {})
-        self.cells: dict[str, dict[str, Any]] = data.get("cells", {})
         for glob, entry in self.methods.items():
             self._check(entry, f"[methods.{glob!r}]", need_reason=False)
         for model, per in self.models.items():
             for glob, entry in per.items():
                 self._check(entry, f"[models.{model}.{glob!r}]", need_reason=True)
-        for cell, entry in self.cells.items():
-            _known(entry, {"xfail", "match", "cpu_lacks", "cpu_has"}, f"{source} [cells.{cell!r}]:")
-            if not str(entry.get("xfail", "")).strip():
-                raise BudgetError(f"{source} [cells.{cell!r}]: needs an 'xfail' reason")
 
     def _check(self, entry: dict[str, Any], where: str, need_reason: bool) -> None:
         _known(entry, {"drop", "threshold", "reason", "metric"}, f"{self.source} {where}:")
@@ -113,16 +101,12 @@ class Budgets:
         if need_reason and not str(entry.get("reason", "")).strip():
             raise BudgetError(f"{self.source} {where}: an override needs a written 'reason'")
 
-    def check_names(self, models: Any, targets: TargetRegistry) -> None:
-        """Every ``[models.NAME]`` names a registered model and every ``[cells.KEY]`` matches a registered cell (a
-        typo is an error when the session starts, not a budget or xfail that silently never applies)."""
+    def check_names(self, models: Any) -> None:
+        """Every ``[models.NAME]`` names a registered model (a typo is an error when the session starts, not a budget
+        that silently never applies)."""
         for model in self.models:
             if model not in models:
                 raise BudgetError(f"{self.source} [models.{model}]: no model {model!r} is registered")
-        cells = [f"{m}-{t}" for m in models.names() for t in targets.names()]
-        for key in self.cells:
-            if key not in cells and not any(star_match(key, cell) for cell in cells):
-                raise BudgetError(f"{self.source} [cells.{key!r}]: matches no registered model-target cell")
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Budgets:
@@ -156,22 +140,6 @@ class Budgets:
                                 float(override.get("threshold", budget.threshold)), override["reason"],
                                 f"override {model}/{mglob}")
         return budget
-
-    def expected_failure(self, cell: str) -> Limitation | None:
-        """The cell's declared strict xfail, as a Limitation of that one cell: ``[cells."MODEL-TARGET"]``, else the
-        first key matching it with ``*`` as the only wildcard (``[`` ``]`` stay literal: ``bst*-tflite:*[onnx2tf]``)."""
-        entry = self.cells.get(cell) or next((e for key, e in self.cells.items() if star_match(key, cell)), None)
-        if not entry:
-            return None
-        lacks, has = entry.get("cpu_lacks", ()), entry.get("cpu_has", ())
-        limitation = Limitation(cell, entry["xfail"], entry.get("match", ""),
-                                cpu_lacks=(lacks,) if isinstance(lacks, str) else tuple(lacks),
-                                cpu_has=(has,) if isinstance(has, str) else tuple(has))
-        return limitation if limitation.applies_here() else None
-
-    def unmeasured(self, target: str) -> str | None:
-        """Why ``target``'s accuracy cells are skipped (``[settings.unmeasured_targets]`` globs -> reason), or None."""
-        return next((why for glob, why in self.unmeasured_targets.items() if star_match(glob, target)), None)
 
 
 @dataclass
@@ -258,79 +226,14 @@ def paired_bootstrap(metric: Metric, ref: Arrays, cand: Arrays, drop_fn: Any, re
     return float(np.quantile(drops, alpha)), float(np.quantile(drops, 1.0 - alpha))
 
 
-def drop_function(budget: Budget, higher_is_better: bool) -> Any:
-    sign = 1.0 if higher_is_better else -1.0
-    if budget.drop == "abs":
-        return lambda ref, cand: sign * (ref - cand) * 100.0
-    return lambda ref, cand: sign * (ref - cand) / max(abs(ref), 1e-12) * 100.0
-
-
-def run_batched(fn: Any, inputs: Arrays, batch: int = EVAL_BATCH, expected: Arrays | None = None) -> Arrays:
-    """``fn`` over ``inputs`` in batches, outputs concatenated. With ``expected`` (PyTorch's outputs on the same
-    inputs), a runner that cross-checks its delegate (``run_judged``) blames the one farther from PyTorch."""
-    judged = getattr(fn, "run_judged", None) if expected is not None else None
-    n = len(next(iter(inputs.values())))
-
-    def call(i: int) -> Arrays:
-        feeds = {k: v[i:i + batch] for k, v in inputs.items()}
-        if judged is None:
-            return fn(feeds)
-        return judged(feeds, {k: v[i:i + batch] for k, v in (expected or {}).items()})
-
-    parts = [call(i) for i in range(0, n, batch)]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-
-
-def accuracy_spec(spec: ModelSpec, task: ProxyTask) -> ModelSpec:
-    """The spec with the task's calibration split attached (static quantizers read ``extra['calibration']``)."""
-    return replace(spec, extra={**spec.extra, "calibration": task.calibration, "calibration_id": task.data_hash})
-
-
-_REFERENCE_OUTPUTS: dict[tuple[str, str], Arrays] = {}
-
-
-def forget_reference_outputs(model_name: str) -> None:
-    """Drop the cached FP32 eval outputs of one model (its cells are done in this process)."""
-    for key in [k for k in _REFERENCE_OUTPUTS if k[0] == model_name]:
-        del _REFERENCE_OUTPUTS[key]
-
-
-def reference_outputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, identity: str) -> Arrays:
-    """FP32 PyTorch outputs on the eval split, computed once per (model, weights) in this process."""
-    from export_harness.models.training import predict
-
-    key = (spec.name, identity)
-    if key not in _REFERENCE_OUTPUTS:
-        _REFERENCE_OUTPUTS[key] = predict(spec, model, task.eval_inputs, batch=EVAL_BATCH)
-    return _REFERENCE_OUTPUTS[key]
-
-
-def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: ProxyTask, *, cache: Any,
-                      targets: TargetRegistry, budgets: Budgets, baselines: dict[str, Any] | None = None,
-                      identities: ModelIdentities | None = None,
-                      localise: bool | Callable[[AccuracyResult], bool] = True) -> AccuracyResult:
-    """Measure one accuracy cell; the result says pass/fail per metric (it does not raise on a failed gate).
-    ``localise``: whether a failing cell gets its layer table, or a predicate on the failed result (the suite skips
-    the table for a failure its declaration explains: a strict xfail shows no message, and the table costs a pass of
-    every layer)."""
-    identities = identities or ModelIdentities()
-    result = AccuracyResult(model=spec.name, target=target.name, task=task.name)
-    aspec = accuracy_spec(spec, task)
-    t0 = time.perf_counter()
-    artifact = export_artifact(target, aspec, model, cache, targets, identities)
-    result.seconds["export"] = round(time.perf_counter() - t0, 2)
-    result.artifact_key = artifact.key
-    result.artifact_sha256 = artifact_sha256(artifact.path)
-    t0 = time.perf_counter()
-    ref = reference_outputs(spec, model, task, identities.of(model))
-    result.seconds["fp32_eval"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    runner = target.load(artifact, aspec)
-    cand = run_batched(runner, task.eval_inputs, expected=ref)
-    result.seconds["method_eval"] = round(time.perf_counter() - t0, 2)
+def judge_metrics(result: AccuracyResult, task: ProxyTask, ref: Arrays, cand: Arrays, budgets: Budgets,
+                  baselines: dict[str, Any] | None = None) -> None:
+    """Every task metric of the FP32 outputs ``ref`` and the method's ``cand`` against its budget (the drop's paired
+    bootstrap CI must exclude 0) and its stored baseline (the ratchet); appended to ``result``."""
+    spec_name, target_name = result.model, result.target
     stored = (baselines or {}).get(result.cell_id, {}).get("metrics", {})
     for metric in task.metrics:
-        budget = budgets.budget(spec.name, target.name, metric.name)
+        budget = budgets.budget(spec_name, target_name, metric.name)
         drop_fn = drop_function(budget, metric.higher_is_better)
         fp32, meth = metric(ref), metric(cand)
         low, high = paired_bootstrap(metric, ref, cand, drop_fn, budgets.resamples, budgets.confidence)
@@ -366,13 +269,13 @@ def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: P
         else:
             result.notes.append(f"{metric.name}: no stored baseline (record with --accuracy-update-baselines)")
         result.metrics.append(mr)
-    if not result.passed and (localise(result) if callable(localise) else localise):
-        feeds = {i.name: np.ascontiguousarray(task.eval_inputs[i.name][:LOCALISE_SAMPLES], dtype=i.dtype)
-                 for i in spec.inputs}
-        result.localisation = localisation(aspec, target, model, artifact, feeds, cache=cache, targets=targets,
-                                           identities=identities, runner=runner) \
-            or "localisation: not available for this target"
-    return result
+
+
+def drop_function(budget: Budget, higher_is_better: bool) -> Any:
+    sign = 1.0 if higher_is_better else -1.0
+    if budget.drop == "abs":
+        return lambda ref, cand: sign * (ref - cand) * 100.0
+    return lambda ref, cand: sign * (ref - cand) / max(abs(ref), 1e-12) * 100.0
 
 
 # ------------------------------------------------------------------------------------------------- baselines

@@ -2,7 +2,7 @@
 
 Each target's conformance cell runs first (a failing cell is not timed, as in the latency suite); then, per batch
 size, the artifact is loaded on its runtime with fixed intra-op threads and its peak RSS measured over the load and
-first run (``export_harness.converters.latency.measure``: ``load_runner``, ``PeakRss``, the runtime's own process for
+first run (``export_harness.converters.latency.session``, shared with the latency suite: the runtime's own process for
 out-of-process runtimes), ``--warmup`` calls, and ``--runs`` timed rounds exactly as the latency suite times them: a
 round is as many back-to-back calls as last 10 ms (in an out-of-process runtime they run there, on one exchange of
 the inputs), interleaved with PyTorch eager's calls, read on the thread-CPU clock where it is valid (one thread, the
@@ -31,14 +31,18 @@ from export_harness.converters.cli.cells import (
 from export_harness.converters.cli.files import publish
 from export_harness.converters.cli.progress import Progress
 from export_harness.converters.cli.session import first_line, load_model, open_session, weights_label
-from export_harness.converters.latency import measure as lat
+from export_harness.converters.latency import machine
+from export_harness.converters.latency import process_control as pc
+from export_harness.converters.latency import session as ls
+from export_harness.converters.latency.stats import LatencyStats
+from export_harness.converters.latency.timing import TimingPlan, timed_call
 from export_harness.converters.report.matrix_report import fmt_optional
 from export_harness.converters.session import Session
 from export_harness.converters.target import Target
 from export_harness.converters.util.files import write_json_atomic
 from export_harness.models.spec import ModelSpec
 
-EAGER = "torch:eager"
+EAGER = ls.EAGER
 DEFAULT_BATCHES = (1,)
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5
@@ -81,18 +85,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def time_runner(runner: Any, inputs: dict[str, Any], runs: int, warmup: int, threads: int,
-                reference: Callable[[], Any] | None = None) -> tuple[lat.LatencyStats, lat.LatencyStats, str]:
+                reference: Callable[[], Any] | None = None) -> tuple[LatencyStats, LatencyStats, str]:
     """``runs`` rounds after ``warmup`` untimed calls, as the latency suite times an artifact (its calls interleaved
     with ``reference``'s, PyTorch eager, when given): (per-call stats on the chosen clock, the same rounds on the
     wall clock, the clock's name)."""
-    call = lat.timed_call(runner, inputs)
+    call = timed_call(runner, inputs)
     for _ in range(warmup):
         call()
-    schedule = lat.schedule_rounds(call, reference, runner, lat.TimingPlan(), threads)
-    rounds = schedule.runner.run(runs)  # --runs rounds, not the suite's time budget
-    clock = schedule.clock
-    name = clock if lat.runtime_pid(runner) == "self" else f"{clock} (runtime process)"
-    return (lat.LatencyStats.from_seconds(rounds.target), lat.LatencyStats.from_seconds(rounds.wall_target), name)
+    timed = ls.bench(call, reference, runner, TimingPlan(), threads,
+                     run=lambda schedule: schedule.runner.run(runs))  # --runs rounds, not the suite's time budget
+    rounds = timed.rounds_timings
+    name = timed.clock if pc.runtime_pid(runner) == "self" else f"{timed.clock} (runtime process)"
+    return LatencyStats.from_seconds(rounds.target), LatencyStats.from_seconds(rounds.wall_target), name
 
 
 def load_for_timing(session: Session, spec: ModelSpec, target: Target | None, inputs: dict[str, Any],
@@ -100,30 +104,19 @@ def load_for_timing(session: Session, spec: ModelSpec, target: Target | None, in
     """(runner, threads record, peak RSS of the load and first run) of one target (None: PyTorch eager)."""
     model = session.model(spec)
     if target is None:
-        runner = lat.EagerRunner(spec, model)
-        with lat.PeakRss() as probe:
-            runner(inputs)
-        return runner, lat.runner_threads(runner) | {"requested": threads}, probe.result() | {"covers": "first run"}
-
-    artifact = cached_artifact(session, spec, target)
-    with lat.PeakRss() as probe:
-        runner, threads_record = lat.load_runner(target, artifact, spec, threads)
-        pid = lat.runtime_pid(runner)
-        if pid != "self":  # out-of-process runtime: its own peak, from here on (the load is not covered)
-            probe = lat.PeakRss(pid).__enter__()
-        runner(inputs)  # the first call allocates the runtime's buffers for this batch
-    probe.__exit__(None, None, None)
-    covers = "load + first run" if pid == "self" else "first run (runtime process)"
-    return runner, threads_record, probe.result() | {"covers": covers}
+        runner = ls.EagerRunner(spec, model)
+        threads_record, memory = ls.load_eager(runner, inputs, threads)
+        return runner, threads_record, memory | {"covers": "first run"}
+    return ls.load_target(target, cached_artifact(session, spec, target), spec, inputs, threads)
 
 
 def bench_one(session: Session, spec: ModelSpec, target: Target | None, batch: int, runs: int, warmup: int,
               threads: int) -> dict[str, Any]:
     """One row: latency percentiles, throughput and peak RSS of ``target`` at ``batch``."""
     inputs = spec.example_inputs(batch, seed=0)
-    with lat.torch_threads(threads), lat.pinned_allocator() as allocator:
+    with pc.torch_threads(threads), pc.pinned_allocator() as allocator:
         runner, threads_record, memory = load_for_timing(session, spec, target, inputs, threads)
-        eager = None if target is None else lat.EagerRunner(spec, session.model(spec))
+        eager = None if target is None else ls.EagerRunner(spec, session.model(spec))
         reference = None if eager is None else (lambda: eager(inputs))
         stats, wall, clock = time_runner(runner, inputs, runs, warmup, threads, reference)
     info = getattr(runner, "info", {}) or {}
@@ -208,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(rows)
     if json_path is not None:
         report = {"model": spec.name, "weights": weights_label(session, spec),
-                  "machine_id": lat.machine_id(), "machine_kind": lat.machine_kind(),
+                  "machine_id": machine.machine_id(), "machine_kind": machine.machine_kind(),
                   "settings": {"batch_sizes": batches, "runs": args.runs, "warmup": args.warmup,
                                "threads": args.threads, "clock": "auto (the latency suite's: thread-cpu where "
                                                                   "valid, else wall; each row names its own)"},

@@ -1,8 +1,7 @@
 """Which targets a command line selects, and one matrix cell run with the outcome pytest would report.
 
 Target patterns use the harness's one pattern syntax (``export_harness.models.spec.star_match``): ``*`` matches any
-run of
-characters, everything else is literal, so brackets are written as targets are named (``tflite:*[onnx2tf]``;
+run of characters, everything else is literal, so brackets are written as targets are named (``tflite:*[onnx2tf]``;
 ``fnmatch`` would read ``[onnx2tf]`` as a character class). A pattern without ``@`` names targets of the default
 chain; ``--opset N`` then picks each one's copy on the opset axis (``onnx:fp32@opset12``), and a pattern with ``@``
 names copies directly (``tflite:*[onnx-tf]@guide-int8-opset12``).
@@ -16,6 +15,7 @@ from typing import Any
 from export_harness.converters.cache import Artifact
 from export_harness.converters.cli import UsageError
 from export_harness.converters.conformance import CellFailure, CellResult, export_artifact
+from export_harness.converters.expectations import Expectation
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.report.matrix_report import skipped_cell
 from export_harness.converters.session import Session
@@ -67,11 +67,10 @@ def select_targets(targets: TargetRegistry, patterns: Sequence[str], opset: int 
     return [t for t in targets.targets() if t.name in chosen]
 
 
-def outcome_of(spec: ModelSpec, target: Target, result: CellResult) -> tuple[str, str]:
-    """(outcome, note) as the pytest matrix reports the cell: PASSED, FAILED, XFAIL (a failure its declared
-    limitation explains), or, for a declared cell that passed, XPASS (non-strict) / FAILED (strict: the stale
-    declaration fails the run, as pytest's XPASS(strict))."""
-    declared = spec.limitation_for(target.name)
+def outcome_of(declared: Expectation | None, result: CellResult) -> tuple[str, str]:
+    """(outcome, note) as the pytest matrix reports the cell: PASSED, FAILED, XFAIL (a failure its declaration
+    explains), or, for a declared cell that passed, XPASS (non-strict) / FAILED (strict: the stale declaration fails
+    the run, as pytest's XPASS(strict))."""
     if result.status == "passed":
         if declared is None:
             return "PASSED", ""
@@ -92,14 +91,16 @@ def run_matrix_cell(session: Session, spec: ModelSpec, target: Target,
     reason = unavailable() if unavailable else None
     if reason:
         return skipped_cell(spec.name, target.name, reason), None
-    declared = spec.limitation_for(target.name)
+    declared = session.expectations.for_cell(f"{spec.name}-{target.name}")
+    if declared is not None and declared.kind == "skip":
+        return skipped_cell(spec.name, target.name, declared.reason), None
     if localise is None:  # the layer table only for a failure its declaration does not explain, as the matrix
         localise = lambda message: not (declared and declared.explains(message))  # noqa: E731
     try:
         result = session.run(spec, target, localise=localise)
     except CellFailure as exc:
         result = exc.result
-    outcome, note = outcome_of(spec, target, result)
+    outcome, note = outcome_of(declared, result)
     record = dict(result.to_dict(), outcome=outcome)
     if note:
         record["note"] = note

@@ -31,8 +31,8 @@ from export_harness.converters.cli.progress import Progress
 from export_harness.converters.cli.session import load_model, open_session, weights_label
 from export_harness.converters.report import matrix_report
 from export_harness.converters.report.export_results import model_records
-from export_harness.converters.report.sidecar import write_sidecar
 from export_harness.converters.session import Session
+from export_harness.converters.sidecar import write_sidecar
 from export_harness.converters.target import Target
 from export_harness.converters.util.files import write_json_atomic
 from export_harness.models.spec import ModelSpec

@@ -12,7 +12,7 @@ latency (paired, interleaved rounds against the FP32 artifact, as the latency su
 each with its ratio to the FP32 artifact of the same chain (``onnx:fp32`` for ORT methods, the same
 converter's ``tflite:fp32`` for TFLite, ``torchscript:trace`` for TorchScript), and, for a model with a labelled
 task, the task-metric drop with its 95% paired-bootstrap CI
-(``export_harness.converters.checks.accuracy.evaluate_accuracy``, as
+(``export_harness.converters.accuracy.evaluate.evaluate_accuracy``, as
 the accuracy gates measure it on the same artifact).
 """
 
@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from export_harness.converters.checks.accuracy import BudgetError, Budgets, evaluate_accuracy
+from export_harness.converters.accuracy.evaluate import evaluate_accuracy
+from export_harness.converters.checks.accuracy import BudgetError, Budgets
 from export_harness.converters.cli import EXIT_FAILED, EXIT_OK, UsageError
 from export_harness.converters.cli.benchmark import count_int, load_for_timing, positive_int
 from export_harness.converters.cli.cells import (
@@ -38,7 +39,9 @@ from export_harness.converters.cli.export import print_table, run_cells
 from export_harness.converters.cli.files import output_dir, publish
 from export_harness.converters.cli.progress import Progress
 from export_harness.converters.cli.session import first_line, load_calibration, load_model, open_session, weights_label
-from export_harness.converters.latency import measure as timing
+from export_harness.converters.latency import timing
+from export_harness.converters.latency.process_control import pinned_allocator, runtime_pid, torch_threads
+from export_harness.converters.latency.stats import LatencyStats
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.report.matrix_report import fmt_optional
 from export_harness.converters.session import Session
@@ -129,11 +132,10 @@ def accuracy_of(session: Session, spec: ModelSpec, target: Target, budgets: Budg
     from export_harness.models.training import has_task, task_for
 
     if not has_task(spec):
-        return None, (f"model {spec.name} has no labelled task (ModelSpec.extra['accuracy_task']): no accuracy "
-                      "to compare")
-    why = budgets.unmeasured(target.name)
-    if why:
-        return None, why
+        return None, f"model {spec.name} has no labelled task (ModelSpec.task): no accuracy to compare"
+    skip = session.expectations.for_cell(f"{spec.name}-{target.name}", "accuracy")
+    if skip is not None and skip.kind == "skip":
+        return None, skip.reason
     if not budgets.covers(target.name):
         return None, f"no accuracy budget covers {target.name} (accuracy_budgets.toml [methods])"
     task = task_for(spec)
@@ -213,19 +215,19 @@ def paired_latency(session: Session, spec: ModelSpec, target: Target, ref: Targe
     so both see the same machine, on the thread-CPU clock when all the work of both runs on the calling thread
     (else the wall clock); the ratio is the median of the per-round ratios."""
     inputs = spec.example_inputs(1, seed=0)
-    with timing.torch_threads(1), timing.pinned_allocator():
+    with torch_threads(1), pinned_allocator():
         runner, _, _ = load_for_timing(session, spec, target, inputs, 1)
         base, _, _ = load_for_timing(session, spec, ref, inputs, 1)
         calls = [lambda: runner(inputs), lambda: base(inputs)]
         for _ in range(warmup):
             for call in calls:
                 call()
-        in_process = timing.runtime_pid(runner) == timing.runtime_pid(base) == "self"
+        in_process = runtime_pid(runner) == runtime_pid(base) == "self"
         clock, why = timing.choose_clock("auto", 1, runner, calls) if in_process else (
             "wall", "a runtime runs in another process")
         timings = timing.measure_paired(calls[0], calls[1], runs, timer=timing.CLOCKS[clock])
-    target_ms = timing.LatencyStats.from_seconds(timings.target).median_ms
-    ref_ms = timing.LatencyStats.from_seconds(timings.reference).median_ms
+    target_ms = LatencyStats.from_seconds(timings.target).median_ms
+    ref_ms = LatencyStats.from_seconds(timings.reference).median_ms
     return {"batch": 1, "median_ms": round(target_ms, 4), "fp32_median_ms": round(ref_ms, 4),
             "ratio": round(timings.ratio, 3),
             "rounds": runs, "threads": 1, "clock": clock, "clock_reason": why,

@@ -16,7 +16,7 @@ import inspect
 import os
 import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.thresholds import ThresholdError, Thresholds
 from export_harness.converters.cli import UsageError
 from export_harness.converters.defaults import WEIGHTS_SOURCES
+from export_harness.converters.expectations import FILE_NAME, ExpectationError, Expectations
 from export_harness.converters.registry import default_target_registry
 from export_harness.converters.session import BadWeights, Session
 from export_harness.models.registry import Registry, default_registry
 from export_harness.models.spec import ModelSpec
 
 PROJECT_THRESHOLDS = Path("baselines") / "thresholds.toml"
+PROJECT_EXPECTATIONS = Path("baselines") / FILE_NAME
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +45,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--thresholds", metavar="FILE", default=None,
                        help="thresholds TOML layered over the packaged defaults (default: baselines/thresholds.toml "
                             "in the current directory when it exists, as pytest's rootdir)")
+    group.add_argument("--expectations", metavar="FILE", default=None,
+                       help="expected failures and skips of the cells (default: baselines/expectations.toml in the "
+                            "current directory when it exists), before the harness's own")
     group.add_argument("--retry-failed", action="store_true",
                        help="re-attempt conversions whose failure is cached")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress display on stderr")
@@ -197,14 +202,28 @@ def open_cache(value: str | None, retry_failed: bool) -> ArtifactCache:
     return cache
 
 
-def load_thresholds(value: str | None) -> Thresholds:
+def _project_file(option: str, value: str | None, default: Path, load: Callable[[Path | None], Any],
+                  error: type[Exception]) -> Any:
+    """``load`` of the file ``option`` names, else of ``default`` when it exists, else of the packaged defaults alone;
+    a missing or malformed file is one usage line naming the option and the file."""
     if value is not None and not Path(value).is_file():
-        raise UsageError(f"--thresholds {value}: file does not exist")
-    path = Path(value) if value else PROJECT_THRESHOLDS if PROJECT_THRESHOLDS.is_file() else None
+        raise UsageError(f"{option} {value}: file does not exist")
+    path = Path(value) if value else default if default.is_file() else None
     try:
-        return Thresholds.load(path)
-    except ThresholdError as exc:
-        raise UsageError(f"--thresholds {path}: {exc}") from None
+        return load(path)
+    except error as exc:
+        raise UsageError(f"{option} {path}: {exc}") from None
+
+
+def load_thresholds(value: str | None) -> Thresholds:
+    return _project_file("--thresholds", value, PROJECT_THRESHOLDS, Thresholds.load, ThresholdError)
+
+
+def load_expectations(value: str | None) -> Expectations:
+    """The project's declarations. Their names are checked by the pytest session, which registers every model of
+    the project; a command registers only the zoo and the models it was given, so a declaration of another project
+    model is not a typo here."""
+    return _project_file("--expectations", value, PROJECT_EXPECTATIONS, Expectations.load, ExpectationError)
 
 
 def check_weights_file(path: str) -> str:
@@ -231,7 +250,8 @@ def open_session(args: argparse.Namespace, *, model_option: str = "MODEL") -> tu
     except ThresholdError as exc:
         raise UsageError(str(exc)) from None
     session = Session(models=models, targets=targets, cache=open_cache(args.cache, args.retry_failed),
-                      thresholds=thresholds, weights=weights, allow_pickle=args.allow_pickle,
+                      thresholds=thresholds, expectations=load_expectations(args.expectations),
+                      weights=weights, allow_pickle=args.allow_pickle,
                       weights_source=args.weights_source, weights_option="--weights")
     return session, spec
 

@@ -1,9 +1,8 @@
 """Noise-aware latency regression gate: ratio-to-eager against a stored baseline, confirmed by re-measurement.
 
 No pytest here. The quantity gated is the per-round ratio ``artifact time / PyTorch eager time`` measured in
-the same session, calls interleaved (``export_harness.converters.latency.measure.InterleavedRounds``). What the shared
-machine
-does to both cancels in the ratio; a slower artifact (or a faster PyTorch) moves it.
+the same session, calls interleaved (``export_harness.converters.latency.timing.InterleavedRounds``). What the shared
+machine does to both cancels in the ratio; a slower artifact (or a faster PyTorch) moves it.
 
 A benchmark is a **suspected regression** when its median ratio is slower than the baseline's by more than
 both the minimum effect (``min_effect``, default 15%) and the measured noise (half-width of a bootstrap
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from export_harness.converters.defaults import check_numbers, default_path, load_layered
-from export_harness.converters.latency.measure import LatencyStats
+from export_harness.converters.latency.stats import LatencyStats
 from export_harness.models.spec import star_match
 
 DEFAULT_CONFIG = default_path("latency.toml")

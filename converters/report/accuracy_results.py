@@ -8,7 +8,6 @@ come from ``Budgets`` (the accuracy suite's own resolution); nothing here judges
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from export_harness.converters.checks.accuracy import Budgets, load_baselines
+from export_harness.converters.expectations import Expectations
 
 COMMAND = "python -m export_harness.converters.report.docs_results"
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,20 +33,15 @@ def split_cell(cell: str) -> tuple[str, str]:
     return cell[:cut], cell[cut + 1:]
 
 
-def declaration(budgets: Budgets, cell: str) -> tuple[str, tuple[str, ...]] | None:
-    """(reason, cpu_lacks) of the ``[cells]`` entry that declares ``cell`` a strict xfail on *some* CPU, or None.
-
-    ``Budgets.expected_failure`` answers for this CPU only; a page must not depend on the CPU that renders it, so it
-    is asked on a copy whose entries carry their own key as reason and no CPU condition (same matching, same
-    precedence), and the entry found is read back from ``budgets``."""
-    keyed = copy.copy(budgets)
-    keyed.cells = {key: {"xfail": key} for key in budgets.cells}
-    found = keyed.expected_failure(cell)
-    if found is None:
+def declaration(expectations: Expectations, cell: str) -> tuple[str, str] | None:
+    """(reason, the CPUs it holds on: "" for all) of the xfail that declares ``cell``'s accuracy gate failing on
+    *some* CPU, or None (a page must not depend on the CPU that renders it)."""
+    found = expectations.declared_anywhere(cell, "accuracy")
+    if found is None or found.kind != "xfail":
         return None
-    entry = budgets.cells[found.reason]
-    lacks = entry.get("cpu_lacks", ())
-    return str(entry["xfail"]), ((lacks,) if isinstance(lacks, str) else tuple(lacks))
+    cpus = " and ".join([*(f"without {' / '.join(found.cpu_lacks)}",) * bool(found.cpu_lacks),
+                         *(f"with {' + '.join(found.cpu_has)}",) * bool(found.cpu_has)])
+    return found.reason, cpus
 
 
 def short_reason(text: str, limit: int = 100) -> str:
@@ -62,11 +57,11 @@ def short_reason(text: str, limit: int = 100) -> str:
     return first.replace("|", "\\|")
 
 
-def _declared_text(found: tuple[str, tuple[str, ...]] | None) -> str:
+def _declared_text(found: tuple[str, str] | None) -> str:
     if found is None:
         return ""
-    reason, lacks = found
-    where = f" (CPUs without {' / '.join(lacks)})" if lacks else ""
+    reason, cpus = found
+    where = f" (CPUs {cpus})" if cpus else ""
     return f"strict xfail{where}: {short_reason(reason)}"
 
 
@@ -120,13 +115,13 @@ def model_table(cells: dict[str, Any], cache: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cell_table(cells: dict[str, Any], budgets: Budgets) -> str:
+def cell_table(cells: dict[str, Any], budgets: Budgets, expectations: Expectations) -> str:
     """Every stored cell and metric: FP32 %, method %, drop pp, 95% CI pp, budget pp, declared expected failure."""
     lines = ["| cell | metric | FP32 % | method % | drop pp | 95% CI pp | budget pp | declared |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for cell in sorted(cells):
         model, target = split_cell(cell)
-        declared = _declared_text(declaration(budgets, cell))
+        declared = _declared_text(declaration(expectations, cell))
         for name, m in cells[cell].get("metrics", {}).items():
             low, high = m["ci"]
             lines.append(f"| `{cell}` | {name} | {_pct(m['fp32'])} | {_pct(m['method'])} | {m['drop']:+.2f} | "
@@ -134,7 +129,7 @@ def cell_table(cells: dict[str, Any], budgets: Budgets) -> str:
     return "\n".join(lines) + "\n"
 
 
-def unmeasured_declared(cells: dict[str, Any], budgets: Budgets) -> dict[str, list[str]]:
+def unmeasured_declared(cells: dict[str, Any], expectations: Expectations) -> dict[str, list[str]]:
     """Declared cells (over the stored models x stored targets) with no stored metric, grouped by declaration: they
     fail before a metric exists (export, calibration, runtime defect)."""
     models = sorted({split_cell(c)[0] for c in cells})
@@ -143,13 +138,13 @@ def unmeasured_declared(cells: dict[str, Any], budgets: Budgets) -> dict[str, li
     for model in models:
         for target in targets:
             cell = f"{model}-{target}"
-            found = declaration(budgets, cell)
+            found = declaration(expectations, cell)
             if cell not in cells and found is not None:
                 out.setdefault(_declared_text(found), []).append(cell)
     return out
 
 
-def tflite_pivot(cells: dict[str, Any], budgets: Budgets) -> str:
+def tflite_pivot(cells: dict[str, Any], expectations: Expectations) -> str:
     """Model x TFLite target: drop (pp) of the model's primary (first) metric, or the declared failure. Variant
     copies (``...@opsetN``, ``...@guide-int8-opsetN``) stay in the cell table only."""
     models = sorted({split_cell(c)[0] for c in cells})
@@ -163,21 +158,21 @@ def tflite_pivot(cells: dict[str, Any], budgets: Budgets) -> str:
         row = [f"`{model}`", primary or "-"]
         for target in targets:
             cell = f"{model}-{target}"
-            found = declaration(budgets, cell)
+            found = declaration(expectations, cell)
             metric = cells.get(cell, {}).get("metrics", {}).get(primary or "")
             parts = [f"{metric['drop']:+.2f}"] if metric else []
             if found is not None:
                 parts.append(f"declared: {short_reason(found[0], 60)}"
-                             + (f" (without {' / '.join(found[1])})" if found[1] else ""))
+                             + (f" ({found[1]})" if found[1] else ""))
             row.append("; ".join(parts) or "-")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
-def accuracy_page(baseline: Path, budgets: Budgets, cache: Path | None = None) -> str:
+def accuracy_page(baseline: Path, budgets: Budgets, expectations: Expectations, cache: Path | None = None) -> str:
     """The whole page: models, cells, TFLite pivot, with where each number came from."""
     cells = load_baselines(baseline)
-    missing = unmeasured_declared(cells, budgets)
+    missing = unmeasured_declared(cells, expectations)
     command = f"{COMMAND} --accuracy-baseline {_shown(baseline)}" + (f" --cache {_shown(cache)}" if cache else "")
     fit = (" Chance, recipe and fit seconds (`train_seconds`: the cold fit that produced the cached weights, timed "
            "in whatever run trained them, so under that run's load) come from the newest `weights/*.json` per model "
@@ -195,10 +190,10 @@ def accuracy_page(baseline: Path, budgets: Budgets, cache: Path | None = None) -
         model_table(cells, cache),
         "## Every stored cell", "",
         f"{len(cells)} stored cells. `budget pp` is the budget the suite applies to that metric (`override`: a "
-        "per-model entry with a written reason); `declared` names the cell's strict xfail in the budgets file (a "
+        "per-model entry with a written reason); `declared` names the cell's strict xfail in the expectations file (a "
         "CPU condition says on which CPUs the declaration holds; elsewhere the cell must pass). A cell fails its "
         "budget only when the drop exceeds it **and** the CI excludes 0.", "",
-        cell_table(cells, budgets),
+        cell_table(cells, budgets, expectations),
     ]
     if missing:
         count = sum(map(len, missing.values()))
@@ -208,5 +203,5 @@ def accuracy_page(baseline: Path, budgets: Budgets, cache: Path | None = None) -
     parts += ["## TFLite methods: drop of the primary metric (pp)", "",
               "`-`: not stored (not run, or skipped). A declared cell that also has a stored metric shows both. "
               "Variant copies of the targets (`@opsetN`, `@guide-int8-opsetN`) are in the cell table only.", "",
-              tflite_pivot(cells, budgets)]
+              tflite_pivot(cells, expectations)]
     return "\n".join(parts)

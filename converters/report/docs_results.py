@@ -9,14 +9,15 @@ writes, each from its input (skipped when the input is not there):
   seconds per backend and model);
 - ``latency-speedup.md`` from ``--benchmarks`` (default ``baselines/benchmarks``: speedup vs PyTorch eager of the
   newest committed baseline per machine kind);
-- ``accuracy-results.md`` from ``--accuracy-baseline`` (default ``baselines/accuracy.json``) and the budgets
-  (``--accuracy-budgets``, default ``baselines/accuracy_budgets.toml`` over the packaged defaults); ``--cache DIR``
+- ``accuracy-results.md`` from ``--accuracy-baseline`` (default ``baselines/accuracy.json``), the budgets
+  (``--accuracy-budgets``, default ``baselines/accuracy_budgets.toml`` over the packaged defaults) and the
+  declarations (``--expectations``, default ``baselines/expectations.toml``); ``--cache DIR``
   adds the reference weights' fit times;
 - ``out-of-process-timing.md`` from ``--out-of-process`` (rows of ``suites/test_latency_out_of_process.py``);
 - ``latency-selftest.md`` from ``--junit`` (the latency gate self-tests' recorded rates).
 
 The CI costs and the calibration curve have their own commands (``export_harness.converters.report.ci_costs``,
-``export_harness.converters.report.calibration_curve``).
+``export_harness.converters.accuracy.calibration_curve``).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from export_harness.converters.latency import gate as lg
-from export_harness.converters.latency.history import speedup_text
 from export_harness.converters.report.conversion_times import conversion_times_page
 from export_harness.converters.report.export_results import support_table, variant_support_table
+from export_harness.converters.report.latency_history import speedup_text
 from export_harness.converters.report.latency_selftest import latency_selftest_page
 from export_harness.converters.report.out_of_process import out_of_process_page
 from export_harness.converters.util.files import write_text_atomic
@@ -66,12 +67,13 @@ def latency_speedup_page(storage: Path, batch: int = 1) -> str:
     return "\n".join(parts)
 
 
-def accuracy_results_page(baseline: Path, budgets: Path | None, cache: Path | None) -> str:
+def accuracy_results_page(baseline: Path, budgets: Path | None, expectations: Path | None, cache: Path | None) -> str:
     """``accuracy-results.md``: imported here, as the budgets' module brings torch along."""
     from export_harness.converters.checks.accuracy import Budgets
+    from export_harness.converters.expectations import Expectations
     from export_harness.converters.report.accuracy_results import accuracy_page
 
-    return accuracy_page(baseline, Budgets.load(budgets), cache)
+    return accuracy_page(baseline, Budgets.load(budgets), Expectations.load(expectations), cache)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stored accuracy cells (default: baselines/accuracy.json)")
     parser.add_argument("--accuracy-budgets", type=Path, default=None,
                         help="budgets file layered over the defaults (default: baselines/accuracy_budgets.toml)")
+    parser.add_argument("--expectations", type=Path, default=None,
+                        help="declared expected failures (default: baselines/expectations.toml)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="harness cache whose weights/*.json give the reference weights' fit seconds")
     parser.add_argument("--out-of-process", type=Path, default=None,
@@ -94,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     for option, path in (("--matrix-report", args.matrix_report), ("--junit", args.junit)):
         if path is not None and not path.is_file():
             parser.error(f"{option} {path}: no such file")
-    budgets = args.accuracy_budgets
-    if budgets is None and Path("baselines/accuracy_budgets.toml").is_file():
-        budgets = Path("baselines/accuracy_budgets.toml")
+    budgets, expectations = (given if given is not None or not Path(default).is_file() else Path(default)
+                             for given, default in ((args.accuracy_budgets, "baselines/accuracy_budgets.toml"),
+                                                    (args.expectations, "baselines/expectations.toml")))
     pages: list[tuple[str, Callable[[], str]]] = []
     if args.matrix_report is not None:
         pages += [("support-table.md", lambda: support_table_page(args.matrix_report)),
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         pages.append(("latency-speedup.md", lambda: latency_speedup_page(args.benchmarks)))
     if args.accuracy_baseline.is_file():
         pages.append(("accuracy-results.md",
-                      lambda: accuracy_results_page(args.accuracy_baseline, budgets, args.cache)))
+                      lambda: accuracy_results_page(args.accuracy_baseline, budgets, expectations, args.cache)))
     if args.out_of_process is not None:
         if args.out_of_process.is_file():
             pages.append(("out-of-process-timing.md", lambda: out_of_process_page(args.out_of_process)))

@@ -37,7 +37,7 @@ def commit(root: str | Path = ".") -> str | None:
 
 def environment(root: str | Path = ".") -> dict[str, Any]:
     """Machine kind, Python, stack versions and commit of this process."""
-    from export_harness.converters.latency.measure import machine_id
+    from export_harness.converters.latency.machine import machine_id
 
     return {"machine_id": machine_id(), "python": platform.python_version(), "platform": platform.platform(),
             "commit": commit(root), "versions": stack_versions()}

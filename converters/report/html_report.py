@@ -36,7 +36,7 @@ _VERDICT = {"PASSED": "pass", "XFAIL": "declared", "FAILED": "fail", "XPASS": "f
 _FORMAT_ORDER = ("torchscript", "onnx", "tf", "tflite")
 _SAVED = re.compile(r"inputs and outputs saved to (\S+)")
 _PAGE = resources.files("export_harness.converters.report") / "html"
-_MARKERS = re.compile(r"/\*(?:STYLE|PLOTLY|DATA|SCRIPT)\*/|@@TITLE@@")
+_MARKERS = re.compile(r"/\*(?:STYLE|PLOTLY|DATA|SCRIPT)\*/|@@TITLE@@|<!--BODY-->")
 
 
 class ReportInputError(ValueError):
@@ -128,7 +128,7 @@ def _history_view(storage: Path | None, latency: Mapping[str, Any] | None) -> di
     series: dict[str, list[dict[str, Any]]] = {}
     if folder is not None:
         from export_harness.converters.latency import gate as lg
-        from export_harness.converters.latency import history
+        from export_harness.converters.report import latency_history as history
 
         for path in lg.saved_runs(folder):
             try:
@@ -174,17 +174,27 @@ def plotly_js() -> str:
                                "'export-conformance-harness[report]'") from None
 
 
+def _fill(template: str, title: str, **parts: str) -> str:
+    """``template`` of ``html/`` with the report's style, plotly.js and the title inlined, plus ``parts`` (marker ->
+    text). One pass over the template: inserted text (plotly.js, the data) is never searched for markers."""
+    page = (_PAGE / template).read_text(encoding="utf-8")
+    parts = {"/*STYLE*/": (_PAGE / "report.css").read_text(encoding="utf-8"),
+             "/*PLOTLY*/": plotly_js().replace("</script", "<\\/script"), "@@TITLE@@": _escape(title), **parts}
+    return _MARKERS.sub(lambda m: parts[m.group(0)], page)
+
+
 def render(data: Mapping[str, Any]) -> str:
     """The page: template with the style, plotly.js, the data (every ``<`` as ``\\u003c``, so no text in it can
     close or open a script element) and the page's script inlined."""
     payload = json.dumps(data, allow_nan=False, default=str).replace("<", "\\u003c")
-    page = (_PAGE / "report.html").read_text(encoding="utf-8")
-    parts = {"/*STYLE*/": (_PAGE / "report.css").read_text(encoding="utf-8"),
-             "/*PLOTLY*/": plotly_js().replace("</script", "<\\/script"),
-             "/*DATA*/": payload, "/*SCRIPT*/": (_PAGE / "report.js").read_text(encoding="utf-8"),
-             "@@TITLE@@": _escape(str(data.get("title", "")))}
-    # one pass over the template: inserted text (plotly.js, the data) is never searched for markers
-    return _MARKERS.sub(lambda m: parts[m.group(0)], page)
+    return _fill("report.html", str(data.get("title", "")), **{
+        "/*DATA*/": payload, "/*SCRIPT*/": (_PAGE / "report.js").read_text(encoding="utf-8")})
+
+
+def plot_page(title: str, body: str) -> str:
+    """Another page in the report's style, offline like the report (plotly.js inlined): ``body`` is HTML, e.g.
+    plotly figures written with ``fig.to_html(full_html=False, include_plotlyjs=False)``."""
+    return _fill("page.html", title, **{"<!--BODY-->": body})
 
 
 def _escape(text: str) -> str:

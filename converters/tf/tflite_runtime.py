@@ -249,7 +249,7 @@ class _WorkerRunner:
     def repeat(self, inputs: Mapping[str, np.ndarray], calls: int) -> dict[str, np.ndarray]:
         """Run the artifact ``calls`` times back to back in the worker on one exchange of ``inputs`` (how a loop on
         the runtime's own API calls it); each invoke counts on :meth:`work_clock`. The latency suite times
-        out-of-process artifacts this way (``export_harness.converters.latency.measure.timed_call``)."""
+        out-of-process artifacts this way (``export_harness.converters.latency.timing.timed_call``)."""
         return self._run_all(self.run_op, self.handle, inputs, repeat=calls)
 
     def _invoke(self, op: str, handle: str, feeds: Mapping[str, np.ndarray], timed: bool = True, repeat: int = 1

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from export_harness.plugin import project
-from export_harness.plugin.cells import cells
+from export_harness.plugin.cells import cells, expectation_marks
 from export_harness.plugin.core import Cell, ExpectedCellFailure, config_error, get_harness, harness_tier
 from export_harness.plugin.junit import records_of
 
@@ -106,7 +106,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     state = _state(metafunc.config)
     if not state.names_checked:
         try:
-            state.budgets.check_names(harness.models, harness.targets)
+            state.budgets.check_names(harness.models)
         except BudgetError as exc:
             config_error(exc)
         state.names_checked = True
@@ -118,12 +118,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if not state.budgets.covers(target.name) or (state.budgets.full_only_target(target.name) and not full):
             continue
         cell = Cell(spec, target)
-        expected = state.budgets.expected_failure(cell.id)
-        if expected:
-            marks.append(pytest.mark.xfail(strict=True, reason=expected.reason, raises=ExpectedCellFailure))
-        unmeasured = state.budgets.unmeasured(target.name)
-        if unmeasured:
-            marks.append(pytest.mark.skip(reason=unmeasured))
+        marks += expectation_marks(harness.expectations.for_cell(cell.id, "accuracy"))
         params.append(pytest.param(cell, id=cell.id, marks=marks))
     metafunc.parametrize("accuracy_cell", params)
 
@@ -132,7 +127,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def check_accuracy(pytestconfig: pytest.Config, harness_record: Any) -> Any:
     """``check_accuracy(cell) -> AccuracyResult``: measure, record, fail with the gate's message (+ localisation)."""
 
-    from export_harness.converters.checks.accuracy import evaluate_accuracy
+    from export_harness.converters.accuracy.evaluate import evaluate_accuracy
     from export_harness.models.training import task_for
 
     def run(cell: Any) -> AccuracyResult:
@@ -144,7 +139,7 @@ def check_accuracy(pytestconfig: pytest.Config, harness_record: Any) -> Any:
         state = _state(pytestconfig)
         model = harness.reference_model(cell.spec)
         task = task_for(cell.spec)
-        declared = state.budgets.expected_failure(cell.id)
+        declared = harness.expectations.for_cell(cell.id, "accuracy")
         try:
             result = evaluate_accuracy(cell.spec, cell.target, model, task, cache=harness.cache,
                                        targets=harness.targets, budgets=state.budgets, baselines=state.baselines,
@@ -152,15 +147,13 @@ def check_accuracy(pytestconfig: pytest.Config, harness_record: Any) -> Any:
                                        localise=lambda r: not (declared and declared.explains(r.message())))
         except Exception as exc:
             message = f"[accuracy:export] {cell.id}: {type(exc).__name__}: {exc}"
-            expected = state.budgets.expected_failure(cell.id)
-            if expected and expected.explains(message):
+            if declared and declared.explains(message):
                 raise ExpectedCellFailure(message) from None
             pytest.fail(message, pytrace=False)
         training = harness.weights_records.get(cell.spec.name, {})
         harness_record("accuracy", {**result.to_dict(), "training": training})
         if not result.passed:
-            expected = state.budgets.expected_failure(cell.id)
-            if expected and expected.explains(result.message()):
+            if declared and declared.explains(result.message()):
                 raise ExpectedCellFailure(result.message())
             pytest.fail(result.message(), pytrace=False)
         return result
@@ -182,7 +175,7 @@ def accuracy_gate_of(config: pytest.Config, cell_id: str, sha256: str) -> dict[s
     state = _state(config)  # the session's budgets and baselines, loaded once
     stored = state.baselines.get(cell_id, {})
     if stored.get("artifact_sha256") == sha256:
-        declared = state.budgets.expected_failure(cell_id)  # failing cells are stored too (with metrics)
+        declared = get_harness(config).expectations.for_cell(cell_id, "accuracy")  # failing cells are stored too
         return {"cell": cell_id, "verdict": "declared failing (strict xfail)" if declared else "within stored baseline",
                 "source": str(state.baselines_path)}
     if outcome or earlier or stored:

@@ -11,6 +11,7 @@ from export_harness.plugin.core import Cell, ExpectedCellFailure, get_harness, h
 
 if TYPE_CHECKING:  # imported by the functions that need them, once a harness item is collected
     from export_harness.converters.conformance import CellResult
+    from export_harness.converters.expectations import Expectation
     from export_harness.converters.target import Target
     from export_harness.models.spec import ModelSpec
     from export_harness.plugin.harness import Harness
@@ -46,8 +47,14 @@ def _runs_variant(spec: ModelSpec, target: Target, *, opset_axis: bool, guide_ch
     return opset_axis and (declared or every_opset)
 
 
-LENGTHS = "#lengths"
-"""Suffix of the declaration name of a cell's dynamic-lengths check (``tflite:fp32[litert-torch]#lengths``)."""
+def expectation_marks(declared: Expectation | None) -> list[Any]:
+    """The pytest marks of a cell's declaration: a skip, or an xfail that only a failure the declaration explains
+    satisfies (:class:`ExpectedCellFailure`)."""
+    if declared is None:
+        return []
+    if declared.kind == "skip":
+        return [pytest.mark.skip(reason=declared.reason)]
+    return [pytest.mark.xfail(strict=declared.strict, reason=declared.reason, raises=ExpectedCellFailure)]
 
 
 def _matrix_params(harness: Harness, globs: tuple[str, ...], lengths: bool = False) -> list[Any]:
@@ -59,11 +66,8 @@ def _matrix_params(harness: Harness, globs: tuple[str, ...], lengths: bool = Fal
             continue
         if lengths and not spec.axis_lengths:
             continue
-        limitation = spec.limitation_for(target.name + (LENGTHS if lengths else ""))
-        if limitation:
-            marks.append(pytest.mark.xfail(strict=limitation.strict, reason=limitation.reason,
-                                           raises=ExpectedCellFailure))
         cell = Cell(spec, target)
+        marks += expectation_marks(harness.expectations.for_cell(cell.id, "lengths" if lengths else "parity"))
         params.append(pytest.param(cell, id=cell.id, marks=marks))
     return params
 
@@ -135,7 +139,7 @@ def check_cell(harness: Harness, harness_record: Any) -> Any:
 def check_lengths(harness: Harness, harness_record: Any) -> Any:
     """``check_lengths(cell) -> CellResult``: the cell's artifact at the other lengths of its dynamic axes. Skipped
     when the cell fails at the default lengths (``test_cell`` has that verdict); declarations name
-    ``TARGET#lengths``."""
+    ``MODEL-TARGET#lengths``."""
 
     from export_harness.converters.conformance import CellFailure
 
@@ -152,9 +156,8 @@ def check_lengths(harness: Harness, harness_record: Any) -> Any:
 def _check_cell(cell: Cell, harness: Harness, harness_record: Any, lengths: bool = False) -> CellResult:
     from export_harness.converters.conformance import CellFailure
 
-    name = cell.target.name + (LENGTHS if lengths else "")
     prop = "harness_lengths" if lengths else "harness"  # the matrix table and report read "harness" rows only
-    declared = cell.spec.limitation_for(name)
+    declared = harness.expectations.for_cell(cell.id, "lengths" if lengths else "parity")
     try:
         # the layer table only for a failure its declaration does not explain (a strict xfail shows no message)
         result = harness.run(cell.spec, cell.target, lengths=lengths,

@@ -57,6 +57,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-thresholds", default=None,
                     help="thresholds TOML file, layered over the harness's defaults (default: "
                          "baselines/thresholds.toml in the rootdir when it exists)")
+    group.addoption("--harness-expectations", default=None, metavar="PATH",
+                    help="expected failures and skips of the project's cells (default: baselines/expectations.toml in "
+                         "the rootdir when it exists), before the harness's own")
     group.addoption("--harness-weights", action="append", default=[], metavar="MODEL=PATH",
                     help="load weights for MODEL from PATH (state_dict, checkpoint dict or TorchScript); repeatable")
     group.addoption("--harness-allow-pickle", action="store_true",
@@ -98,6 +101,7 @@ def get_harness(config: pytest.Config) -> Harness:
     if harness is None:
         from export_harness.converters.cache import ArtifactCache, CacheError
         from export_harness.converters.checks.thresholds import ThresholdError
+        from export_harness.converters.expectations import ExpectationError, known_cells
         from export_harness.converters.registry import default_target_registry
         from export_harness.models import datasets
         from export_harness.models.registry import default_registry
@@ -125,6 +129,11 @@ def get_harness(config: pytest.Config) -> Harness:
         except ThresholdError as exc:
             config_error(exc)
         try:
+            expectations = project.expectations(config)
+            expectations.check_names(known_cells(models, targets, zoo))
+        except ExpectationError as exc:
+            config_error(exc)
+        try:
             cache = ArtifactCache(project.cache_dir(config), retry_failed=config.getoption("--harness-retry-failed"))
         except CacheError as exc:
             config_error(exc)
@@ -132,6 +141,7 @@ def get_harness(config: pytest.Config) -> Harness:
             config=config, models=models, targets=targets,
             cache=cache,
             thresholds=thresholds,
+            expectations=expectations,
             weights=_parse_weights(config.getoption("--harness-weights")),
             allow_pickle=config.getoption("--harness-allow-pickle"),
             weights_source=config.getoption("--harness-weights-source"),

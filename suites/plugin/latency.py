@@ -1,21 +1,19 @@
 """pytest glue for the latency suite: options, case generation, the per-benchmark driver, gate and summary.
 
-Part of the harness plugin (:mod:`export_harness.plugin`). The measuring and the statistics live in
-``converters/latency/measure.py`` and ``converters/latency/gate.py``; this module only orchestrates pytest-benchmark.
-Usage and design: docs/latency.md.
+Part of the harness plugin (:mod:`export_harness.plugin`). Loading, timing, judging and recording a benchmark live
+in the pytest-free ``converters/latency/session.py`` (shared with ``export-harness benchmark``); this module maps
+options, pytest items and outcomes onto it and runs the rounds through pytest-benchmark (whose private attributes
+only ``benchmark_adapter.py`` touches). Usage and design: docs/latency.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
 import os
-import platform
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from export_harness.converters.cache import artifact_sha256
-from export_harness.plugin import project
+from export_harness.plugin import benchmark_adapter, project
 from export_harness.plugin.accuracy import accuracy_gate_of
 from export_harness.plugin.cells import cells
 from export_harness.plugin.core import get_harness, harness_tier
@@ -35,17 +33,23 @@ if TYPE_CHECKING:
     from export_harness.converters import conformance
     from export_harness.converters.conformance import CellResult
     from export_harness.converters.latency import gate as lg
-    from export_harness.converters.latency import measure as lat
+    from export_harness.converters.latency import machine
+    from export_harness.converters.latency import process_control as pc
+    from export_harness.converters.latency import session as ls
+    from export_harness.converters.latency.session import Prepared, Timed
     from export_harness.converters.target import Target
     from export_harness.models.spec import ModelSpec
 else:  # imported when a latency item needs them
     np = LazyModule("numpy")
     conformance = LazyModule("export_harness.converters.conformance")
-    lat = LazyModule("export_harness.converters.latency.measure")
     lg = LazyModule("export_harness.converters.latency.gate")
+    machine = LazyModule("export_harness.converters.latency.machine")
+    pc = LazyModule("export_harness.converters.latency.process_control")
+    ls = LazyModule("export_harness.converters.latency.session")
 
 EAGER = "torch:eager"
-"""Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against)."""
+"""Pseudo-target name of the PyTorch eager rows (the reference every speedup is measured against; the same string
+as ``session.EAGER``, kept here so collecting tests never imports the session)."""
 ACCURACY_PASSED = ("passed", "within stored baseline")
 """``accuracy_gate_of`` verdicts that mean an accuracy cell passed these exact bytes."""
 
@@ -141,16 +145,14 @@ def _start(config: pytest.Config) -> LatencyState:
 
 def _key_storage_by_machine(config: pytest.Config, state: LatencyState) -> None:
     """Make pytest-benchmark save and look up runs under ``STORAGE/<machine kind>/`` instead of its
-    OS-Python-bits folder, so baselines of different CPUs never mix (pytest-benchmark 5.3.1 attributes)."""
-    bs = getattr(config, "_benchmarksession", None)
+    OS-Python-bits folder, so baselines of different CPUs never mix."""
     choice = config.getoption("--latency-machine-id")
-    if bs is None or choice == "pytest-benchmark":
-        state.machine_id = getattr(bs, "machine_id", None) or lat.machine_id()
+    own = benchmark_adapter.own_machine_id(config)
+    if own is None or choice == "pytest-benchmark":
+        state.machine_id = own or machine.machine_id()
         return
-    state.machine_id = lat.machine_id() if choice == "auto" else choice
-    bs.machine_id = state.machine_id
-    if hasattr(bs.storage, "default_machine_id"):
-        bs.storage.default_machine_id = state.machine_id
+    state.machine_id = machine.machine_id() if choice == "auto" else choice
+    benchmark_adapter.key_storage(config, state.machine_id)
 
 
 # ------------------------------------------------------------------------------------------------- state
@@ -173,7 +175,7 @@ class LatencyState:
     """Per-session settings, the baseline and everything measured (attached to the pytest config)."""
 
     config: pytest.Config
-    settings: lat.BenchSettings
+    settings: ls.BenchSettings
     gate: lg.GateConfig
     budgets: list[lg.Budget]
     scope: str
@@ -191,51 +193,35 @@ class LatencyState:
     _hashes: dict[str, str] = field(default_factory=dict)
 
     @property
-    def plan(self) -> lat.TimingPlan:
+    def plan(self) -> ls.TimingPlan:
         seconds = self.config.getoption("--latency-seconds")
         if seconds is None and self.scope == "smoke":
             seconds = self.settings.smoke_seconds
-        if seconds is None:
-            return self.settings.plan
-        return lat.TimingPlan(**{**self.settings.plan.__dict__, "seconds": seconds})
+        return ls.plan_with_seconds(self.settings.plan, seconds)
 
     def storage_dir(self) -> Path | None:
-        bs = getattr(self.config, "_benchmarksession", None)
-        path = getattr(getattr(bs, "storage", None), "path", None)
-        return Path(path) / self.machine_id if path is not None else None
+        path = benchmark_adapter.storage_path(self.config)
+        return path / self.machine_id if path is not None else None
 
     def load_baseline(self) -> None:
         ref = self.config.getoption("--latency-baseline")
-        directory = self.storage_dir()
+        sessions = self.config.getoption("--latency-baseline-sessions") or self.gate.baseline_sessions
+        foreign = self.config.getoption("--latency-baseline-missing") == "foreign"
         try:
-            if directory is None and not ref.endswith(".json"):
-                raise FileNotFoundError("--benchmark-storage is not a file:// storage")
-            sessions = self.config.getoption("--latency-baseline-sessions") or self.gate.baseline_sessions
-            baseline = lg.load_baseline(directory or Path("."), ref, sessions)
+            self.baseline, note = ls.select_baseline(self.storage_dir(), ref, sessions, self.machine_id,
+                                                     foreign=foreign,
+                                                     no_storage="--benchmark-storage is not a file:// storage")
         except lg.BaselineError as exc:
             raise pytest.UsageError(f"--latency-gate: {exc}") from None
-        except FileNotFoundError as exc:
-            parent = directory.parent if directory else None
-            others = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent and parent.is_dir() else []
-            for other in others if self.config.getoption("--latency-baseline-missing") == "foreign" else ():
-                with contextlib.suppress(FileNotFoundError):
-                    try:
-                        baseline = lg.load_baseline(parent / other, ref, sessions)
-                    except lg.BaselineError as damaged:
-                        raise pytest.UsageError(f"--latency-gate: {damaged}") from None
-                    # Verdicts on it are "foreign" (reported, never failing) unless gate.machine_mismatch says
-                    # otherwise: the machine kind recorded in every benchmark differs from this one.
-                    self.notes.append(f"no baseline {ref!r} for machine kind {self.machine_id}; compared with "
-                                      f"{other}'s (reported, not gated: another machine kind)")
-                    self.baseline = baseline
-                    return
+        except ls.BaselineUnavailable as exc:
             raise pytest.UsageError(
-                f"--latency-gate: no baseline {ref!r} for machine kind {self.machine_id} ({exc}). Machine folders "
-                f"present: {', '.join(others) or 'none'}. Record one on this machine kind with: pytest "
-                f"suites/test_latency.py --latency-scope=full --benchmark-storage=file://baselines/benchmarks "
-                f"--benchmark-save=baseline, {self.gate.baseline_sessions} times (or pass "
-                f"--latency-baseline=PATH to compare across machines deliberately)") from None
-        self.baseline = baseline
+                f"--latency-gate: {exc}. Machine folders present: {', '.join(exc.others) or 'none'}. Record one on "
+                f"this machine kind with: pytest suites/test_latency.py --latency-scope=full "
+                f"--benchmark-storage=file://baselines/benchmarks --benchmark-save=baseline, "
+                f"{self.gate.baseline_sessions} times (or pass --latency-baseline=PATH to compare across machines "
+                f"deliberately)") from None
+        if note:
+            self.notes.append(note)
 
     def conformance(self, harness: Any, spec: ModelSpec, target: Target) -> CellResult:
         """The cell's conformance result, run once per session (a failed one has ``status == "failed"``). Only
@@ -262,7 +248,7 @@ def _state(config: pytest.Config) -> LatencyState:
         path = project.project_file(config, "--latency-config", "latency.toml")
         try:
             data = lg.load_toml(path)
-            settings = lat.BenchSettings.from_mapping(data.get("bench", {}))
+            settings = ls.BenchSettings.from_mapping(data.get("bench", {}))
             gate = lg.GateConfig.from_mapping(data.get("gate", {}))
             budgets = lg.load_budgets(data.get("budgets", []))
         except (OSError, ValueError, TypeError) as exc:
@@ -379,41 +365,6 @@ def _is_latency_item(item: pytest.Item) -> bool:
 # ------------------------------------------------------------------------------------------------ driver
 
 
-@dataclass
-class Prepared:
-    """A benchmark ready to time: conformance passed, inputs built, runner loaded with fixed threads."""
-
-    case: LatencyCase
-    inputs: dict[str, np.ndarray]
-    runner: Any
-    eager: lat.EagerRunner
-    threads: dict[str, Any]
-    memory: dict[str, Any]
-    artifact: dict[str, Any]
-    conformance: dict[str, Any]
-    reload: Callable[[], Any] | None = None
-
-    def call_target(self) -> Callable[[], Any]:
-        return lat.timed_call(self.runner, self.inputs)
-
-    def call_eager(self) -> Callable[[], Any]:
-        eager, inputs = self.eager, self.inputs
-        return lambda: eager(inputs)
-
-
-@dataclass
-class Timed:
-    clock: str
-    clock_reason: str
-    rounds: int
-    iterations: int
-    target: list[float]
-    wall: list[float]
-    paired: lat.PairedTimings | None
-    exchange: list[float] = field(default_factory=list)
-    """Out-of-process runtimes: the harness's per-call exchange cost per round (outside the timed region)."""
-
-
 class LatencyDriver:
     """Per-test handle over the session state: prepare, bench, record, gate (see ``suites/test_latency.py``)."""
 
@@ -434,34 +385,21 @@ class LatencyDriver:
         state = self.state
         spec, target = case.spec, case.target
         model = harness.reference_model(spec)  # the weights the accuracy gates measured: one artifact, one sha256
-        eager = lat.EagerRunner(spec, model)
+        eager = ls.EagerRunner(spec, model)
         inputs = spec.example_inputs(case.batch, seed=0)
         if target is None:
-            with lat.PeakRss() as probe:
-                eager(inputs)
-            return Prepared(case, inputs, eager, eager, lat.runner_threads(eager) | {"requested": state.threads},
-                            probe.result(), {}, {"status": "reference"})
+            threads, memory = ls.load_eager(eager, inputs, state.threads)
+            return ls.Prepared(case, inputs, eager, eager, threads, memory, {}, {"status": "reference"})
         result = state.conformance(harness, spec, target)
         if result.status != "passed":
             failed = result
-            limitation = spec.limitation_for(target.name)
-            known = f" (declared limitation: {limitation.reason})" if limitation else ""
+            declared = harness.expectations.for_cell(f"{spec.name}-{target.name}")
+            known = f" (declared: {declared.reason})" if declared else ""
             first = failed.message.splitlines()[0] if failed.message else ""
             pytest.skip(f"conformance failed at stage {failed.stage}{known}: {first[:300]}")
         artifact = conformance.export_artifact(target, harness.cell_spec(spec), model, harness.cache, harness.targets,
-                                   harness.identities)
-
-        def load() -> tuple[Any, dict[str, Any]]:
-            return lat.load_runner(target, artifact, spec, state.threads)
-
-        with lat.PeakRss() as probe:
-            runner, threads = load()
-            pid = lat.runtime_pid(runner)
-            if pid != "self":  # out-of-process runtime: its own peak, from here on (the load is not covered)
-                probe = lat.PeakRss(pid).__enter__()
-            runner(inputs)  # the first call allocates the runtime's buffers for this batch
-        probe.__exit__(None, None, None)
-        memory = probe.result() | {"covers": "load + first run" if pid == "self" else "first run (runtime process)"}
+                                               harness.identities)
+        runner, threads, memory = ls.load_target(target, artifact, spec, inputs, state.threads)
         meta = artifact.meta
         sha256 = state.content_hash(artifact)
         info = {"cache_key": artifact.key, "sha256": sha256, "size_bytes": meta.get("size_bytes"),
@@ -469,71 +407,38 @@ class LatencyDriver:
                 "weights": harness.weights_records.get(spec.name, {}).get("source"),
                 "accuracy_gate": accuracy_gate_of(self.request.config, f"{spec.name}-{target.name}", sha256)}
         worst = result.worst()
-        return Prepared(case, inputs, runner, eager, threads, memory, info,
-                        {"status": result.status, **{k: v for k, v in worst.items() if v is not None}},
-                        reload=lambda: load()[0])
+        return ls.Prepared(case, inputs, runner, eager, threads, memory, info,
+                           {"status": result.status, **{k: v for k, v in worst.items() if v is not None}},
+                           reload=lambda: pc.load_runner(target, artifact, spec, state.threads)[0])
 
     # -- bench
     def bench(self, prepared: Prepared, benchmark: Any) -> Timed:
-        """pytest-benchmark pedantic with a fixed round count. Each round interleaves artifact and eager calls;
-        pytest-benchmark's timer is a clock that runs only during the artifact's calls (its numbers are the
-        artifact's per-call times), and every round also yields the paired eager time for the ratio."""
+        """The session's rounds (:func:`~export_harness.converters.latency.session.bench`) run by pytest-benchmark's
+        pedantic mode with a fixed round count: its timer is a clock that runs only during the artifact's calls, so
+        its numbers are the artifact's per-call times, and every round also yields the paired eager time."""
         state, case = self.state, prepared.case
-        target_fn = prepared.call_target()
         reference = None if case.target is None else prepared.call_eager()
-        schedule = lat.schedule_rounds(target_fn, reference, prepared.runner, state.plan, state.threads,
-                                       state.settings.clock)
-        clock, why, rounds, rounds_runner = schedule.clock, schedule.why, schedule.rounds, schedule.runner
-        iterations = rounds_runner.iterations
-        artifact_clock = rounds_runner.clock
-        benchmark._timer = _named(artifact_clock, f"artifact-only-{clock}")  # pytest-benchmark 5.3.1 (pinned)
-        benchmark.group = f"{case.spec.name} b{case.batch}"
-        gc.collect()
-        try:
-            benchmark.pedantic(rounds_runner.round, rounds=rounds, iterations=1, warmup_rounds=0)
-        finally:
-            rounds_runner.release()  # pytest-benchmark holds the clock (and so this object) for the whole session
-        timings = rounds_runner.timings
-        target_times = [float(t) for t in benchmark.stats.stats.data]
-        if not np.allclose(target_times, timings.target, rtol=1e-9, atol=1e-12):
+        stored: list[float] = []
+
+        def run(schedule: Any) -> None:
+            benchmark.group = f"{case.spec.name} b{case.batch}"
+            gc.collect()
+            stored.extend(benchmark_adapter.pedantic(benchmark, schedule.runner.round, schedule.rounds,
+                                                     schedule.runner.clock, f"artifact-only-{schedule.clock}"))
+
+        timed = ls.bench(prepared.call_target(), reference, prepared.runner, state.plan, state.threads,
+                         state.settings.clock, run=run)
+        if not np.allclose(stored, timed.target, rtol=1e-9, atol=1e-12):
             raise AssertionError("pytest-benchmark's data and the interleaved rounds disagree")
-        wall = timings.wall_target if clock != "wall" else []
-        paired = None
-        if reference is not None:
-            paired = lat.PairedTimings(timings.target, timings.reference, timings.wall_target if wall else [],
-                                       timings.wall_reference if wall else [])
-        return Timed(clock, why, rounds, iterations, target_times, wall, paired, rounds_runner.exchange)
+        timed.target = stored
+        return timed
 
     # -- record
     def record(self, prepared: Prepared, timed: Timed, benchmark: Any) -> Record:
         """Fill ``benchmark.extra_info`` (saved in the run's JSON) and the session summary."""
         case = prepared.case
-        stats = lat.LatencyStats.from_seconds(timed.target)
-        wall = lat.LatencyStats.from_seconds(timed.wall) if timed.wall else stats
-        extra: dict[str, Any] = {
-            "cell": case.cell_id, "model": case.spec.name, "target": case.target_name, "batch": case.batch,
-            "clock": timed.clock, "clock_reason": timed.clock_reason, "rounds": timed.rounds,
-            "iterations_per_round": timed.iterations, "threads": prepared.threads,
-            "allocator": self.state.allocator, "latency_ms": stats.to_dict(), "wall_ms": wall.to_dict(),
-            "throughput_per_s": round(stats.throughput(case.batch), 2),
-            "wall_throughput_per_s": round(wall.throughput(case.batch), 2),
-            "peak_rss": prepared.memory, "artifact": prepared.artifact, "conformance": prepared.conformance,
-            "versions": _versions(case.target), "runtime": _jsonable(getattr(prepared.runner, "info", {})),
-            "machine_kind": lat.machine_kind(), "machine_id": self.state.machine_id, "scope": self.state.scope,
-        }
-        if timed.exchange:
-            extra["exchange_ms"] = {"median": round(1e3 * float(np.median(timed.exchange)), 4),
-                                    "what": "per call, the harness's IPC and .npz exchange with the runtime's "
-                                            "process, outside the timed invokes (not in latency_ms)"}
-        if timed.paired is not None:
-            eager = lat.LatencyStats.from_seconds(timed.paired.reference)
-            contention = timed.paired.contention
-            extra["contention"] = round(contention, 3) if contention else None
-            extra.update({"eager_ms": eager.to_dict(), "ratio_to_eager": round(timed.paired.ratio, 5),
-                          "speedup_vs_eager": round(timed.paired.speedup, 4), "paired": timed.paired.to_dict()})
-        else:
-            extra.update({"ratio_to_eager": 1.0, "speedup_vs_eager": 1.0})
-        benchmark.extra_info.update(extra)
+        benchmark.extra_info.update(ls.record_fields(prepared, timed, allocator=self.state.allocator,
+                                                     machine_id=self.state.machine_id, scope=self.state.scope))
         rec = Record(case.id, case.spec.name, case.target_name, case.batch, benchmark.extra_info)
         self.state.records.append(rec)
         return rec
@@ -545,21 +450,14 @@ class LatencyDriver:
         if not self.request.config.getoption("--latency-gate") or state.baseline is None:
             return
         name = self.request.node.name
-        entry = state.baseline.entries.get(name)
-        if case.target is None or timed.paired is None:
-            verdict = lg.Verdict("ok", "PyTorch eager: the reference of every ratio, reported, not gated")
-        elif entry is None:
-            verdict = lg.Verdict("no-baseline", f"{name} is not in {state.baseline.path.name}: new benchmark")
-        elif entry.ratios is None or not entry.extra.get("clock"):
-            verdict = lg.Verdict("incomplete-baseline", f"{name} in {state.baseline.path} has no paired per-round "
-                                 f"timings or clock (extra_info missing or damaged): nothing to compare with; "
-                                 f"re-record the baseline")
-        else:
-            verdict = self._judge(prepared, timed, entry)
+        try:
+            verdict = ls.judge(name, prepared, timed, state.baseline, state.gate, state.threads, state.plan)
+        except ls.MachineMismatch as exc:
+            pytest.fail(f"[latency] {exc}", pytrace=False)
         record.verdict = verdict
-        benchmark_gate = {"baseline": [str(p) for p in state.baseline.paths], **verdict.to_dict()}
-        record.extra["gate"] = benchmark_gate
+        record.extra["gate"] = {"baseline": [str(p) for p in state.baseline.paths], **verdict.to_dict()}
         if verdict.failing:
+            entry = state.baseline.entries.get(name)
             base = entry.extra if entry else {}
             pytest.fail(
                 f"[latency] {case.id}: {verdict.message}\n  absolute ({timed.clock}): artifact "
@@ -570,46 +468,12 @@ class LatencyDriver:
                 f"{record.extra['versions']} vs baseline {base.get('versions')}; baseline "
                 f"{state.baseline.path}", pytrace=False)
 
-    def _judge(self, prepared: Prepared, timed: Timed, entry: lg.BaselineEntry) -> lg.Verdict:
-        state = self.state
-        base = entry.extra
-        differs = [f"{k} {base.get(k)!r} vs {v!r}" for k, v in
-                   (("clock", timed.clock), ("batch", prepared.case.batch)) if base.get(k) != v]
-        base_threads = (base.get("threads") or {}).get("requested")
-        if base_threads != state.threads:
-            differs.append(f"threads {base_threads!r} vs {state.threads!r}")
-        if differs:
-            return lg.Verdict("incomparable", "baseline measured differently: " + "; ".join(differs)
-                              + " (re-record the baseline or use its settings)")
-        foreign = lg.kind_mismatch(base.get("machine_kind"), lat.machine_kind())
-        if foreign and state.gate.machine_mismatch == "error":
-            pytest.fail(f"[latency] baseline machine kind differs ({foreign}) and gate.machine_mismatch = 'error'",
-                        pytrace=False)
-        if foreign and state.gate.machine_mismatch == "gate":
-            foreign = None
-
-        def remeasure() -> np.ndarray:
-            runner = prepared.reload() if prepared.reload else prepared.runner
-            inputs = prepared.inputs
-            timer, target_clocks = lat.CLOCKS[timed.clock], lat.clocks_for(timed.clock, runner)
-            fns = [lat.timed_call(runner, inputs), prepared.call_eager()]
-            lat.warm_up(fns, state.plan, timer, [target_clocks[0], timer])
-            return lat.measure_paired(fns[0], fns[1], timed.rounds, timed.iterations, timer, target_clocks).ratios
-
-        return lg.decide(timed.paired.ratios, entry.ratios, state.gate, remeasure, foreign,
-                         contention=timed.paired.contention, between=entry.between_spread)
-
     # -- budgets
     def check_budget(self, case: BudgetCase, harness: Any) -> dict[str, Any]:
         """Time single calls at batch 1 on the wall clock and hold them to the case's budget."""
         state = self.state
         prepared = self.prepare(LatencyCase(case.spec, case.target, 1), harness)
-        fn = prepared.call_target()
-        wall = lat.clocks_for("wall", prepared.runner)[1]  # an out-of-process runtime's own wall clock
-        lat.warm_up([fn], state.plan, time.perf_counter, [wall])
-        per_call = lat.time_call(fn, wall)
-        rounds = int(max(20, min(state.settings.budget_rounds, state.settings.budget_seconds / max(per_call, 1e-6))))
-        stats = lat.LatencyStats.from_seconds(lat.measure(fn, rounds, 1, wall))
+        stats, rounds = ls.time_single_calls(prepared.call_target(), prepared.runner, state.plan, state.settings)
         peak = prepared.memory.get("peak_mb")
         problems = case.budget.violations(stats, 1, peak)
         result = {"id": case.id, "profile": case.budget.profile, "stats_ms": stats.to_dict(),
@@ -623,39 +487,11 @@ class LatencyDriver:
         return result
 
 
-def _named(fn: Callable[[], float], name: str) -> Callable[[], float]:
-    """A clock whose name pytest-benchmark records in the run's JSON (``options.timer``)."""
-
-    def clock() -> float:
-        return fn()
-
-    clock.__name__ = name
-    return clock
-
-
-def _versions(target: Target | None) -> dict[str, str]:
-    import onnxruntime
-    import torch
-
-    out = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-           "onnxruntime": onnxruntime.__version__}
-    if target is not None:
-        out.update(target.versions())
-    return out
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
-        return str(value)
-
-
 @pytest.fixture
 def latency(request: pytest.FixtureRequest) -> Iterator[LatencyDriver]:
     """The latency driver for one test, with the configured torch intra-op threads in force."""
     state = _start(request.config)
-    with lat.torch_threads(state.threads), lat.pinned_allocator(state.settings.pin_allocator) as allocator:
+    with pc.torch_threads(state.threads), pc.pinned_allocator(state.settings.pin_allocator) as allocator:
         state.allocator = allocator
         yield LatencyDriver(state, request)
 
@@ -664,7 +500,7 @@ def latency(request: pytest.FixtureRequest) -> Iterator[LatencyDriver]:
 def latency_state(request: pytest.FixtureRequest) -> Iterator[LatencyState]:
     """The session's latency settings, with the configured threads and allocator in force (self-tests)."""
     state = _start(request.config)
-    with lat.torch_threads(state.threads), lat.pinned_allocator(state.settings.pin_allocator) as allocator:
+    with pc.torch_threads(state.threads), pc.pinned_allocator(state.settings.pin_allocator) as allocator:
         state.allocator = allocator
         yield state
 
@@ -768,7 +604,7 @@ def _write_gate(tr: Any, state: LatencyState) -> None:
     if len(b.paths) < 2:
         tr.write_line("note: a single-session baseline cannot tell run-to-run noise from a regression; record "
                       f"{state.gate.baseline_sessions} sessions (docs/latency.md)")
-    foreign = lg.kind_mismatch(b.machine_kind, lat.machine_kind())
+    foreign = lg.kind_mismatch(b.machine_kind, machine.machine_kind())
     if foreign:
         tr.write_line(f"WARNING: baseline machine kind differs: {foreign} (gate.machine_mismatch = "
                       f"{state.gate.machine_mismatch!r})")

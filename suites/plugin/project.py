@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from export_harness.converters.checks.thresholds import Thresholds
+from export_harness.converters.expectations import FILE_NAME, Expectations
 
 BASELINES = "baselines"
 """The project's own folder of thresholds, budgets, accuracy and benchmark baselines (created on first record)."""
@@ -36,3 +37,9 @@ def cache_dir(config: pytest.Config) -> Path:
 def thresholds(config: pytest.Config) -> Thresholds:
     """The package's default tiers and floors, with the project's thresholds file layered over them."""
     return Thresholds.load(project_file(config, "--harness-thresholds", "thresholds.toml"))
+
+
+def expectations(config: pytest.Config) -> Expectations:
+    """The project's expected failures and skips (``--harness-expectations``, else ``baselines/expectations.toml``),
+    before the harness's own."""
+    return Expectations.load(project_file(config, "--harness-expectations", FILE_NAME))

@@ -1,17 +1,19 @@
 """Benchmark history over saved pytest-benchmark runs: list, compare two, show a series, plot, speedup table.
 
-    python -m export_harness.converters.latency.history list
-    python -m export_harness.converters.latency.history compare baseline latest [-k onnx] [--fail]
-    python -m export_harness.converters.latency.history series [-k sign_gru] [--batch 1]
-    python -m export_harness.converters.latency.history speedup [RUN] [--batch 1] [--format markdown]
-    python -m export_harness.converters.latency.history plot [--out latency-history.html|.svg] [--baseline baseline]
+    python -m export_harness.converters.report.latency_history list
+    python -m export_harness.converters.report.latency_history compare baseline latest [-k onnx] [--fail]
+    python -m export_harness.converters.report.latency_history series [-k sign_gru] [--batch 1]
+    python -m export_harness.converters.report.latency_history speedup [RUN] [--batch 1] [--format markdown]
+    python -m export_harness.converters.report.latency_history plot [--out latency-history.html] [--baseline baseline]
 
 Runs live in ``STORAGE/<machine id>/NNNN_name.json`` (``--storage``, default ``baselines/benchmarks``;
 ``--machine``, default this machine's kind). A run reference is a path, a number (``3``), ``latest``, ``-1``,
 ``-2`` ... or a name (``baseline`` = the newest ``NNNN_baseline.json``). ``compare`` judges each benchmark with
 the same statistics as the in-pytest gate (``converters/latency/gate.py``) but cannot re-measure, so a suspect is
 shown as ``regression?``; the authoritative gate is ``pytest suites/test_latency.py --latency-gate``.
-Plots are self-contained SVG or HTML (no plotting library).
+Plots are drawn with plotly like the HTML report (``converters/report/html_report.py``): an ``.html`` page in the
+report's style that opens offline (plotly.js inlined), or an ``.svg`` through plotly's static export (needs the
+``kaleido`` package).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from export_harness.converters.latency import gate as lg
-from export_harness.converters.latency import measure as lat
+from export_harness.converters.latency.machine import machine_id
 from export_harness.models.spec import star_match
 
 DEFAULT_STORAGE = Path("baselines") / "benchmarks"
@@ -86,14 +89,14 @@ def machine_dir(storage: Path, machine: str | None) -> Path:
     """The folder of one machine kind; defaults to this machine's, or the only one present."""
     if machine:
         return storage / machine
-    mine = storage / lat.machine_id()
+    mine = storage / machine_id()
     if mine.is_dir():
         return mine
     present = sorted(p for p in storage.iterdir() if p.is_dir()) if storage.is_dir() else []
     if len(present) == 1:
-        print(f"note: no runs for this machine kind ({lat.machine_id()}); using {present[0].name}", file=sys.stderr)
+        print(f"note: no runs for this machine kind ({machine_id()}); using {present[0].name}", file=sys.stderr)
         return present[0]
-    raise SystemExit(f"no runs for this machine kind ({lat.machine_id()}) under {storage}; machine folders: "
+    raise SystemExit(f"no runs for this machine kind ({machine_id()}) under {storage}; machine folders: "
                      f"{', '.join(p.name for p in present) or 'none'} (choose one with --machine)")
 
 
@@ -127,7 +130,7 @@ def cmd_list(storage: Path, machine: str | None) -> int:
         print(f"no saved runs under {storage}")
         return 0
     for folder in folders:
-        print(f"{folder}{'  (this machine kind)' if folder.name == lat.machine_id() else ''}")
+        print(f"{folder}{'  (this machine kind)' if folder.name == machine_id() else ''}")
         for path in lg.saved_runs(folder):
             run = lg.load_run(path)
             scopes = {e.extra.get("scope") for e in run.entries.values()} - {None}
@@ -241,122 +244,27 @@ def cmd_speedup(folder: Path, ref: str, batch: int, fmt: str) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------------------------- SVG
+# ------------------------------------------------------------------------------------------------- plots
 
 COLORS = {"ok": "#2e7d32", "improved": "#1565c0", "regression?": "#c62828", "unstable": "#ef6c00",
           "foreign": "#6a1b9a", "transient": "#9e9d24", "n/a": "#616161", "incomparable": "#616161",
           "baseline": "#1565c0", "reference": "#616161"}
+COLUMNS = 4
+"""Cell charts per row of the history grid."""
 
 
 def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def cell_chart(name: str, series: list[tuple[str, Point | None, str]], base: Point | None, min_effect: float,
-               x0: float = 0, y0: float = 0, w: float = 330, h: float = 170) -> str:
-    """One small multiple: median ms per run with IQR whiskers, the baseline's IQR band, its median and the
-    gate's ms-equivalent threshold (baseline median x (1 + min_effect), at unchanged eager time)."""
-    left, right, top, bottom = 56, 8, 30, 30
-    pw, ph = w - left - right, h - top - bottom
-    vals = [v for _, p, _ in series if p for v in (p.q1_ms, p.q3_ms, p.median_ms) if math.isfinite(v)]
-    if base:
-        vals += [v for v in (base.q1_ms, base.q3_ms, base.median_ms * (1 + min_effect)) if math.isfinite(v)]
-    if not vals:
-        return ""
-    lo, hi = min(vals), max(vals)
-    pad = (hi - lo) * 0.08 or hi * 0.05 or 1.0
-    lo, hi = max(0.0, lo - pad), hi + pad
-    n = max(1, len(series))
-
-    def x(i: int) -> float:
-        return x0 + left + (pw * (i + 0.5) / n)
-
-    def y(v: float) -> float:
-        return y0 + top + ph * (1 - (v - lo) / (hi - lo))
-
-    out = [f'<g class="cell"><rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="#fff" stroke="#ddd"/>',
-           f'<text x="{x0 + 6}" y="{y0 + 14}" font-size="11" font-weight="bold">{_esc(name)}</text>']
-    if base:
-        out.append(f'<rect x="{x0 + left}" y="{y(base.q3_ms):.1f}" width="{pw}" '
-                   f'height="{max(0.5, y(base.q1_ms) - y(base.q3_ms)):.1f}" fill="#bbdefb" opacity="0.7">'
-                   f'<title>baseline IQR {base.q1_ms:.3f}..{base.q3_ms:.3f} ms</title></rect>')
-        out.append(f'<line x1="{x0 + left}" x2="{x0 + left + pw}" y1="{y(base.median_ms):.1f}" '
-                   f'y2="{y(base.median_ms):.1f}" stroke="{COLORS["baseline"]}" stroke-dasharray="4 3"/>')
-        thr = base.median_ms * (1 + min_effect)
-        out.append(f'<line x1="{x0 + left}" x2="{x0 + left + pw}" y1="{y(thr):.1f}" y2="{y(thr):.1f}" '
-                   f'stroke="#c62828" stroke-dasharray="2 3"><title>+{min_effect:.0%} over the baseline median'
-                   f'</title></line>')
-    for frac in (0.0, 0.5, 1.0):
-        v = lo + (hi - lo) * frac
-        out.append(f'<text x="{x0 + left - 4}" y="{y(v) + 3:.1f}" font-size="9" text-anchor="end">{v:.3g}</text>')
-    out.append(f'<text x="{x0 + 4}" y="{y0 + top + ph / 2:.1f}" font-size="9" '
-               f'transform="rotate(-90 {x0 + 10} {y0 + top + ph / 2:.1f})">ms</text>')
-    prev = None
-    for i, (label, p, verdict) in enumerate(series):
-        out.append(f'<text x="{x(i):.1f}" y="{y0 + h - 16}" font-size="8" text-anchor="middle">'
-                   f'{_esc(label.split(" ")[0])}</text>')
-        if p is None or not math.isfinite(p.median_ms):
-            prev = None
-            continue
-        if prev is not None:
-            out.append(f'<line x1="{prev[0]:.1f}" y1="{prev[1]:.1f}" x2="{x(i):.1f}" y2="{y(p.median_ms):.1f}" '
-                       f'stroke="#444" stroke-width="1"/>')
-        if math.isfinite(p.q1_ms) and math.isfinite(p.q3_ms):
-            out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{y(p.q1_ms):.1f}" y2="{y(p.q3_ms):.1f}" '
-                       f'stroke="#444"/>')
-        color = COLORS.get(verdict, "#444")
-        out.append(f'<circle cx="{x(i):.1f}" cy="{y(p.median_ms):.1f}" r="3.5" fill="{color}"><title>'
-                   f'{_esc(label)}: median {p.median_ms:.3f} ms (IQR {p.q1_ms:.3f}..{p.q3_ms:.3f}), '
-                   f'{_x(p.speedup)} vs eager, {verdict}</title></circle>')
-        prev = (x(i), y(p.median_ms))
-    out.append(f'<text x="{x0 + w - 6}" y="{y0 + h - 4}" font-size="8" text-anchor="end" fill="#666">'
-               f'runs (number), clock {series[-1][1].clock if series[-1][1] else "?"}</text></g>')
-    return "\n".join(out)
-
-
-def speedup_chart(run: lg.Baseline, batch: int, x0: float = 0, y0: float = 0, w: float = 900) -> tuple[str, float]:
-    """Horizontal bars of speedup vs PyTorch eager, grouped by model (guide 004's comparison as a chart)."""
-    rows = speedup_rows(run, batch)
-    bar, gap, left = 14, 10, 250
-    height = 40 + sum(len(ps) * bar + gap + 16 for ps in rows.values())
-    top_speed = max([p.speedup or 0 for ps in rows.values() for p in ps] + [1.0]) * 1.1
-    out = [f'<g class="speedup"><rect x="{x0}" y="{y0}" width="{w}" height="{height}" fill="#fff" stroke="#ddd"/>',
-           f'<text x="{x0 + 8}" y="{y0 + 18}" font-size="13" font-weight="bold">Speedup vs PyTorch eager, batch '
-           f'{batch} ({_esc(run.path.name)})</text>']
-
-    def sx(v: float) -> float:
-        return x0 + left + (w - left - 80) * v / top_speed
-
-    one = sx(1.0)
-    cursor = y0 + 34
-    for model, ps in rows.items():
-        out.append(f'<text x="{x0 + 8}" y="{cursor + 10}" font-size="11" font-weight="bold">{_esc(model)}</text>')
-        cursor += 14
-        for p in ps:
-            s = p.speedup or 0
-            color = "#616161" if p.target == "torch:eager" else ("#2e7d32" if s >= 1 else "#c62828")
-            out.append(f'<text x="{x0 + left - 6}" y="{cursor + bar - 3}" font-size="10" text-anchor="end">'
-                       f'{_esc(p.target)}</text>')
-            out.append(f'<rect x="{sx(0):.1f}" y="{cursor}" width="{max(1, sx(s) - sx(0)):.1f}" height="{bar - 3}" '
-                       f'fill="{color}"><title>{_esc(p.target)}: {p.median_ms:.3f} ms, {_x(s)}</title></rect>')
-            out.append(f'<text x="{sx(s) + 4:.1f}" y="{cursor + bar - 4}" font-size="10">{_x(s)}  '
-                       f'{p.median_ms:.2f} ms</text>')
-            cursor += bar
-        cursor += gap
-    out.append(f'<line x1="{one:.1f}" x2="{one:.1f}" y1="{y0 + 28}" y2="{y0 + height - 6}" stroke="#000" '
-               f'stroke-dasharray="3 3"/><text x="{one + 3:.1f}" y="{y0 + 30}" font-size="9">1x</text></g>')
-    return "\n".join(out), height
-
-
-def history_svg(runs: list[lg.Baseline], base_run: lg.Baseline | None, patterns: Sequence[str],
-                batch: int | None, cfg: lg.GateConfig, columns: int = 4) -> tuple[str, int]:
-    """All cells' small multiples in one SVG; returns (svg, number of charts)."""
+def cell_series(runs: list[lg.Baseline], base_run: lg.Baseline | None, patterns: Sequence[str], batch: int | None,
+                cfg: lg.GateConfig) -> list[tuple[str, list[tuple[str, Point | None, str]], Point | None]]:
+    """Per benchmark: (short id, [(run label, point or None, offline verdict)] oldest run first, baseline point)."""
     per_run = [select(points(r), patterns, batch) for r in runs]
     base_pts = points(base_run) if base_run else {}
     names = sorted({n for pts in per_run for n in pts}, key=lambda n: next(p[n] for p in per_run if n in p).name)
-    w, h = 330, 170
-    charts = []
-    for i, name in enumerate(names):
+    out = []
+    for name in names:
         base = base_pts.get(name)
         series = []
         for run, pts in zip(runs, per_run, strict=True):
@@ -366,17 +274,107 @@ def history_svg(runs: list[lg.Baseline], base_run: lg.Baseline | None, patterns:
                 verdict = "baseline" if run.path == base_run.path else (
                     "reference" if p.target == "torch:eager" else offline_verdict(p, base, cfg))
             series.append((run_label(run), p, verdict))
-        first = next(p[name] for p in per_run if name in p)
-        charts.append(cell_chart(short_id(first), series, base, cfg.min_effect,
-                                 x0=(i % columns) * (w + 8), y0=(i // columns) * (h + 8), w=w, h=h))
-    rows = math.ceil(len(names) / columns) if names else 0
-    width, height = columns * (w + 8), max(1, rows * (h + 8))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif">\n' + "\n".join(charts) + "\n</svg>"), len(names)
+        out.append((short_id(next(p[name] for p in per_run if name in p)), series, base))
+    return out
+
+
+def history_figure(cells: list[tuple[str, list[tuple[str, Point | None, str]], Point | None]], min_effect: float,
+                   columns: int = COLUMNS) -> Any:
+    """Small multiples, one per benchmark: median ms per run with IQR whiskers, coloured by the offline verdict;
+    the baseline's IQR band, its median (dashed) and the gate's ms-equivalent threshold (baseline median x
+    (1 + min_effect), at unchanged eager time; dotted red)."""
+    from plotly.subplots import make_subplots
+
+    rows = max(1, math.ceil(len(cells) / columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[name for name, _, _ in cells],
+                        horizontal_spacing=0.06, vertical_spacing=min(0.12, 0.5 / rows))
+    for i, (_, series, base) in enumerate(cells):
+        row, col = i // columns + 1, i % columns + 1
+        labels = [label.split(" ")[0] for label, _, _ in series]
+        if base is not None:
+            thr = base.median_ms * (1 + min_effect)
+            for y, name, line, fill in (
+                    ([base.q3_ms] * len(labels), "baseline IQR", {"width": 0}, None),
+                    ([base.q1_ms] * len(labels), "baseline IQR", {"width": 0}, "tonexty"),
+                    ([base.median_ms] * len(labels), "baseline median", {"color": COLORS["baseline"], "dash": "dash"},
+                     None),
+                    ([thr] * len(labels), f"+{min_effect:.0%} over the baseline median",
+                     {"color": "#c62828", "dash": "dot"}, None)):
+                fig.add_scatter(x=labels, y=y, mode="lines", name=name, line=line, fill=fill,
+                                fillcolor="rgba(187,222,251,0.7)", legendgroup=name, showlegend=False,
+                                hovertemplate=(f"baseline IQR {base.q1_ms:.3f}..{base.q3_ms:.3f} ms<extra></extra>"
+                                               if name == "baseline IQR" else f"{name}: %{{y:.3f}} ms<extra></extra>"),
+                                row=row, col=col)
+        shown = [(label, p, verdict) for label, p, verdict in series if p is not None and math.isfinite(p.median_ms)]
+        fig.add_scatter(
+            x=[label.split(" ")[0] for label, _, _ in shown], y=[p.median_ms for _, p, _ in shown],
+            mode="lines+markers", name="median", showlegend=False, line={"color": "#444", "width": 1},
+            marker={"color": [COLORS.get(v, "#444") for _, _, v in shown], "size": 7},
+            error_y={"type": "data", "symmetric": False, "color": "#444", "width": 0,
+                     "array": [_finite_or_zero(p.q3_ms - p.median_ms) for _, p, _ in shown],
+                     "arrayminus": [_finite_or_zero(p.median_ms - p.q1_ms) for _, p, _ in shown]},
+            hovertext=[f"{label}: median {p.median_ms:.3f} ms (IQR {p.q1_ms:.3f}..{p.q3_ms:.3f}), "
+                       f"{_x(p.speedup)} vs eager, {verdict}" for label, p, verdict in shown],
+            hoverinfo="text", row=row, col=col)
+        clock = series[-1][1].clock if series and series[-1][1] else "?"
+        fig.update_xaxes(type="category", title={"text": f"runs (number), clock {clock}", "font": {"size": 9}},
+                         tickfont={"size": 8}, row=row, col=col)
+        fig.update_yaxes(title={"text": "ms", "font": {"size": 9}}, tickfont={"size": 9}, row=row, col=col)
+    fig.update_annotations(font={"size": 11})
+    fig.update_layout(height=230 * rows + 40, margin={"t": 40, "l": 50, "r": 10, "b": 30},
+                      plot_bgcolor="#fff", paper_bgcolor="#fff")
+    return fig
+
+
+def _finite_or_zero(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def speedup_figure(run: lg.Baseline, batch: int) -> Any:
+    """Horizontal bars of speedup vs PyTorch eager, grouped by model (guide 004's comparison as a chart)."""
+    import plotly.graph_objects as go
+
+    rows = speedup_rows(run, batch)
+    ps = [p for model_rows in rows.values() for p in model_rows]
+    labels = [f"{p.model} · {p.target}" for p in ps]
+    colors = ["#616161" if p.target == "torch:eager" else ("#2e7d32" if (p.speedup or 0) >= 1 else "#c62828")
+              for p in ps]
+    fig = go.Figure(go.Bar(
+        x=[p.speedup or 0 for p in ps], y=labels, orientation="h", marker={"color": colors},
+        text=[f"{_x(p.speedup)}  {p.median_ms:.2f} ms" for p in ps], textposition="outside",
+        hovertext=[f"{p.target}: {p.median_ms:.3f} ms, {_x(p.speedup)}" for p in ps], hoverinfo="text"))
+    fig.add_vline(x=1.0, line={"color": "#000", "dash": "dash", "width": 1}, annotation_text="1x")
+    fig.update_layout(
+        title={"text": f"Speedup vs PyTorch eager, batch {batch} ({run.path.name})", "font": {"size": 13}},
+        height=120 + 22 * len(ps), margin={"l": 260, "r": 80, "t": 50, "b": 30}, plot_bgcolor="#fff",
+        paper_bgcolor="#fff", yaxis={"autorange": "reversed", "type": "category"},
+        xaxis={"title": {"text": "speedup (x)"}, "range": [0, max([p.speedup or 0 for p in ps] + [1.0]) * 1.25]})
+    return fig
+
+
+def _svg(figures: Sequence[Any], width: int = 1400) -> str:
+    """The figures stacked in one SVG through plotly's static export (kaleido)."""
+    parts, y = [], 0
+    for fig in figures:
+        height = int(fig.layout.height or 400)
+        svg = fig.to_image(format="svg", width=width, height=height).decode("utf-8")
+        svg = re.sub(r"^<svg ", f'<svg x="0" y="{y}" ', svg[svg.index("<svg"):], count=1)
+        parts.append(svg)
+        y += height + 16
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{width}" '
+            f'height="{y}">\n' + "\n".join(parts) + "\n</svg>\n")
 
 
 def cmd_plot(folder: Path, out: Path, refs: Sequence[str] | None, base_ref: str | None, patterns: Sequence[str],
              batch: int | None, speed_batch: int, cfg: lg.GateConfig) -> int:
+    svg = out.suffix.lower() == ".svg"
+    if svg:
+        try:
+            import kaleido  # noqa: F401  # plotly's static image export
+        except ImportError:
+            print(f"error: --out {out}: SVG is written by plotly's static export, which needs the 'kaleido' package "
+                  f"(pip install kaleido); or write an .html page (opens offline)", file=sys.stderr)
+            return 2
     runs = load_series(folder, refs)
     if not runs:
         print(f"no saved runs in {folder}")
@@ -389,31 +387,27 @@ def cmd_plot(folder: Path, out: Path, refs: Sequence[str] | None, base_ref: str 
             print(f"note: no baseline band ({exc})", file=sys.stderr)
     if base_run and all(r.path != base_run.path for r in runs):
         runs = sorted([*runs, base_run], key=lambda r: r.path.name)
-    grid, count = history_svg(runs, base_run, patterns, batch, cfg)
+    cells = cell_series(runs, base_run, patterns, batch, cfg)
     latest = runs[-1]
-    chart, chart_h = speedup_chart(latest, speed_batch)
+    figures = [speedup_figure(latest, speed_batch), history_figure(cells, cfg.min_effect)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".svg":
-        grid_body = grid.split(">", 1)[1].rsplit("</svg>", 1)[0]
-        gw = int(float(grid.split('width="', 1)[1].split('"', 1)[0]))
-        gh = int(float(grid.split('height="', 1)[1].split('"', 1)[0]))
-        width = max(900, gw)
-        out.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{chart_h + 16 + gh}" '
-                       f'font-family="sans-serif">\n{chart}\n<g transform="translate(0 {chart_h + 16})">{grid_body}'
-                       f'</g>\n</svg>\n')
+    if svg:
+        out.write_text(_svg(figures))
     else:
-        out.write_text(_html_page(runs, base_run, latest, speed_batch, chart, chart_h, grid, cfg))
-    print(f"wrote {out}: {count} cell charts over {len(runs)} runs"
+        out.write_text(_html_page(runs, base_run, latest, speed_batch, figures, cfg))
+    print(f"wrote {out}: {len(cells)} cell charts over {len(runs)} runs"
           + (f", baseline band from {base_run.path.name}" if base_run else "") + f"; speedup chart of "
           f"{latest.path.name} at batch {speed_batch}")
     return 0
 
 
 def _html_page(runs: list[lg.Baseline], base_run: lg.Baseline | None, latest: lg.Baseline, batch: int,
-               chart: str, chart_h: float, grid: str, cfg: lg.GateConfig) -> str:
+               figures: Sequence[Any], cfg: lg.GateConfig) -> str:
+    from export_harness.converters.report.html_report import plot_page
+
     rows = speedup_rows(latest, batch)
     targets = sorted({p.target for ps in rows.values() for p in ps}, key=lambda t: (t != "torch:eager", t))
-    table = ["<table><tr><th>model</th>" + "".join(f"<th>{_esc(t)}</th>" for t in targets) + "</tr>"]
+    table = ['<table class="history"><tr><th>model</th>' + "".join(f"<th>{_esc(t)}</th>" for t in targets) + "</tr>"]
     for model, ps in rows.items():
         by_t = {p.target: p for p in ps}
         cells = []
@@ -430,32 +424,29 @@ def _html_page(runs: list[lg.Baseline], base_run: lg.Baseline | None, latest: lg
                        for r in runs)
     legend = " ".join(f'<span style="color:{c}">&#9679; {k}</span>' for k, c in COLORS.items()
                       if k not in ("n/a", "reference"))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>latency history</title>
-<style>body{{font-family:sans-serif;margin:20px}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} td.fast{{background:#e8f5e9}}
-td.slow{{background:#ffebee}} td.eager{{background:#eee}} .note{{color:#555;font-size:12px}}</style></head><body>
-<h1>Latency history</h1>
-<p class="note">Machine folder {_esc(latest.path.parent.name)}; {len(runs)} runs; baseline band from
+    speedup, grid = (fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+                     for fig in figures)
+    body = f"""
+<p class="history-note">Machine folder {_esc(latest.path.parent.name)}; {len(runs)} runs; baseline band from
 {_esc(base_run.path.name) if base_run else "none"}. Times are per call on each benchmark's clock (thread CPU time
 with one thread in-process, else wall). The gate judges ratio-to-eager (min effect {cfg.min_effect:.0%}, noise-aware,
 re-measured in pytest); the red dotted line is its ms equivalent at unchanged eager time.</p>
 <h2>Speedup vs PyTorch eager (batch {batch}, run {_esc(latest.path.name)})</h2>
 {''.join(table)}
-<svg xmlns="http://www.w3.org/2000/svg" width="900" height="{chart_h}" font-family="sans-serif">{chart}</svg>
+<div class="plot">{speedup}</div>
 <h2>Median per cell over runs</h2>
-<p class="note">Points: median, whiskers: IQR; blue band: baseline IQR, dashed: baseline median. {legend}</p>
-{grid}
+<p class="history-note">Points: median, whiskers: IQR; blue band: baseline IQR, dashed: baseline median. {legend}</p>
+<div class="plot">{grid}</div>
 <h2>Runs</h2><ul>{run_list}</ul>
-</body></html>
 """
+    return plot_page("Latency history", body)
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export_harness.converters.latency.history",
+    parser = argparse.ArgumentParser(prog="python -m export_harness.converters.report.latency_history",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="default baselines/benchmarks")
     parser.add_argument("--machine", default=None, help="machine folder (default: this machine kind's)")
