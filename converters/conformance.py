@@ -30,7 +30,7 @@ from export_harness.converters.checks.localize import (
     torch_layer_report,
 )
 from export_harness.converters.checks.onnx_structure import frozen_axes
-from export_harness.converters.checks.thresholds import Thresholds
+from export_harness.converters.checks.thresholds import Thresholds, Tolerance
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.sidecar import ensure_entry_sidecar
 from export_harness.converters.target import Runner, StageError, StructureError, Target
@@ -221,6 +221,8 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
 
         tol = thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
         classifier = [o.name for o in spec.outputs if o.is_classifier]
+        failed: list[str] = []
+        first_failing: Mapping[str, np.ndarray] | None = None
         for batch, probe in parity_probes(spec, batches, lengths=lengths):
             inputs = spec.example_inputs(batch, seed=seed, lengths=probe)
             expected = run_torch(spec, model, inputs)
@@ -234,17 +236,21 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
             parity = compare(expected, {k: np.asarray(v) for k, v in actual.items()}, tol, batch, classifier)
             parity.lengths = dict(probe)
             result.parity.append(parity)
-            if not parity.passed:
+            if not parity.passed:  # every batch is still compared: the verdict and the hint cover them all
                 lines = parity.failure_lines() + [o.describe() for o in parity.outputs]
                 saved = save_failure_io(cache.root / "failures" / result.cell_id, tag, inputs, expected, actual)
                 lines.append(f"inputs and outputs saved to {saved}")
-                report = f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
-                message = f"{parity.label}, tier {target.tier}: " + "; ".join(lines) + report
-                if localise(message) if callable(localise) else localise:
-                    table = localisation(spec, target, model, artifact, inputs, cache=cache, targets=targets,
-                                         identities=identities, runner=runner)
-                    message += f"\n{table}" if table else ""
-                raise _Fail(message)
+                failed.append(f"{parity.label}, tier {target.tier}: " + "; ".join(lines))
+                first_failing = first_failing if first_failing is not None else inputs
+        if failed:
+            stage = "parity"
+            message = "\n".join(failed) + would_pass(result.parity, tol)
+            message += f"\n{artifact.meta['report']}" if artifact.meta.get("report") else ""
+            if localise(message) if callable(localise) else localise:
+                table = localisation(spec, target, model, artifact, first_failing or {}, cache=cache,
+                                     targets=targets, identities=identities, runner=runner)
+                message += f"\n{table}" if table else ""
+            raise _Fail(message)
     except _Fail as exc:
         raise _failure(result, stage, str(exc)) from None
     except CachedFailure as exc:
@@ -260,6 +266,20 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         raise _failure(result, stage, error_head(exc, lines=6) + exporter_hint(str(exc))) from exc
     result.status = "passed"
     return result
+
+
+def would_pass(parity: Sequence[ParityResult], tol: Tolerance) -> str:
+    """What would have passed every batch: the elementwise atol and the cosine floor over all of them ("" when the
+    failures are of another kind)."""
+    outputs = [o for p in parity for o in p.outputs if math.isfinite(o.cosine)]
+    hints = []
+    atol = max((o.min_passing_atol for o in outputs), default=0.0)
+    if atol > tol.atol:
+        hints.append(f"atol {atol:.3g}")
+    cosine = min((o.cosine for o in outputs), default=1.0)
+    if cosine < tol.cosine_min:
+        hints.append(f"cosine_min {cosine:.9f}")
+    return f"\nover all {len(parity)} batches: {' and '.join(hints)} would pass" if hints else ""
 
 
 def parity_probes(spec: ModelSpec, batches: Sequence[int] = PARITY_BATCHES,

@@ -53,11 +53,72 @@ def test_the_message_names_the_element_that_violates_not_the_largest_diff() -> N
     assert "max_abs 0.5 at [0, 2]; |diff| exceeds atol 0.01 + rtol 0.01*|ref| most at [0, 2]" in same
 
 
-def test_top1_flip_fails_even_when_close() -> None:
-    x = np.array([[1.0, 1.00001, 0.0]], dtype=np.float32)
-    y = np.array([[1.00001, 1.0, 0.0]], dtype=np.float32)
-    out = compare_output("y", x, y, Tolerance(0.99, 1e-3, 0.0, 1.0), classifier=True)
-    assert out.top1_agreement == 0.0 and not out.passed
+def test_top1_flip_fails_when_decisive_and_is_a_tie_within_the_tolerance() -> None:
+    x = np.array([[1.0, 1.00001, 0.0]], dtype=np.float64)
+    y = np.array([[1.00001, 1.0, 0.0]], dtype=np.float64)
+    strict = compare_output("y", x, y, Tolerance(0.99, 1e-7, 0.0, 1.0), classifier=True)
+    assert strict.top1_agreement == 0.0 and strict.decisive_top1 == 0.0 and not strict.passed
+    assert "top-1 agreement 0.000 (0.000 of the rows where it is decisive) < 1.0" in strict.failures[-1]
+    # the two leading logits are closer than both their allowed errors: the tolerance cannot order them
+    tie = compare_output("y", x, y, Tolerance(0.99, 1e-3, 0.0, 1.0), classifier=True)
+    assert tie.top1_agreement == 0.0 and tie.decisive_top1 == 1.0 and tie.passed
+
+
+def test_decisive_top5_membership_is_judged_on_wide_outputs() -> None:
+    ref = np.array([[9.0, 8.0, 7.0, 6.0, 5.0, 1.0, 0.5, 0.0]])
+    swapped = ref.copy()
+    swapped[0, [4, 5]] = swapped[0, [5, 4]]  # a decisive top-5 member leaves the top 5, top-1 unchanged
+    out = compare_output("y", ref, swapped, Tolerance(0.0, 1e-3, 0.0, 1.0, scale_atol=0.0), classifier=True)
+    assert out.decisive_top1 == 1.0 and out.decisive_top5 == 0.0
+    assert any("top-5 membership held in 0.000 of the rows" in f for f in out.failures)
+    assert compare_output("y", ref[:, :5], ref[:, :5], TOL, classifier=True).decisive_top5 is None
+
+
+FP16_ROUNDOFF, FP16_GROWTH = 2.0 ** -11, 32
+
+
+def test_the_fp16_tier_is_derived_from_the_number_format() -> None:
+    """docs/matrix.md "Tiers from the number format": G*u of the output's scale, cosine 1 - (G*u)^2/2, atol the
+    smallest normal; re-derived here so the packaged numbers cannot drift from the derivation."""
+    tier = Thresholds.load(None).tier("fp16")
+    assert tier.scale_atol == FP16_GROWTH * FP16_ROUNDOFF
+    assert tier.cosine_min == 1.0 - (FP16_GROWTH * FP16_ROUNDOFF) ** 2 / 2
+    assert tier.atol == 2.0 ** -14 and tier.rtol == 0.0 and tier.top1_min == 1.0
+    assert tier.cosine_min >= 0.95  # the guide's floor stays the loosest allowed
+
+
+@pytest.mark.parametrize("units", [1e-3, 1.0, 1e3])
+def test_a_scaled_tier_gives_the_same_verdict_in_any_units(units: float) -> None:
+    """The same relative fp16-like error passes, and a miscompile-sized one fails, whatever the output's units."""
+    tier = Thresholds.load(None).tier("fp16")
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(3, 1000)) * units
+    rounded = ref + rng.normal(size=ref.shape) * 4 * FP16_ROUNDOFF * np.abs(ref).max()
+    assert compare_output("y", ref, rounded, tier, classifier=True).passed
+    broken = ref.copy()
+    broken[:, :100] *= 1.1  # one op 10 % off on a tenth of the output
+    out = compare_output("y", ref, broken, tier, classifier=True)
+    assert not out.passed and any("max|ref|" in f for f in out.failures)
+
+
+def test_a_project_tier_that_adds_a_scaled_allowance_needs_a_reason(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.toml"
+    path.write_text("[tiers.fp32]\nscale_atol = 0.01\n")
+    with pytest.raises(ThresholdError, match=r"loosens the packaged tier \(scale_atol 0\.01 \(packaged 0\.0\)\)"):
+        Thresholds.load(path)
+
+
+def test_the_would_pass_hint_covers_every_batch() -> None:
+    from export_harness.converters.conformance import would_pass
+
+    tol = Tolerance(0.9999, 1e-4, 0.0, 0.0)
+    ref = np.linspace(1.0, 2.0, 10)
+    batch1 = compare(({"y": ref}), {"y": ref + 0.001}, tol, batch=1)
+    batch3 = compare(({"y": ref}), {"y": ref + 0.1 * (-1.0) ** np.arange(10)}, tol, batch=3)
+    hint = would_pass([batch1, batch3], tol)
+    worst = max(o.min_passing_atol for p in (batch1, batch3) for o in p.outputs)
+    assert f"over all 2 batches: atol {worst:.3g} and cosine_min" in hint
+    assert worst == pytest.approx(0.1, rel=1e-6)  # batch 3's, not batch 1's 0.001
 
 
 def test_nan_and_shape_mismatch_are_failures() -> None:

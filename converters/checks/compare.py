@@ -29,13 +29,22 @@ class OutputComparison:
     worst_actual: float
     min_passing_atol: float
     top1_agreement: float | None = None
+    """Share of rows whose PyTorch and artifact argmax agree (reported)."""
+    decisive_top1: float | None = None
+    """Share of rows whose top-1 holds where it is decisive: a row counts as agreeing when PyTorch's top two are
+    within both elements' allowed error of each other (a tie the tolerance cannot resolve). Gated by top1_min."""
+    decisive_top5: float | None = None
+    """The same for top-5 membership (outputs with more than 5 classes): every member of PyTorch's top 5 that leads
+    the sixth by more than their allowed errors must be in the artifact's top 5. Gated by top1_min."""
     violator_index: tuple[int, ...] = ()
-    """The element with the largest ``|diff| / (atol + rtol*|ref|)``: the one that fails the tolerance first (the
-    largest ``|diff|``, ``worst_index``, may sit where ``rtol*|ref|`` allows it)."""
+    """The element with the largest ``|diff|`` over its allowed error (:meth:`Tolerance.allowed`): the one that fails
+    the tolerance first (the largest ``|diff|``, ``worst_index``, may sit where ``rtol*|ref|`` allows it)."""
     violator_expected: float = 0.0
     violator_actual: float = 0.0
     violator_ratio: float = 0.0
-    """``|diff| / (atol + rtol*|ref|)`` there: above 1 fails."""
+    """``|diff|`` over the error allowed there: above 1 fails."""
+    scale: float = 0.0
+    """The output's largest finite ``|ref|`` (what a tier's ``scale_atol`` is relative to)."""
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -104,7 +113,8 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
     diff = np.where(finite | same_nonfinite, np.nan_to_num(diff, nan=0.0), np.inf)
     rel = diff / np.maximum(np.abs(np.nan_to_num(exp)), np.finfo(np.float32).tiny)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
-    excess = diff - tol.rtol * np.abs(np.nan_to_num(exp))
+    allowed = tol.allowed(exp)
+    excess = diff - (allowed - tol.atol)
     nonfinite = int((~finite & ~same_nonfinite).sum())
     comp = OutputComparison(
         name=name,
@@ -118,9 +128,9 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
         worst_expected=float(exp[worst]) if diff.size else 0.0,
         worst_actual=float(act[worst]) if diff.size else 0.0,
         min_passing_atol=float(max(0.0, excess.max())) if diff.size else 0.0,
+        scale=float(np.abs(np.nan_to_num(exp, posinf=0.0, neginf=0.0)).max()) if diff.size else 0.0,
     )
     if diff.size:
-        allowed = tol.atol + tol.rtol * np.abs(np.nan_to_num(exp))
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(allowed > 0, diff / np.where(allowed > 0, allowed, 1.0), np.where(diff > 0, np.inf, 0.0))
         violator = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
@@ -131,6 +141,9 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
         # argmax of a row with NaN is the NaN's index: two all-NaN rows would "agree"
         comp.top1_agreement = (float(np.mean(np.argmax(exp, -1) == np.argmax(act, -1))) if not nonfinite
                                else float("nan"))
+        comp.decisive_top1 = decisive_agreement(exp, act, allowed, 1) if not nonfinite else float("nan")
+        if exp.shape[-1] > 5:
+            comp.decisive_top5 = decisive_agreement(exp, act, allowed, 5) if not nonfinite else float("nan")
     ref_nan, act_nan = int(np.isnan(exp).sum()), int(np.isnan(act).sum())
     if ref_nan:
         comp.failures.append(f"PyTorch's own output has {ref_nan} NaN value(s) of {exp.size}: the reference is "
@@ -142,9 +155,29 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
         comp.failures.append(f"cosine {comp.cosine:.9f} < {tol.cosine_min}")
     if comp.min_passing_atol > tol.atol and not nonfinite:  # non-finite values are reported as such above
         comp.failures.append(violation_message(comp, tol))
-    if comp.top1_agreement is not None and comp.top1_agreement < tol.top1_min:
-        comp.failures.append(f"top-1 agreement {comp.top1_agreement:.3f} < {tol.top1_min}")
+    if comp.decisive_top1 is not None and not comp.decisive_top1 >= tol.top1_min:
+        comp.failures.append(f"top-1 agreement {comp.top1_agreement:.3f} ({comp.decisive_top1:.3f} of the rows where "
+                             f"it is decisive) < {tol.top1_min}")
+    if comp.decisive_top5 is not None and not comp.decisive_top5 >= tol.top1_min:
+        comp.failures.append(f"top-5 membership held in {comp.decisive_top5:.3f} of the rows < {tol.top1_min}")
     return comp
+
+
+def decisive_agreement(expected: np.ndarray, actual: np.ndarray, allowed: np.ndarray, k: int) -> float:
+    """Share of rows (over the last axis) where every member of ``expected``'s top ``k`` that leads the next
+    element by more than both their allowed errors is in ``actual``'s top ``k``: a class closer than that to the
+    boundary may legitimately swap places within the tolerance."""
+    classes = expected.shape[-1]
+    exp, act = expected.reshape(-1, classes), actual.reshape(-1, classes)
+    allow = np.broadcast_to(allowed, expected.shape).reshape(-1, classes)
+    order = np.argsort(-exp, axis=1, kind="stable")
+    row = np.arange(len(exp))
+    top, nxt = order[:, :k], order[:, k]
+    lead = exp[row[:, None], top] - exp[row, nxt][:, None]
+    decisive = lead > allow[row[:, None], top] + allow[row, nxt][:, None]
+    act_top = np.argsort(-act, axis=1, kind="stable")[:, :k]
+    kept = (top[:, :, None] == act_top[:, None, :]).any(-1)
+    return float(np.mean((kept | ~decisive).all(1))) if len(exp) else 1.0
 
 
 def violation_message(comp: OutputComparison, tol: Tolerance) -> str:
@@ -152,11 +185,14 @@ def violation_message(comp: OutputComparison, tol: Tolerance) -> str:
     most (its ``|diff|`` against what is allowed there: often another element), then the atol that would pass."""
     v = comp.violator_index
     diff = abs(comp.violator_actual - comp.violator_expected)
-    allowed = tol.atol + tol.rtol * abs(comp.violator_expected)
+    allowed = tol.atol + tol.rtol * abs(comp.violator_expected) + tol.scale_atol * comp.scale
     largest = f"max_abs {comp.max_abs:.3g} at {list(comp.worst_index)}"
     if v != comp.worst_index:
         largest += f" (expected {comp.worst_expected:.6g}, got {comp.worst_actual:.6g}: within its allowed error)"
-    return (f"{largest}; |diff| exceeds atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| most at {list(v)}: "
+    bound = f"atol {tol.atol:g} + rtol {tol.rtol:g}*|ref|"
+    if tol.scale_atol:
+        bound += f" + {tol.scale_atol:g}*max|ref| (max|ref| {comp.scale:.4g})"
+    return (f"{largest}; |diff| exceeds {bound} most at {list(v)}: "
             f"{diff:.3g} > {allowed:.3g} allowed ({comp.violator_ratio:.3g}x; expected {comp.violator_expected:.6g}, "
             f"got {comp.violator_actual:.6g}); atol {comp.min_passing_atol:.3g} would pass")
 

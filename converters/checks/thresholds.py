@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from export_harness.converters.defaults import default_path, load_layered, read_toml, require_number
 
 DEFAULT_THRESHOLDS = default_path("thresholds.toml")
@@ -19,12 +21,24 @@ DEFAULT_THRESHOLDS = default_path("thresholds.toml")
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Pass criteria for one output: cosine >= cosine_min, |a-b| <= atol + rtol*|ref|, top-1 agreement."""
+    """Pass criteria for one output: cosine >= cosine_min; every element within
+    ``atol + rtol*|ref| + scale_atol*max|ref|``; the share of rows whose decisive top-1 / top-5 hold >= top1_min.
+
+    ``scale_atol`` makes the elementwise bound relative to the output's own scale (its largest magnitude in the
+    batch): a reduced precision's rounding error grows with the values it rounds, whatever units a model's outputs
+    are in (docs/matrix.md "Tiers from the number format")."""
 
     cosine_min: float
     atol: float
     rtol: float
     top1_min: float = 1.0
+    scale_atol: float = 0.0
+
+    def allowed(self, ref: np.ndarray) -> np.ndarray:
+        """The elementwise error each element of ``ref`` may have."""
+        magnitude = np.abs(np.nan_to_num(ref, posinf=0.0, neginf=0.0))
+        scale = float(magnitude.max()) if magnitude.size else 0.0
+        return self.atol + self.rtol * magnitude + self.scale_atol * scale
 
     def looser_than(self, floor: dict[str, float]) -> list[str]:
         out = []
@@ -40,7 +54,8 @@ class ThresholdError(ValueError):
 
 
 _FIELDS = {f.name for f in fields(Tolerance)}
-_RANGES = {"cosine_min": (-1.0, 1.0), "top1_min": (0.0, 1.0), "atol": (0.0, None), "rtol": (0.0, None)}
+_RANGES = {"cosine_min": (-1.0, 1.0), "top1_min": (0.0, 1.0), "atol": (0.0, None), "rtol": (0.0, None),
+           "scale_atol": (0.0, 1.0)}
 _SECTIONS = {"floors", "tiers", "models", "cells"}
 UNCHECKED = "unchecked"
 """A tier's ``atol``/``rtol`` that judges it on cosine (and top-1) alone, as the int8 tiers do."""
@@ -161,13 +176,13 @@ def _require_reason_to_loosen(project: dict[str, Any], packaged: dict[str, Any],
             continue
         looser = []
         for key, value in tier.items():
-            if key not in base or key == "reason":
+            if key == "reason" or (key not in base and key != "scale_atol"):
                 continue
-            new, old = (math.inf if v == UNCHECKED else v for v in (value, base[key]))
+            new, old = (math.inf if v == UNCHECKED else v for v in (value, base.get(key, 0.0)))
             if not isinstance(new, (int, float)) or not isinstance(old, (int, float)):
                 continue
             if (new < old) if key in ("cosine_min", "top1_min") else (new > old):
-                looser.append(f"{key} {value!r} (packaged {base[key]!r})")
+                looser.append(f"{key} {value!r} (packaged {base.get(key, 0.0)!r})")
         if looser:
             raise ThresholdError(f"{path}: [tiers.{name}] loosens the packaged tier ({'; '.join(looser)}): a "
                                  "redefinition that loosens a tier needs a written 'reason'")

@@ -124,7 +124,9 @@ def print_result(path: Path, target: Target, spec: ModelSpec, result: CellResult
     rule = ""
     if tol is not None:
         rule = f"cosine >= {tol.cosine_min:g}"
-        rule += f", |a-b| <= {tol.atol:g} + {tol.rtol:g}*|ref|" if math.isfinite(tol.atol) else ", error not gated"
+        scaled = f" + {tol.scale_atol:g}*max|ref|" if tol.scale_atol else ""
+        bound = f", |a-b| <= {tol.atol:g} + {tol.rtol:g}*|ref|{scaled}"
+        rule += bound if math.isfinite(tol.atol) else ", error not gated"
         rule += f", top-1 >= {tol.top1_min:g}" if tol.top1_min > 0 else ""
     print(f"{path} as {target.name} (tier {target.tier}{': ' + rule if rule else ''}) against {spec.name} "
           f"({weights})")
