@@ -243,3 +243,22 @@ def test_a_model_name_that_cannot_name_files_and_ids_is_refused(name: str) -> No
     spec = dataclasses.replace(default_registry(zoo=["tiny_ladeda"]).get("tiny_ladeda"), name=name)
     with pytest.raises(ValueError, match=r"model name .*: use letters, digits, '_', '-' and '\.' only"):
         Registry().register(spec)
+
+
+def test_a_full_disk_while_saving_torchscript_raises_instead_of_aborting(tmp_path: Path, monkeypatch) -> None:
+    """torch.jit.save's C++ writer aborts the process on ENOSPC (issue: exit 134, no report); the harness saves into
+    memory and writes with Python, whose OSError the cache reports without recording it as the cell's failure."""
+    import errno
+
+    import torch
+
+    from export_harness.converters.exporters.torchscript import save_script_module
+
+    module = torch.jit.script(torch.nn.Linear(2, 2))
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        save_script_module(module, tmp_path / "model.pt")

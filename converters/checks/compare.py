@@ -113,8 +113,9 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tol: Tol
     diff = np.where(finite | same_nonfinite, np.nan_to_num(diff, nan=0.0), np.inf)
     rel = diff / np.maximum(np.abs(np.nan_to_num(exp)), np.finfo(np.float32).tiny)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
-    allowed = tol.allowed(exp)
-    excess = diff - (allowed - tol.atol)
+    scaled = tol.scaled_allowance(exp)
+    allowed = tol.atol + scaled
+    excess = diff - scaled
     nonfinite = int((~finite & ~same_nonfinite).sum())
     comp = OutputComparison(
         name=name,

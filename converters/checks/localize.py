@@ -1,8 +1,12 @@
 """Localisation: which layer broke? Layer-by-layer comparison of a compressed artifact against its FP32 reference.
 
-- ONNX artifacts: every intermediate tensor whose name exists in both the FP32 ONNX graph and the method's
-  graph (QDQ, dynamic-quantized and float16 graphs keep the FP32 tensor names) is exposed as an extra graph output;
-  both graphs run on the same inputs and each tensor gets cosine similarity and SQNR (dB).
+- ONNX artifacts: each intermediate tensor of the FP32 ONNX graph is compared with the method graph's tensor that
+  carries the same value (QDQ, dynamic-quantized and float16 graphs keep the FP32 tensor names). A name is not
+  enough: when a quantizer removes an activation (ORT folds a Clip / Relu into the following QuantizeLinear's
+  range), it gives the activation's output name to the unclipped input. The producing ops decide (provenance): the
+  same op (or its integer form) is compared directly, a removed activation is compared after its Q/DQ (where the
+  quantization range applies it), and anything else has no counterpart and is not compared (the report counts
+  them). Both graphs run on the same inputs; each tensor gets cosine similarity and SQNR (dB).
 - TFLite artifacts: the method's .tflite against the FP32 .tflite of the same converter, tensor by tensor (what
   TFLite's quantization debugger compares): both run on the interpreter's reference kernels keeping every
   intermediate tensor, quantized tensors are dequantized, tensors are matched by name (converters keep the float
@@ -61,6 +65,8 @@ class LayerReport:
     cosine_min: float = COSINE_MIN
     clean_hint: str = ""
     """Appended to "no layer below threshold" (what a clean comparison against this reference means)."""
+    uncompared: int = 0
+    """Reference tensors the method's graph has no counterpart of (an op it removed or fused)."""
 
     def bad(self, row: LayerRow) -> bool:
         return row.sqnr_db < self.sqnr_min_db or row.cosine < self.cosine_min
@@ -73,7 +79,8 @@ class LayerReport:
 
     def table(self, n: int = 5) -> str:
         first = self.first_bad(n)
-        lines = [f"localisation vs {self.reference}: {len(self.rows)} tensors compared, "
+        skipped = f" ({self.uncompared} without a counterpart: removed or fused)" if self.uncompared else ""
+        lines = [f"localisation vs {self.reference}: {len(self.rows)} tensors compared{skipped}, "
                  f"{sum(map(self.bad, self.rows))} below SQNR {self.sqnr_min_db:g} dB or cosine {self.cosine_min}"]
         head = f"  {'#':>3} {'layer':<48} {'op':<18} {'cosine':>9} {'SQNR dB':>8}"
         if first:
@@ -139,25 +146,67 @@ def _run_onnx(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: li
     return dict(zip(wanted, values, strict=True))
 
 
+INTEGER_FORMS = {"Conv": {"ConvInteger", "QLinearConv"}, "MatMul": {"MatMulInteger", "QLinearMatMul"},
+                 "Gemm": {"QGemm"}, "Add": {"QLinearAdd"}, "Mul": {"QLinearMul"}}
+"""Ops a quantizer may replace by an integer op that produces the same value under the same tensor name."""
+FOLDABLE_ACTIVATIONS = {"Relu", "Clip"}
+"""Activations a quantizer removes when a QuantizeLinear follows: the quantization range then clips instead."""
+
+
+def counterparts(ref: onnx.ModelProto, cand: onnx.ModelProto) -> tuple[list[tuple[onnx.NodeProto, str, str]], int]:
+    """(reference node, reference tensor, candidate tensor carrying the same value) in the reference's order, and how
+    many reference tensors have none: absent from the candidate, or the output of an activation the candidate
+    removed without a Q/DQ that applies it. A same-named tensor of another op is trusted otherwise (dynamic int8
+    rewrites a Conv as ConvInteger ... Mul, whose last op keeps the Conv's output name and value)."""
+    cand_producer = {o: n for n in cand.graph.node for o in n.output if o}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in cand.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    pairs, unmatched = [], 0
+    for node in ref.graph.node:
+        for out in (o for o in node.output if o):
+            op = cand_producer[out].op_type if out in cand_producer else None
+            if op is None:
+                unmatched += 1
+            elif op == node.op_type or op in INTEGER_FORMS.get(node.op_type, ()):
+                pairs.append((node, out, out))
+            elif node.op_type not in FOLDABLE_ACTIVATIONS:
+                pairs.append((node, out, out))
+            elif folded := _after_qdq(out, consumers):
+                pairs.append((node, out, folded))
+            else:
+                unmatched += 1
+    return pairs, unmatched
+
+
+def _after_qdq(name: str, consumers: Mapping[str, list[onnx.NodeProto]]) -> str | None:
+    """The output of the DequantizeLinear that follows ``name``'s QuantizeLinear, if there is one."""
+    for q in (n for n in consumers.get(name, []) if n.op_type == "QuantizeLinear"):
+        for dq in (n for n in consumers.get(q.output[0], []) if n.op_type == "DequantizeLinear"):
+            return dq.output[0]
+    return None
+
+
 def onnx_layer_report(reference: Path, candidate: Path, feeds: Mapping[str, np.ndarray]) -> LayerReport:
-    """Compare every shared intermediate float tensor of ``candidate`` against the FP32 ``reference`` graph."""
+    """Compare each intermediate float tensor of the FP32 ``reference`` graph with its counterpart in
+    ``candidate`` (:func:`counterparts`)."""
     ref = onnx.load(str(reference))
     cand = onnx.load(str(candidate))
-    cand_outputs = {o for n in cand.graph.node for o in n.output}
-    producers = [(n, o) for n in ref.graph.node for o in n.output if o and o in cand_outputs]
-    names = [o for _, o in producers]
-    ref_vals = _run_onnx(_with_all_outputs(ref, names), feeds, names)
-    cand_vals = _run_onnx(_with_all_outputs(cand, names), feeds, names)
+    pairs, unmatched = counterparts(ref, cand)
+    ref_vals = _run_onnx(_with_all_outputs(ref, [r for _, r, _ in pairs]), feeds, [r for _, r, _ in pairs])
+    cand_vals = _run_onnx(_with_all_outputs(cand, [c for _, _, c in pairs]), feeds, [c for _, _, c in pairs])
     rows = []
-    for node, out in producers:
-        a, b = ref_vals.get(out), cand_vals.get(out)
+    for node, out, counterpart in pairs:
+        a, b = ref_vals.get(out), cand_vals.get(counterpart)
         if a is None or b is None or a.shape != b.shape or not np.issubdtype(a.dtype, np.floating):
             continue
         if not np.issubdtype(b.dtype, np.floating):
             continue
         cos, sqnr = compare_tensors(a, b)
-        rows.append(LayerRow(layer_name(node.name or out), node.op_type, out, cos, sqnr))
-    return LayerReport(rows, reference=f"FP32 ONNX ({reference.parent.name[:12]})")
+        op = node.op_type if counterpart == out else f"{node.op_type} (after Q/DQ)"
+        rows.append(LayerRow(layer_name(node.name or out), op, out, cos, sqnr))
+    return LayerReport(rows, reference=f"FP32 ONNX ({reference.parent.name[:12]})", uncompared=unmatched)
 
 
 def tflite_layer_name(tensor: str) -> str:

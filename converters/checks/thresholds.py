@@ -34,11 +34,12 @@ class Tolerance:
     top1_min: float = 1.0
     scale_atol: float = 0.0
 
-    def allowed(self, ref: np.ndarray) -> np.ndarray:
-        """The elementwise error each element of ``ref`` may have."""
+    def scaled_allowance(self, ref: np.ndarray) -> np.ndarray:
+        """The part of each element's allowed error that follows the values: ``rtol*|ref| + scale_atol*max|ref|``
+        (the whole allowance is ``atol`` more)."""
         magnitude = np.abs(np.nan_to_num(ref, posinf=0.0, neginf=0.0))
         scale = float(magnitude.max()) if magnitude.size else 0.0
-        return self.atol + self.rtol * magnitude + self.scale_atol * scale
+        return self.rtol * magnitude + self.scale_atol * scale
 
     def looser_than(self, floor: dict[str, float]) -> list[str]:
         out = []

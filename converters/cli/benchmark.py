@@ -48,21 +48,24 @@ DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5
 
 
-def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+def _int_at_least(minimum: int, expected: str, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
     return parse
 
 
+MAX_BATCH = 65536
 positive_int = _int_at_least(1, "a positive integer")
-"""argparse type: an integer >= 1 (runs, batch sizes)."""
+"""argparse type: an integer >= 1 (runs)."""
+batch_size = _int_at_least(1, f"a batch size from 1 to {MAX_BATCH}", MAX_BATCH)
+"""argparse type: a batch size (its inputs must also fit in memory: :func:`check_batch_memory`)."""
 count_int = _int_at_least(0, "an integer >= 0")
 """argparse type: an integer >= 0 (warm-up calls)."""
 
@@ -71,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--formats", nargs="+", metavar="PATTERN", default=None,
                         help="targets to time (patterns as in export); default: " + " ".join(DEFAULT_FORMATS))
     parser.add_argument("--opset", type=int, metavar="N", default=None, help="the ONNX chain at this opset")
-    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, metavar="N", default=list(DEFAULT_BATCHES),
+    parser.add_argument("--batch-sizes", nargs="+", type=batch_size, metavar="N", default=list(DEFAULT_BATCHES),
                         help="batch sizes (default: 1; guide 004: 1 2 4 8 16)")
     parser.add_argument("--runs", type=positive_int, default=DEFAULT_RUNS, metavar="N",
                         help=f"timed calls per target and batch (default {DEFAULT_RUNS})")
@@ -185,6 +188,23 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
               f"{fmt_optional(r.get('speedup_vs_eager'), '.2f'):>7}")
 
 
+def check_batch_memory(spec: ModelSpec, batches: Sequence[int], share: float = 0.25) -> None:
+    """Refuse a batch whose inputs alone would take more than ``share`` of the memory available now (its outputs,
+    activations and the runtime's copies come on top): one usage line instead of an out-of-memory kill."""
+    import numpy as np
+
+    from export_harness.converters.latency.memory import available_bytes
+
+    sample = spec.example_inputs(1, seed=0)
+    per_sample = sum(np.asarray(v).nbytes for v in sample.values())
+    budget = available_bytes() * share
+    for batch in batches:
+        if per_sample * batch > budget:
+            raise UsageError(f"--batch-sizes {batch}: {spec.name}'s inputs alone would take "
+                             f"{per_sample * batch / 2**30:.1f} GiB, more than {share:.0%} of the "
+                             f"{budget / share / 2**30:.1f} GiB available")
+
+
 def run(args: argparse.Namespace) -> int:
     session, spec = open_session(args)
     targets = select_targets(session.targets, args.formats or DEFAULT_FORMATS,
@@ -192,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     batches = list(dict.fromkeys(args.batch_sizes))
     if not spec.dynamic_batch and batches != [1]:
         raise UsageError(f"--batch-sizes {' '.join(map(str, batches))}: model {spec.name} has a fixed batch of 1")
+    check_batch_memory(spec, batches)
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.is_dir():
         raise UsageError(f"--json {args.json}: directory {json_path.parent} does not exist")

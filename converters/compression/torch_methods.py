@@ -25,6 +25,7 @@ from export_harness.converters.exporters.torchscript import (
     TRACE_BATCH,
     TorchScriptRunner,
     quiet_jit_warnings,
+    save_script_module,
 )
 from export_harness.converters.target import ExportError, Target
 from export_harness.converters.util.errors import error_head
@@ -48,7 +49,7 @@ class _TransformedTraceTarget(Target):
                 quiet_jit_warnings()
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(transformed, example, check_trace=False)
-            torch.jit.save(traced, str(workdir / "model.pt"))
+            save_script_module(traced, workdir / "model.pt")
         except Exception as exc:
             raise ExportError(f"{self.name} failed: {error_head(exc)}") from exc
         return {"main": "model.pt", "versions": self.versions(), **facts}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,15 @@ from export_harness.models.spec import ModelSpec, to_torch
 
 TRACE_BATCH = 2
 """Batch used for tracing; the matrix then runs batch 1 and 3, so a frozen batch shows up."""
+
+
+def save_script_module(module: torch.jit.ScriptModule, path: Path) -> None:
+    """``torch.jit.save`` into memory, then one Python write: on a full disk the C++ writer aborts the whole process
+    (SIGABRT, no exception), while Python's write raises ``OSError`` (ENOSPC), which the cache reports and never
+    records as the cell's failure."""
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def quiet_jit_warnings() -> None:
@@ -43,7 +53,7 @@ class TorchScriptTarget(Target):
         with warnings.catch_warnings():
             quiet_jit_warnings()
             module = self._compile(spec, model)
-        torch.jit.save(module, str(workdir / "model.pt"))
+        save_script_module(module, workdir / "model.pt")
         return {"main": "model.pt", "mode": self.mode, "versions": self.versions()}
 
     def _compile(self, spec: ModelSpec, model: nn.Module) -> torch.jit.ScriptModule:

@@ -1,8 +1,9 @@
-"""Peak resident memory of the process that runs an artifact, from ``/proc`` (Linux)."""
+"""Memory from ``/proc`` (Linux): the peak resident memory of the process that runs an artifact, what is free."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,12 @@ class PeakRss:
                 "retained_delta_mb": round((now - before) / 1024, 1)}
 
 
+
+
+def available_bytes() -> int:
+    """Memory the kernel says is available now (``MemAvailable``), else the physical memory's size."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
