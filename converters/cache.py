@@ -91,9 +91,10 @@ class CacheStats:
         return {k: sorted(v) for k, v in self.keys.items()}
 
 
-ACCOUNT = ("converted", "failed", "rebuilt", "hit", "replayed")
+ACCOUNT = ("converted", "failed", "rebuilt", "hit", "replayed", "measured", "measurement-hit")
 """What happened to an entry in a session: converted (produced now), failed (its conversion raised), rebuilt (it
-was damaged or stale and was produced again), hit (served from the cache), replayed (a recorded failure)."""
+was damaged or stale and was produced again), hit (served from the cache), replayed (a recorded failure); and to a
+measurement (``export_harness.converters.measurements``): measured (computed now) or measurement-hit (served)."""
 
 
 def account_line(accounts: Iterable[Mapping[str, Iterable[str]]]) -> str:
@@ -107,8 +108,11 @@ def account_line(accounts: Iterable[Mapping[str, Iterable[str]]]) -> str:
     made = keys["converted"] | keys["failed"]
     served = keys["hit"] - made
     rebuilt = f", {len(keys['rebuilt'])} of them rebuilt after damage" if keys["rebuilt"] else ""
+    measured = keys["measured"]
+    measurements = (f"; measurements: {len(measured)} computed, {len(keys['measurement-hit'] - measured)} served"
+                    if measured or keys["measurement-hit"] else "")
     return (f"conversions performed this run: {len(made)} ({len(keys['failed'])} failed{rebuilt}); served from "
-            f"cache: {len(served)} artifacts, {len(keys['replayed'] - made)} known failures")
+            f"cache: {len(served)} artifacts, {len(keys['replayed'] - made)} known failures{measurements}")
 
 
 CONTENT = "content_sha256"
@@ -136,10 +140,12 @@ def ignore_in_git(root: Path) -> None:
 class ArtifactCache:
     """Content-addressed store of artifacts under ``root``."""
 
-    def __init__(self, root: str | Path, retry_failed: bool = False) -> None:
+    def __init__(self, root: str | Path, retry_failed: bool = False, remeasure: bool = False) -> None:
         self.root = Path(root).resolve()
         self.retry_failed = retry_failed
         self.stats = CacheStats()
+        self.remeasure = remeasure
+        """Compute every cached measurement again (``--harness-remeasure``)."""
         self._verified: dict[str, tuple[Any, ...]] = {}
         try:
             (self.root / "tmp").mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from export_harness.converters.checks.localize import (
 )
 from export_harness.converters.checks.onnx_structure import frozen_axes
 from export_harness.converters.checks.thresholds import Thresholds, Tolerance
+from export_harness.converters.measurements import arrays_digest, measurement_key, runtime_identity, store_of
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.sidecar import ensure_entry_sidecar
 from export_harness.converters.target import Runner, StageError, StructureError, Target
@@ -67,6 +68,8 @@ class CellResult:
     runtime: dict[str, Any] = field(default_factory=dict)
     parity: list[ParityResult] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    measured: str = ""
+    """The artifact's outputs on the parity inputs: ``computed`` now or ``served`` by the measurement cache."""
 
     @property
     def cell_id(self) -> str:
@@ -93,7 +96,7 @@ class CellResult:
                                                            "opset_requested", "opset_produced", "main",
                                                            "report", "quant_layers", "content_sha256",
                                                            "versions")},
-            "runtime": self.runtime, "seconds": self.seconds, "worst": self.worst(),
+            "runtime": self.runtime, "seconds": self.seconds, "measured": self.measured, "worst": self.worst(),
             "parity": [p.to_dict() for p in self.parity],
         }
 
@@ -213,25 +216,42 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
             if frozen:
                 raise StructureError("declared-dynamic length axis frozen in the graph: " + ", ".join(frozen))
 
-        stage = "load"
-        t0 = time.perf_counter()
-        runner = target.load(artifact, spec)
-        result.runtime = dict(runner.info)
-        result.seconds["load"] = round(time.perf_counter() - t0, 3)
+        probes = [(batch, probe, spec.example_inputs(batch, seed=seed, lengths=probe))
+                  for batch, probe in parity_probes(spec, batches, lengths=lengths)]
+        content = artifact.meta.get(CONTENT)
+        store = store_of(cache) if content else None  # outputs are cached only for bytes of a known digest
+        key = measurement_key(kind="parity-outputs", artifact=content, runtime=runtime_identity(target),
+                              inputs=arrays_digest([a for _, _, inputs in probes for a in inputs.values()]))
+        served = store.get(key) if store is not None else None
+        runner: Runner | None = None
+        if served is None:
+            stage = "load"
+            t0 = time.perf_counter()
+            runner = target.load(artifact, spec)
+            result.runtime = dict(runner.info)
+            result.seconds["load"] = round(time.perf_counter() - t0, 3)
+        else:  # the same bytes on the same runtime with the same inputs: what they computed is judged afresh below
+            result.runtime = json.loads(str(served.pop(RUNTIME_INFO)))
+            store.account.setdefault("measurement-hit", set()).add(key)
+        result.measured = "computed" if served is None else "served"
 
         tol = thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
         classifier = [o.name for o in spec.outputs if o.is_classifier]
         failed: list[str] = []
         first_failing: Mapping[str, np.ndarray] | None = None
-        for batch, probe in parity_probes(spec, batches, lengths=lengths):
-            inputs = spec.example_inputs(batch, seed=seed, lengths=probe)
+        outputs: dict[str, np.ndarray] = {}
+        for batch, probe, inputs in probes:
             expected = run_torch(spec, model, inputs)
             tag = f"{batch}" + "".join(f"_{s}{n}" for s, n in sorted(probe.items()))
             stage = "run"
-            t0 = time.perf_counter()
-            judged = getattr(runner, "run_judged", None)  # runtimes that blame by distance to PyTorch
-            actual = judged(inputs, expected) if judged else runner(inputs)
-            result.seconds[f"run_b{tag}"] = round(time.perf_counter() - t0, 4)
+            if served is not None:
+                actual = {name: served[f"{tag}/{name}"] for name in spec.output_names if f"{tag}/{name}" in served}
+            else:
+                t0 = time.perf_counter()
+                judged = getattr(runner, "run_judged", None)  # runtimes that blame by distance to PyTorch
+                actual = judged(inputs, expected) if judged else runner(inputs)
+                result.seconds[f"run_b{tag}"] = round(time.perf_counter() - t0, 4)
+                outputs |= {f"{tag}/{name}": np.asarray(value) for name, value in actual.items()}
             stage = "parity"
             parity = compare(expected, {k: np.asarray(v) for k, v in actual.items()}, tol, batch, classifier)
             parity.lengths = dict(probe)
@@ -242,6 +262,10 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
                 lines.append(f"inputs and outputs saved to {saved}")
                 failed.append(f"{parity.label}, tier {target.tier}: " + "; ".join(lines))
                 first_failing = first_failing if first_failing is not None else inputs
+        if served is None and store is not None:
+            store.account.setdefault("measured", set()).add(key)
+            store.put(key, {**outputs, RUNTIME_INFO: np.array(json.dumps(result.runtime, default=str))},
+                      {"cell": result.cell_id, "kind": "parity outputs"})
         if failed:
             stage = "parity"
             message = "\n".join(failed) + would_pass(result.parity, tol)
@@ -310,6 +334,10 @@ def save_failure_io(directory: Path, tag: str | int, inputs: Mapping[str, np.nda
 
 class _Fail(Exception):
     pass
+
+
+RUNTIME_INFO = "__runtime__"
+"""The runner's description, stored with a cell's cached parity outputs (the runner is not loaded on a hit)."""
 
 
 OUTPUT_NAME_COLLISION = re.compile(r"'([^']+)' has been used as output names? multiple times")

@@ -255,3 +255,66 @@ def test_damaged_accuracy_baselines_are_a_named_error(tmp_path: Path, text: str,
         load_baselines(path)
 
 
+
+
+def test_measurements_are_served_from_the_cache_and_rejudged_afresh(harness, ladeda, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An accuracy cell's outputs over its eval split are cached like an artifact: a re-run makes no runtime call
+    and gives the same verdict, a changed budget re-judges the cached outputs, and a changed artifact, eval data or
+    runtime version (or --harness-remeasure) measures again."""
+    import dataclasses
+
+    from export_harness.converters.accuracy import evaluate
+    from export_harness.converters.cache import ArtifactCache
+
+    spec, model, task = ladeda
+    target = OrtDynamicInt8Target()
+    loads: list[str] = []
+    real_load = type(target).load
+    monkeypatch.setattr(type(target), "load", lambda self, artifact, s: loads.append(artifact.key)
+                        or real_load(self, artifact, s))
+    evaluate.forget_reference_outputs(spec.name)
+    cache = ArtifactCache(tmp_path / "cache")
+
+    def measure(task_=task, budgets=None, cache_=cache):
+        return evaluate_accuracy(spec, target, model, task_, cache=cache_, targets=harness.targets,
+                                 budgets=budgets or Budgets.load(), identities=harness.identities, localise=False)
+
+    first = measure()
+    assert first.measurements == {"method": "computed"} and len(loads) == 1
+    second = measure()
+    assert second.measurements == {"method": "served"} and len(loads) == 1  # no runtime call
+    assert [(m.method, m.drop, m.passed) for m in second.metrics] == [(m.method, m.drop, m.passed)
+                                                                       for m in first.metrics]
+    strict = Budgets({"methods": {"*": {"threshold": 0.0, "drop": "abs"}}})
+    rejudged = measure(budgets=strict)
+    assert rejudged.metrics[0].budget.threshold == 0.0 and len(loads) == 1  # judged afresh, not re-run
+    assert "measured" in cache.stats.keys and "measurement-hit" in cache.stats.keys
+
+    monkeypatch.setattr(type(target), "versions", lambda self: {"onnxruntime": "another"})
+    assert measure().measurements == {"method": "computed"} and len(loads) == 2  # another runtime version
+    other_data = dataclasses.replace(task, data_hash=task.data_hash + "-changed")
+    evaluate.forget_reference_outputs(spec.name)
+    assert measure(task_=other_data).measurements == {"method": "computed"} and len(loads) == 3
+    again = ArtifactCache(tmp_path / "cache", remeasure=True)
+    assert measure(cache_=again).measurements == {"method": "computed"} and len(loads) == 4
+
+
+def test_a_damaged_measurement_is_computed_again_never_served(tmp_path: Path) -> None:
+    from export_harness.converters.measurements import MeasurementStore
+
+    store = MeasurementStore(tmp_path)
+    calls = []
+
+    def compute() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"y": np.arange(4.0)}
+
+    assert not store.get_or_compute("k", compute, {})[1]
+    assert store.get_or_compute("k", compute, {})[1] and len(calls) == 1
+    data = tmp_path / "measurements" / "k.npz"
+    raw = bytearray(data.read_bytes())
+    raw[-5] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    arrays, served = store.get_or_compute("k", compute, {})
+    assert not served and len(calls) == 2 and np.array_equal(arrays["y"], np.arange(4.0))

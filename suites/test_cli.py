@@ -383,6 +383,9 @@ BAD_ARGUMENTS = {
     "report-nothing-to-write": (["report", "{tmp}/garbage.npz"], "nothing to write"),
     "report-missing": (["report", "{tmp}/none.json", "--markdown", "{tmp}/x.md"], "MATRIX_REPORT {tmp}/none.json"),
     "report-not-a-report": (["report", "{tmp}/garbage.npz", "--markdown", "{tmp}/x.md"], "not a readable matrix"),
+    "report-a-directory": (["report", "{tmp}", "--markdown", "{tmp}/x.md"], "MATRIX_REPORT {tmp}: is a directory"),
+    "report-wrong-cells": (["report", "{tmp}/wrong_cells.json", "--markdown", "{tmp}/x.md"],
+                           "wrong_cells.json: cells[0] is not a cell record"),
     "unknown-command": (["convert", MODEL], "invalid choice: 'convert'"),
 }
 
@@ -394,6 +397,7 @@ def test_a_bad_argument_is_one_line_and_exit_2(case: str, user_module: str, tmp_
     (tmp_path / "garbage.npz").write_bytes(b"not an npz")
     (tmp_path / "garbage.pt.bin").write_bytes(b"?")
     (tmp_path / "a_file").write_text("a file, not a directory")
+    (tmp_path / "wrong_cells.json").write_text('{"cells": [1, 2]}')
     np.savez(tmp_path / "other.npz", features=np.zeros((4, 12), np.float32))
     argv, expected = BAD_ARGUMENTS[case]
     fill = {"tmp": str(tmp_path), "user": user_module}

@@ -3,6 +3,7 @@ The corpus run itself is the nightly tier (tox -e corpus)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -68,3 +69,14 @@ def test_the_page_counts_false_failures_and_misses_per_tier() -> None:
     assert "`m-onnx:fp16`: harness FAILED, task healthy (top1 1). **Why:** a healthy conversion the tier fails" in page
     assert "`m-onnx:fp16[fault-x2]`: harness PASSED, task broken (top1 0.5). **Why:** a broken artifact inside" in page
     assert "| `m-tflite:fp32[onnx2tf]` | fp32 | FAILED (export) | - | no artifact | - |" in page
+
+
+def test_committed_messages_carry_no_machine_paths(tmp_path: Path) -> None:
+    from suites.corpus.calibrate import portable
+
+    cache = tmp_path / "cache"
+    text = (f"batch 1: logits: cosine 0.8 < 0.998; inputs and outputs saved to {cache}/failures/x/batch1.npz\n"
+            "second line")
+    assert portable(text, cache) == "batch 1: logits: cosine 0.8 < 0.998"
+    assert portable(f'File "{cache}-onnx-tf/lib/x.py"', cache) == 'File "<path>"'
+    assert portable(f"read {cache}/a.onnx", cache) == "read $HARNESS_CACHE/a.onnx"

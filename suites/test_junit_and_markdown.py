@@ -116,6 +116,10 @@ def test_the_conversion_account_counts_each_artifact_once_across_items_and_worke
     assert account_line([worker_1, worker_2]) == (
         "conversions performed this run: 3 (1 failed, 1 of them rebuilt after damage); served from cache: "
         "1 artifacts, 1 known failures")
+    # measurements: one computed by a worker is not also counted as served to the other
+    worker_1 |= {"measured": ["m1"], "measurement-hit": []}
+    worker_2 |= {"measured": [], "measurement-hit": ["m1", "m2"]}
+    assert account_line([worker_1, worker_2]).endswith("; measurements: 1 computed, 1 served")
 
 
 def test_xdist_workers_die_with_the_pytest_process(tmp_path: Path) -> None:

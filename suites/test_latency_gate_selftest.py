@@ -207,6 +207,31 @@ def test_baseline_pools_sessions_and_measures_their_spread(tmp_path: Path) -> No
     assert lg.load_baseline(tmp_path, "5", sessions=3).paths == [tmp_path / "0005_baseline.json"]
 
 
+def test_a_benchmark_lost_from_its_baseline_fails_the_gate_instead_of_reading_as_new(tmp_path: Path) -> None:
+    """A saved run lists the benchmarks it holds (``harness_cases``): one missing from the file is a damaged
+    baseline (``incomplete-baseline``, failing), while one the run never listed is a new benchmark."""
+    from types import SimpleNamespace
+
+    from export_harness.converters.latency import session as ls
+
+    lost, kept = "test_latency[m-onnx:fp16-b1]", "test_latency[m-onnx:fp32-b1]"
+    for i in (1, 2):
+        path = tmp_path / f"000{i}_baseline.json"
+        _run_json(path, _samples(0.5, 0.01, seed=i), name=kept)
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, lg.MANIFEST: [kept, lost]}))
+    base = lg.load_baseline(tmp_path, "baseline", sessions=3)
+    assert base.lost == {lost}
+    cell = SimpleNamespace(case=SimpleNamespace(target="onnx:fp16", batch=1))
+    timed = SimpleNamespace(paired=SimpleNamespace(ratios=_samples(0.5, 0.01, seed=3)))
+    verdict = ls.judge(lost, cell, timed, base, CFG, 1, None)
+    assert verdict.status == "incomplete-baseline" and verdict.failing and lg.MANIFEST in verdict.message
+    assert ls.judge("test_latency[m-onnx:int8-dynamic-b1]", cell, timed, base, CFG, 1, None).status == "no-baseline"
+    (tmp_path / "0003_baseline.json").write_text(json.dumps({**data, lg.MANIFEST: "not a list"}))
+    with pytest.raises(lg.BaselineError, match="'harness_cases' is not a list of names"):
+        lg.load_baseline(tmp_path, "baseline", sessions=3)
+
+
 def test_decide_run_to_run_unstable_benchmark_needs_a_bigger_slowdown() -> None:
     base = _samples(0.5, 0.02, seed=1)
     slow = _samples(0.6, 0.02, seed=2)

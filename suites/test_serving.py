@@ -198,8 +198,9 @@ def compare_answers(expected: dict[str, Any], actual: dict[str, Any], tol: Toler
     cosine = (l_ref * l_got).sum(-1) / (np.linalg.norm(l_ref, axis=-1) * np.linalg.norm(l_got, axis=-1))
     assert cosine.min() >= tol.cosine_min, f"{where}: logit cosine {cosine.min():.7f} < {tol.cosine_min}"
     if math.isfinite(tol.atol) and math.isfinite(tol.rtol):
-        excess = np.abs(l_got - l_ref) - (tol.atol + tol.rtol * np.abs(l_ref))
-        assert excess.max() <= 0, f"{where}: logit error exceeds atol {tol.atol} + rtol {tol.rtol}"
+        excess = np.abs(l_got - l_ref) - (tol.atol + tol.scaled_allowance(l_ref))
+        assert excess.max() <= 0, (f"{where}: logit error exceeds atol {tol.atol} + rtol {tol.rtol}*|ref| + "
+                                   f"{tol.scale_atol}*max|ref|")
     for name, answer in (("PyTorch", expected), ("artifact", actual)):
         logits = np.asarray(answer["predictions"], dtype=np.float64)
         softmax = np.exp(logits - logits.max(-1, keepdims=True))

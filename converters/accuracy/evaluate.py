@@ -10,11 +10,19 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from export_harness.converters.cache import artifact_sha256
 from export_harness.converters.checks.accuracy import AccuracyResult, Budgets, judge_metrics
 from export_harness.converters.conformance import ModelIdentities, export_artifact, localisation
+from export_harness.converters.measurements import (
+    MeasurementStore,
+    code_hash,
+    measurement_key,
+    runtime_identity,
+    store_of,
+)
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.target import Target
 from export_harness.models.proxy_tasks import Arrays, ProxyTask
@@ -54,14 +62,29 @@ def forget_reference_outputs(model_name: str) -> None:
         del _REFERENCE_OUTPUTS[key]
 
 
-def reference_outputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, identity: str) -> Arrays:
-    """FP32 PyTorch outputs on the eval split, computed once per (model, weights) in this process."""
+def reference_outputs(spec: ModelSpec, model: nn.Module, task: ProxyTask, identity: str,
+                      store: MeasurementStore | None = None) -> Arrays:
+    """FP32 PyTorch outputs on the eval split, computed once per (model, weights) in this process, and once per
+    (weights, model code, eval data, torch) with a measurement ``store``."""
     from export_harness.models.training import predict
 
     key = (spec.name, identity)
     if key not in _REFERENCE_OUTPUTS:
-        _REFERENCE_OUTPUTS[key] = predict(spec, model, task.eval_inputs, batch=EVAL_BATCH)
+        compute = lambda: predict(spec, model, task.eval_inputs, batch=EVAL_BATCH)  # noqa: E731
+        if store is None:
+            _REFERENCE_OUTPUTS[key] = compute()
+        else:
+            address = measurement_key(kind="fp32-outputs", model=spec.name, identity=identity, task=task.data_hash,
+                                      torch=torch.__version__, batch=EVAL_BATCH, code=code_hash(predict))
+            _REFERENCE_OUTPUTS[key] = store.get_or_compute(address, compute, {"fp32": spec.name, "task": task.name})[0]
     return _REFERENCE_OUTPUTS[key]
+
+
+def method_key(target: Target, artifact_sha: str, task: ProxyTask) -> str:
+    """What determines a method's outputs over the eval split: the artifact's bytes, the target and its runtime
+    (:func:`runtime_identity`), the eval data and the batching."""
+    return measurement_key(kind="method-outputs", artifact=artifact_sha, runtime=runtime_identity(target),
+                           task=task.data_hash, batch=EVAL_BATCH, code=code_hash(run_batched))
 
 
 def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: ProxyTask, *, cache: Any,
@@ -80,12 +103,24 @@ def evaluate_accuracy(spec: ModelSpec, target: Target, model: nn.Module, task: P
     result.seconds["export"] = round(time.perf_counter() - t0, 2)
     result.artifact_key = artifact.key
     result.artifact_sha256 = artifact_sha256(artifact.path)
+    store = store_of(cache)
     t0 = time.perf_counter()
-    ref = reference_outputs(spec, model, task, identities.of(model))
+    ref = reference_outputs(spec, model, task, identities.of(model), store)
     result.seconds["fp32_eval"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    runner = target.load(artifact, aspec)
-    cand = run_batched(runner, task.eval_inputs, expected=ref)
+    runner = None
+
+    def method_outputs() -> Arrays:
+        nonlocal runner
+        runner = target.load(artifact, aspec)
+        return run_batched(runner, task.eval_inputs, expected=ref)
+
+    if store is None:
+        cand, served = method_outputs(), False
+    else:
+        cand, served = store.get_or_compute(method_key(target, result.artifact_sha256, task), method_outputs,
+                                            {"cell": result.cell_id, "task": task.name})
+    result.measurements["method"] = "served" if served else "computed"
     result.seconds["method_eval"] = round(time.perf_counter() - t0, 2)
     judge_metrics(result, task, ref, cand, budgets, baselines)
     if not result.passed and (localise(result) if callable(localise) else localise):

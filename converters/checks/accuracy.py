@@ -184,6 +184,8 @@ class AccuracyResult:
     seconds: dict[str, float] = field(default_factory=dict)
     localisation: str = ""
     notes: list[str] = field(default_factory=list)
+    measurements: dict[str, str] = field(default_factory=dict)
+    """Where each output set came from: ``computed`` now or ``served`` by the measurement cache."""
 
     @property
     def cell_id(self) -> str:

@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.html and not args.markdown:
         raise UsageError("report: nothing to write; give --html OUT.html and/or --markdown OUT.md")
     for report in args.reports:
+        if Path(report).is_dir():
+            raise UsageError(f"MATRIX_REPORT {report}: is a directory; expected a matrix report JSON file "
+                             "(pytest --harness-report)")
         if not Path(report).is_file():
             raise UsageError(f"MATRIX_REPORT {report}: file does not exist")
     if args.latency is not None and not Path(args.latency).is_file():

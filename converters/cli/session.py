@@ -50,6 +50,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                             "current directory when it exists), before the harness's own")
     group.add_argument("--retry-failed", action="store_true",
                        help="re-attempt conversions whose failure is cached")
+    group.add_argument("--remeasure", action="store_true",
+                       help="compute cached measurements (an accuracy cell's outputs) again instead of serving them")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress display on stderr")
 
 
@@ -190,10 +192,10 @@ def cache_root(value: str | None) -> Path:
     return Path(value or os.environ.get("HARNESS_CACHE") or ".harness-cache")
 
 
-def open_cache(value: str | None, retry_failed: bool) -> ArtifactCache:
+def open_cache(value: str | None, retry_failed: bool, remeasure: bool = False) -> ArtifactCache:
     root = cache_root(value)
     try:
-        cache = ArtifactCache(root, retry_failed=retry_failed)
+        cache = ArtifactCache(root, retry_failed=retry_failed, remeasure=remeasure)
     except OSError as exc:
         raise UsageError(f"--cache {root}: not a writable directory ({first_line(exc)})") from None
     from export_harness.models import datasets
@@ -249,7 +251,7 @@ def open_session(args: argparse.Namespace, *, model_option: str = "MODEL") -> tu
         thresholds.check_names(models, targets)
     except ThresholdError as exc:
         raise UsageError(str(exc)) from None
-    session = Session(models=models, targets=targets, cache=open_cache(args.cache, args.retry_failed),
+    session = Session(models=models, targets=targets, cache=open_cache(args.cache, args.retry_failed, args.remeasure),
                       thresholds=thresholds, expectations=load_expectations(args.expectations),
                       weights=weights, allow_pickle=args.allow_pickle,
                       weights_source=args.weights_source, weights_option="--weights")

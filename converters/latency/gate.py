@@ -211,6 +211,11 @@ FAILING = ("regression", "incomplete-baseline")
 passes whatever it cannot read is no gate)."""
 
 
+MANIFEST = "harness_cases"
+"""Key of the benchmark names a saved run holds (written beside pytest-benchmark's own JSON by the latency plugin):
+a benchmark later missing from the file is a damaged baseline, not a new benchmark."""
+
+
 class BaselineError(ValueError):
     """A saved benchmark run that is not a readable pytest-benchmark JSON with benchmarks in it."""
 
@@ -364,6 +369,9 @@ class Baseline:
     entries: dict[str, BaselineEntry]
     paths: list[Path] = field(default_factory=list)
     """Every saved run pooled into this baseline (newest last); ``path`` is the newest."""
+    lost: frozenset[str] = frozenset()
+    """Benchmarks a run lists in its ``harness_cases`` manifest that none of its pooled runs holds: the file lost
+    them (damaged or edited); their gate fails instead of reading them as new benchmarks."""
 
     @property
     def machine_kind(self) -> dict[str, Any] | None:
@@ -388,8 +396,11 @@ def load_run(path: str | Path) -> Baseline:
             raise BaselineError(f"{path}: damaged benchmark baseline, benchmark {i} has no name; {fix}")
         extra = dict(b.get("extra_info") or {})
         entries[b["name"]] = BaselineEntry(b["name"], extra, dict(b.get("stats") or {}), _session_ratios(extra))
+    manifest = data.get(MANIFEST, [])
+    if not isinstance(manifest, list) or not all(isinstance(n, str) for n in manifest):
+        raise BaselineError(f"{path}: damaged benchmark baseline, '{MANIFEST}' is not a list of names; {fix}")
     return Baseline(path, data.get("machine_info", {}), data.get("commit_info", {}), data.get("datetime", ""),
-                    entries, [path])
+                    entries, [path], frozenset(manifest) - set(entries))
 
 
 def load_baseline(directory: str | Path, ref: str, sessions: int = 3) -> Baseline:
@@ -412,7 +423,8 @@ def load_baseline(directory: str | Path, ref: str, sessions: int = 3) -> Baselin
             else:  # the newest session's metadata wins
                 entries[name].extra, entries[name].stats = entry.extra, entry.stats
             entries[name].sessions.extend(entry.sessions)
-    return Baseline(newest.path, newest.machine_info, newest.commit_info, newest.datetime, entries, same)
+    lost = frozenset().union(*(run.lost for run in runs)) - set(entries)
+    return Baseline(newest.path, newest.machine_info, newest.commit_info, newest.datetime, entries, same, lost)
 
 
 RUN_FILE = re.compile(r"^(\d{4})_(.+)\.json$")

@@ -285,6 +285,9 @@ def judge(name: str, prepared: Prepared, timed: Timed, baseline: lg.Baseline, ga
     entry = baseline.entries.get(name)
     if prepared.case.target is None or timed.paired is None:
         return lg.Verdict("ok", "PyTorch eager: the reference of every ratio, reported, not gated")
+    if entry is None and name in baseline.lost:
+        return lg.Verdict("incomplete-baseline", f"{name} is listed in {baseline.path.name}'s {lg.MANIFEST} but its "
+                          "benchmark is missing: the baseline is damaged or was edited; re-record it")
     if entry is None:
         return lg.Verdict("no-baseline", f"{name} is not in {baseline.path.name}: new benchmark")
     if entry.ratios is None or not entry.extra.get("clock"):

@@ -104,8 +104,15 @@ def load_full_report(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a readable matrix report ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise ValueError(f"{path}: not a matrix report (expected a JSON object with a 'cells' list)")
-    return {"cells": data["cells"], "accuracy": data.get("accuracy") or [],
-            "environment": data.get("environment") or {}}
+    accuracy, environment = data.get("accuracy") or [], data.get("environment") or {}
+    if not isinstance(accuracy, list) or not isinstance(environment, dict):
+        raise ValueError(f"{path}: not a matrix report ('accuracy' must be a list and 'environment' an object)")
+    for kind, records in (("cells", data["cells"]), ("accuracy", accuracy)):
+        for i, record in enumerate(records):
+            if not isinstance(record, dict) or not isinstance(record.get("cell"), str):
+                raise ValueError(f"{path}: {kind}[{i}] is not a cell record (expected an object with a 'cell' name, "
+                                 f"got {str(record)[:60]!r})")
+    return {"cells": data["cells"], "accuracy": accuracy, "environment": environment}
 
 
 def merge(paths: Iterable[str | Path]) -> list[dict[str, Any]]:

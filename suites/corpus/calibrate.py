@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,14 @@ class FaultyOnnxFp16(OrtFp16Target):
 FAULTS = (1.02, 1.2, 2.0)
 
 
+def portable(message: str, cache_dir: Path) -> str:
+    """A failure's first line without this machine's paths (the page and its JSON are committed)."""
+    first = message.split("\n")[0].split("; inputs and outputs saved to ")[0]
+    for path, name in ((str(Path(cache_dir).resolve()), "$HARNESS_CACHE"), (str(Path.home()), "~")):
+        first = re.sub(re.escape(path) + r"(?![\w-])", name, first)
+    return re.sub(r"(?<![\w.~$])/(?:root|home|work|tmp|Users)/[^\s\"']*", "<path>", first)[:300]
+
+
 def precision_class(target: Any) -> str | None:
     """``float`` / ``int8`` (how the task judges it), None for pruning (a different function by design)."""
     if target.tier == "pruned":
@@ -172,7 +181,7 @@ def calibrate(models: list[CorpusModel], target_globs: tuple[str, ...], cache_di
             record, _ = run_matrix_cell(session, spec, target, localise=False)
             row = {"model": spec.name, "target": target.name, "tier": target.tier, "precision": precision,
                    "fault": "fault-x" in target.name, "harness": record["outcome"], "stage": record.get("stage"),
-                   "message": (record.get("message") or "").split("\n")[0][:300],
+                   "message": portable(record.get("message") or "", cache_dir),
                    "worst": record.get("worst", {})}
             if record["outcome"] == "SKIPPED" or record.get("stage") in ("export", "structure", "load", "run"):
                 row["task"] = "no artifact"

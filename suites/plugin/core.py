@@ -54,6 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "--accuracy-full, --latency-scope=full and --latency-selftest=full (each option still wins)")
     group.addoption("--harness-retry-failed", action="store_true",
                     help="re-attempt conversions whose failure is cached")
+    group.addoption("--harness-remeasure", action="store_true",
+                    help="compute cached measurements (an accuracy cell's outputs over its eval split, the FP32 "
+                         "reference's) again instead of serving them; verdicts are judged afresh either way")
     group.addoption("--harness-thresholds", default=None,
                     help="thresholds TOML file, layered over the harness's defaults (default: "
                          "baselines/thresholds.toml in the rootdir when it exists)")
@@ -134,7 +137,8 @@ def get_harness(config: pytest.Config) -> Harness:
         except ExpectationError as exc:
             config_error(exc)
         try:
-            cache = ArtifactCache(project.cache_dir(config), retry_failed=config.getoption("--harness-retry-failed"))
+            cache = ArtifactCache(project.cache_dir(config), retry_failed=config.getoption("--harness-retry-failed"),
+                                  remeasure=config.getoption("--harness-remeasure"))
         except CacheError as exc:
             config_error(exc)
         harness = Harness(

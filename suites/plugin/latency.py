@@ -508,6 +508,14 @@ def latency_state(request: pytest.FixtureRequest) -> Iterator[LatencyState]:
 # ------------------------------------------------------------------------------------------------ report
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    """Every saved run lists the benchmarks it holds, so the gate tells a lost entry from a new benchmark."""
+    from export_harness.converters.latency.gate import MANIFEST
+
+    output_json[MANIFEST] = sorted(b["name"] for b in output_json.get("benchmarks", []) if "name" in b)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state: LatencyState | None = config.stash.get(STATE_KEY, None)
     if state is None:

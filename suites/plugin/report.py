@@ -68,7 +68,11 @@ def _skipped_cells(terminalreporter: Any, config: pytest.Config) -> list[dict[st
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     cells = _rows(terminalreporter, "harness")
-    if not cells:
+    if not cells:  # no matrix cell (an accuracy or latency run): the account alone
+        account = _session_account(config)
+        if account:
+            terminalreporter.section("export conformance harness")
+            terminalreporter.write_line(account)
         return
     tr = terminalreporter
     tr.section("export conformance matrix")
