@@ -232,7 +232,6 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
             result.seconds["load"] = round(time.perf_counter() - t0, 3)
         else:  # the same bytes on the same runtime with the same inputs: what they computed is judged afresh below
             result.runtime = json.loads(str(served.pop(RUNTIME_INFO)))
-            store.account.setdefault("measurement-hit", set()).add(key)
         result.measured = "computed" if served is None else "served"
 
         tol = thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
@@ -263,7 +262,6 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
                 failed.append(f"{parity.label}, tier {target.tier}: " + "; ".join(lines))
                 first_failing = first_failing if first_failing is not None else inputs
         if served is None and store is not None:
-            store.account.setdefault("measured", set()).add(key)
             store.put(key, {**outputs, RUNTIME_INFO: np.array(json.dumps(result.runtime, default=str))},
                       {"cell": result.cell_id, "kind": "parity outputs"})
         if failed:

@@ -94,12 +94,12 @@ def parse_entry(entry: Any, where: str) -> list[Expectation]:
     if not isinstance(reason, str) or not reason.strip():
         raise ExpectationError(f"{where}: '{kind}' must be a written reason, got {reason!r}")
     match = entry.get("match", "")
-    try:
-        re.compile(match) if isinstance(match, str) else None
-    except re.error as exc:
-        raise ExpectationError(f"{where}: 'match' is not a regular expression ({exc})") from None
     if not isinstance(match, str) or (kind == "skip" and match):
         raise ExpectationError(f"{where}: 'match' must be a regex string, and only an xfail has one")
+    try:
+        re.compile(match)
+    except re.error as exc:
+        raise ExpectationError(f"{where}: 'match' is not a regular expression ({exc})") from None
     strict = entry.get("strict", True)
     if not isinstance(strict, bool) or (kind == "skip" and "strict" in entry):
         raise ExpectationError(f"{where}: 'strict' must be true or false, and only an xfail has it")

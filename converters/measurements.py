@@ -5,6 +5,7 @@ without running anything. Latency is never cached."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -29,11 +30,17 @@ def code_hash(*objects: Any) -> str:
     """Hash of the source of the modules defining ``objects`` (the measuring code: editing it re-measures)."""
     digest = hashlib.sha256()
     for module in dict.fromkeys(inspect.getmodule(o) for o in objects):
-        try:
-            digest.update(inspect.getsource(module).encode())
-        except (OSError, TypeError):
-            digest.update(str(module).encode())
+        digest.update(_module_source_hash(module).encode())
     return digest.hexdigest()[:16]
+
+
+@functools.cache
+def _module_source_hash(module: Any) -> str:
+    """One module's source hash, read once per process (every cell's key asks for it)."""
+    try:
+        return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
+    except (OSError, TypeError):
+        return str(module)
 
 
 class MeasurementStore:
@@ -46,7 +53,8 @@ class MeasurementStore:
         self.account = account if account is not None else {"measured": set(), "measurement-hit": set()}
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
-        """The stored arrays of ``key`` if they are there and intact, else None (a damaged entry is removed)."""
+        """The stored arrays of ``key`` if they are there and intact (counted as served), else None (a damaged entry
+        is removed)."""
         data, meta = self.root / f"{key}.npz", self.root / f"{key}.json"
         if not self.enabled or not data.is_file() or not meta.is_file():
             return None
@@ -55,14 +63,18 @@ class MeasurementStore:
             if hashlib.sha256(data.read_bytes()).hexdigest() != recorded:
                 raise ValueError("content does not match its recorded sha256")
             with np.load(data, allow_pickle=False) as arrays:
-                return {name: arrays[name] for name in arrays.files}
+                found = {name: arrays[name] for name in arrays.files}
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
             for path in (data, meta):
                 path.unlink(missing_ok=True)
             return None
+        self.account.setdefault("measurement-hit", set()).add(key)
+        return found
 
     def put(self, key: str, arrays: Mapping[str, np.ndarray], what: Mapping[str, Any]) -> None:
-        """Store ``arrays`` atomically; a store that fails (a full disk) only means the next run measures again."""
+        """Store the arrays just measured (counted as computed) atomically; a store that fails (a full disk) only
+        means the next run measures again."""
+        self.account.setdefault("measured", set()).add(key)
         try:
             with atomic_path(self.root / f"{key}.npz") as tmp:
                 np.savez(tmp, **{name: np.asarray(a) for name, a in arrays.items()})
@@ -76,10 +88,8 @@ class MeasurementStore:
         """(the arrays, whether they were served from the store)."""
         found = self.get(key)
         if found is not None:
-            self.account.setdefault("measurement-hit", set()).add(key)
             return found, True
         arrays = {name: np.asarray(a) for name, a in compute().items()}
-        self.account.setdefault("measured", set()).add(key)
         self.put(key, arrays, what)
         return arrays, False
 
@@ -92,10 +102,14 @@ RUNNER_MODULES = ("tf/tflite_runtime.py", "tf/tf_worker_runtime.py", "tf/isolati
 def runtime_identity(target: Any) -> dict[str, Any]:
     """What decides how a target's artifact runs: its name and settings, its converter and runtime versions, its
     code and the runners' code."""
-    root = Path(__file__).resolve().parent
-    runners = hashlib.sha256(b"".join((root / m).read_bytes() for m in RUNNER_MODULES)).hexdigest()[:16]
     return {"target": target.name, "config": target.config(), "versions": target.versions(),
-            "code": code_hash(type(target)), "runners": runners}
+            "code": code_hash(type(target)), "runners": _runners_hash()}
+
+
+@functools.cache
+def _runners_hash() -> str:
+    root = Path(__file__).resolve().parent
+    return hashlib.sha256(b"".join((root / m).read_bytes() for m in RUNNER_MODULES)).hexdigest()[:16]
 
 
 def store_of(cache: Any) -> MeasurementStore | None:

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from export_harness.converters.accuracy.evaluate import run_batched
 from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.cli.cells import run_matrix_cell
@@ -33,7 +34,7 @@ from export_harness.converters.registry import default_target_registry
 from export_harness.converters.session import Session
 from export_harness.converters.util.files import write_json_atomic, write_text_atomic
 from export_harness.models.registry import Registry
-from export_harness.models.spec import star_match
+from export_harness.models.spec import run_torch, star_match
 from suites.corpus.models import CorpusModel, corpus
 
 DEFAULT_TARGETS = ("onnx:fp32", "onnx:fp16", "onnx:int8-dynamic", "onnx:int8-static[minmax]", "tflite:fp32[*]",
@@ -143,21 +144,6 @@ def judge(entry: CorpusModel, expected: dict[str, np.ndarray], actual: dict[str,
     return decision >= need["decision"] and error <= need["error"], {"decision": decision, "box_landmark_err": error}
 
 
-def run_real(runner: Any, spec: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The artifact on every real input, one at a time (some converters fix the batch)."""
-    n = len(next(iter(inputs.values())))
-    parts = [runner({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(n)]
-    return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in spec.output_names}
-
-
-def reference_outputs(model: Any, spec: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from export_harness.models.spec import run_torch
-
-    n = len(next(iter(inputs.values())))
-    parts = [run_torch(spec, model, {k: v[i:i + 1] for k, v in inputs.items()}) for i in range(n)]
-    return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in spec.output_names}
-
-
 def calibrate(models: list[CorpusModel], target_globs: tuple[str, ...], cache_dir: Path) -> list[dict[str, Any]]:
     """One row per model x target: the harness's verdict and the task's."""
     registry = Registry()
@@ -172,7 +158,7 @@ def calibrate(models: list[CorpusModel], target_globs: tuple[str, ...], cache_di
     for entry in models:
         spec, model = entry.spec, session.model(entry.spec)
         real = entry.real_inputs()
-        expected = reference_outputs(model, spec, real)
+        expected = run_batched(lambda feeds, spec=spec, model=model: run_torch(spec, model, feeds), real, batch=1)
         for target in targets.targets():
             precision = precision_class(target)
             if target.opset_variant is not None or precision is None or not any(
@@ -189,7 +175,7 @@ def calibrate(models: list[CorpusModel], target_globs: tuple[str, ...], cache_di
                 try:
                     artifact = export_artifact(target, session.cell_spec(spec), model, session.cache,
                                                session.targets, session.identities)
-                    actual = run_real(target.load(artifact, spec), spec, real)
+                    actual = run_batched(target.load(artifact, spec), real, batch=1)  # some converters fix the batch
                     healthy, numbers = judge(entry, expected, actual, precision)
                     row |= {"task": "healthy" if healthy else "broken", "task_numbers": numbers}
                 except Exception as exc:  # the real inputs fail where the parity probes did not
