@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from torch import nn
 
 from export_harness.converters.cache import CONTENT, Artifact, ArtifactCache, CachedFailure
@@ -29,9 +30,17 @@ from export_harness.converters.checks.localize import (
     tflite_layer_report,
     torch_layer_report,
 )
-from export_harness.converters.checks.onnx_structure import frozen_axes
+from export_harness.converters.checks.onnx_structure import check_onnx_structure, frozen_axes
+from export_harness.converters.checks.tflite_structure import check_tflite_structure
 from export_harness.converters.checks.thresholds import Thresholds, Tolerance
-from export_harness.converters.measurements import arrays_digest, measurement_key, runtime_identity, store_of
+from export_harness.converters.measurements import (
+    MeasurementStore,
+    arrays_digest,
+    code_hash,
+    measurement_key,
+    runtime_identity,
+    store_of,
+)
 from export_harness.converters.registry import TargetRegistry
 from export_harness.converters.sidecar import ensure_entry_sidecar
 from export_harness.converters.target import Runner, StageError, StructureError, Target
@@ -210,7 +219,7 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         result.seconds["export"] = round(time.perf_counter() - t0, 3)
 
         stage = "structure"
-        result.structure = target.check_structure(artifact, spec)
+        result.structure = checked_structure(target, artifact, spec, cache)
         if lengths and artifact.path.suffix == ".onnx":
             frozen = frozen_axes(onnx.load(str(artifact.path), load_external_data=False), spec, lengths=True)
             if frozen:
@@ -240,7 +249,7 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         first_failing: Mapping[str, np.ndarray] | None = None
         outputs: dict[str, np.ndarray] = {}
         for batch, probe, inputs in probes:
-            expected = run_torch(spec, model, inputs)
+            expected = torch_reference(spec, model, inputs, identities.of(model), store_of(cache))
             tag = f"{batch}" + "".join(f"_{s}{n}" for s, n in sorted(probe.items()))
             stage = "run"
             if served is not None:
@@ -288,6 +297,55 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         raise _failure(result, stage, error_head(exc, lines=6) + exporter_hint(str(exc))) from exc
     result.status = "passed"
     return result
+
+
+def checked_structure(target: Target, artifact: Artifact, spec: ModelSpec, cache: ArtifactCache) -> dict[str, Any]:
+    """The target's structure checks on the artifact (raise StructureError), served from the measurement store when
+    the same bytes passed the same checks before: a TFLite file's facts are read in a TensorFlow worker, whose start
+    (about 5 s) a warm run otherwise paid for this alone. A failing check is never stored."""
+    content = artifact.meta.get(CONTENT)
+    store = store_of(cache) if content else None
+    if store is None:
+        return target.check_structure(artifact, spec)
+    key = measurement_key(kind="structure", artifact=content, runtime=runtime_identity(target),
+                          checks=code_hash(check_onnx_structure, check_tflite_structure),
+                          contract=[[(i.name, i.shape, i.dtype) for i in spec.inputs], spec.output_names])
+    found = store.get(key)
+    if found is not None:
+        facts = json.loads(str(found["facts"]))
+        held = getattr(target, "_facts", None)  # what a TFLite runner reports as its structure when loaded
+        if isinstance(held, dict):
+            held[artifact.key] = facts
+        return facts
+    facts = target.check_structure(artifact, spec)
+    store.put(key, {"facts": np.array(json.dumps(facts, default=str))}, {"cell": f"{spec.name}-{target.name}",
+                                                                         "kind": "structure facts"})
+    return facts
+
+
+_TORCH_REFERENCES: dict[str, dict[str, np.ndarray]] = {}
+"""The last few PyTorch reference outputs of this process, by measurement key: a model's cells run one after another
+(one xdist group per model) on the same probes."""
+TORCH_REFERENCES_HELD = 8
+
+
+def torch_reference(spec: ModelSpec, model: nn.Module, inputs: Mapping[str, np.ndarray], identity: str,
+                    store: MeasurementStore | None) -> dict[str, np.ndarray]:
+    """PyTorch's outputs on one parity probe: computed once per (weights, model code, I/O contract, inputs, torch)
+    in this process and, with a measurement ``store``, once across runs (every target of a model compares with the
+    same reference; on a warm run computing it was most of a cell's time)."""
+    key = measurement_key(kind="torch-reference", model=spec.name, identity=identity,
+                          inputs=arrays_digest([inputs[n] for n in spec.input_names]), names=spec.input_names,
+                          outputs=spec.output_names, torch=torch.__version__,
+                          code=code_hash(ModelSpec))  # models/spec.py, where run_torch lives
+    found = _TORCH_REFERENCES.pop(key, None)
+    if found is None:
+        compute = lambda: run_torch(spec, model, dict(inputs))  # noqa: E731
+        found = compute() if store is None else store.get_or_compute(key, compute, {"torch reference": spec.name})[0]
+    _TORCH_REFERENCES[key] = found  # most recent last
+    while len(_TORCH_REFERENCES) > TORCH_REFERENCES_HELD:
+        del _TORCH_REFERENCES[next(iter(_TORCH_REFERENCES))]
+    return found
 
 
 def would_pass(parity: Sequence[ParityResult], tol: Tolerance) -> str:

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from export_harness.converters import conformance
 from export_harness.converters.cache import ArtifactCache
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.conformance import CellFailure, run_cell
+from export_harness.converters.report import matrix_report
+from suites.matrix_helpers import essentials, run_matrix
 
 MODEL, TARGET = "tiny_ladeda", "onnx:int8-dynamic"
 
@@ -31,6 +34,8 @@ def test_parity_outputs_are_served_and_rejudged(harness, tmp_path: Path, monkeyp
 
     target_class = type(harness.targets.get(TARGET))
     monkeypatch.setattr(target_class, "load", lambda *a: pytest.fail("a served measurement loaded the runtime"))
+    monkeypatch.setattr(conformance, "run_torch", lambda *a: pytest.fail("a served reference ran PyTorch"))
+    conformance._TORCH_REFERENCES.clear()  # this process's copies: served from the store below
     second = _run(harness, cache, Thresholds.load(None))
     assert second.status == "passed" and second.measured == "served" and second.runtime == first.runtime
     assert [o.cosine for p in second.parity for o in p.outputs] == [o.cosine for p in first.parity
@@ -47,3 +52,19 @@ def test_parity_outputs_are_served_and_rejudged(harness, tmp_path: Path, monkeyp
     monkeypatch.undo()
     assert _run(harness, ArtifactCache(tmp_path / "cache", remeasure=True), Thresholds.load(None)).measured == \
         "computed"
+
+
+@pytest.mark.slow
+def test_served_measurements_give_the_verdicts_of_measuring_again(pytestconfig: pytest.Config, tmp_path: Path) -> None:
+    """Every cell of one model (each runtime: ONNX Runtime, TorchScript, TFLite and TensorFlow workers; passing,
+    failing and declared cells) decides the same with every measurement computed and with every one served."""
+    selection = "tiny_ladeda-"
+    computed = run_matrix(pytestconfig, tmp_path / "computed.json", selection, "--harness-remeasure")
+    served = run_matrix(pytestconfig, tmp_path / "served.json", selection)
+    for run in (computed, served):
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " 0 served" in computed.stdout and " 0 computed" in served.stdout, (computed.stdout[-600:],
+                                                                               served.stdout[-600:])
+    first, second = (matrix_report.load_report(tmp_path / f"{name}.json") for name in ("computed", "served"))
+    assert len(first) > 40 and {c["measured"] for c in second if c["parity"]} == {"served"}
+    assert essentials(second) == essentials(first)

@@ -16,26 +16,17 @@ from pathlib import Path
 import pytest
 
 from export_harness.converters.report import matrix_report
+from suites.matrix_helpers import ROOT, essentials, run_matrix
 
 pytestmark = pytest.mark.slow  # a whole pytest session (or several) per test: CI runs it, tox -e quick does not
 
-ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("tiny_ladeda", "sign_gru")
 # the two models' cells on the ONNX / TorchScript targets (the TF backends have their own suites)
 SELECTION = "(tiny_ladeda- or sign_gru-) and not tflite and not savedmodel"
-VERDICT_AND_METRICS = ("cell", "model", "target", "outcome", "status", "stage", "message", "worst", "parity")
 
 
 def _matrix(pytestconfig: pytest.Config, report: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "suites" / "test_matrix.py"), "-p", "no:cacheprovider",
-           "-q", "-k", SELECTION, f"--harness-cache={pytestconfig.getoption('--harness-cache')}",
-           f"--harness-report={report}", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-
-
-def _essentials(cells: list[dict]) -> dict[str, dict]:
-    """What must not depend on how the matrix was split: verdict, stage, message and every metric."""
-    return {c["cell"]: {k: c[k] for k in VERDICT_AND_METRICS} for c in cells}
+    return run_matrix(pytestconfig, report, SELECTION, *args)
 
 
 def test_three_shards_merged_equal_one_run(pytestconfig: pytest.Config, tmp_path: Path) -> None:
@@ -59,7 +50,7 @@ def test_three_shards_merged_equal_one_run(pytestconfig: pytest.Config, tmp_path
     both = matrix_report.load_report(merged)
     assert {c["model"] for c in one} == set(MODELS)
     assert sum(sizes) == len(one) == len(both)
-    assert _essentials(both) == _essentials(one)
+    assert essentials(both) == essentials(one)
     # the merged run renders the same table rows (cell, verdict, stage, cosine, max_abs, top-1, size; the export
     # seconds and cache columns say how this process got the artifact) and the same guide-002 files
     def rows(cells: list[dict]) -> list[list[str]]:

@@ -67,6 +67,13 @@ class GateConfig:
         if self.machine_mismatch not in ("report", "gate", "error"):
             raise ValueError(f"gate.machine_mismatch must be report, gate or error, got {self.machine_mismatch!r}")
 
+    @property
+    def resolution(self) -> float:
+        """The smallest slowdown the gate vouches to catch: ``min_effect`` plus twice the between-session spread it
+        tolerates (``max_between``), since a fresh process's memory layout alone moves a ratio by up to that much
+        (27% with the packaged settings)."""
+        return self.min_effect + 2 * self.max_between
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> GateConfig:
         known = {f.name for f in fields(cls)}

@@ -32,15 +32,21 @@ class TimingPlan:
     round_seconds: float = 0.01
     """Minimum duration of the artifact's share of a round: faster calls are repeated ``iterations`` times per
     round (interleaved with the reference), so one disturbance cannot decide a round."""
+    worker_round_seconds: float = 0.05
+    """The same for a runtime in a worker process (TFLite, SavedModel): the worker waits idle while this process
+    does its side of each round, and the first calls after an idle wait run slower (the chess SavedModel, 3.5 ms
+    per call: +10% per call in rounds of 3 calls, +1% in rounds of 30; one untimed call first did not help, the
+    slowdown grew with the wait), which a loop on the runtime's own API never pays."""
     seconds: float = 2.0
     """Time budget per benchmark, eager reference included; converted once into a fixed round count."""
     rounds_min: int = 8
     rounds_max: int = 60
 
-    def iterations_for(self, target_call_seconds: float) -> int:
+    def iterations_for(self, target_call_seconds: float, in_worker: bool = False) -> int:
         if target_call_seconds <= 0:
             return 1
-        return max(1, math.ceil(self.round_seconds / target_call_seconds))
+        return max(1, math.ceil((self.worker_round_seconds if in_worker else self.round_seconds)
+                                / target_call_seconds))
 
     def rounds_for(self, seconds_per_round: float) -> int:
         """Fixed round count for a benchmark whose rounds take ``seconds_per_round`` each."""
@@ -48,9 +54,10 @@ class TimingPlan:
             return self.rounds_max
         return int(min(self.rounds_max, max(self.rounds_min, math.ceil(self.seconds / seconds_per_round))))
 
-    def schedule(self, call_seconds: Sequence[float]) -> tuple[int, int]:
-        """``(rounds, iterations)`` from per-call warm-up medians: ``[target]`` or ``[target, reference]``."""
-        iterations = self.iterations_for(call_seconds[0])
+    def schedule(self, call_seconds: Sequence[float], in_worker: bool = False) -> tuple[int, int]:
+        """``(rounds, iterations)`` from per-call warm-up medians: ``[target]`` or ``[target, reference]``;
+        ``in_worker``: the target runs in another process (:attr:`worker_round_seconds`)."""
+        iterations = self.iterations_for(call_seconds[0], in_worker)
         return self.rounds_for(iterations * sum(call_seconds)), iterations
 
 
@@ -195,7 +202,8 @@ def schedule_rounds(target: Callable[[], Any], reference: Callable[[], Any] | No
     fns = [target] if reference is None else [target, reference]
     clock, why = choose_clock(clock, threads, runner, fns)
     timer, target_clocks = CLOCKS[clock], clocks_for(clock, runner)
-    rounds, iterations = plan.schedule(warm_up(fns, plan, timer, [target_clocks[0], timer][:len(fns)]))
+    rounds, iterations = plan.schedule(warm_up(fns, plan, timer, [target_clocks[0], timer][:len(fns)]),
+                                       in_worker=runtime_pid(runner) != "self")
     return Schedule(clock, why, rounds, InterleavedRounds(target, reference, iterations, timer,
                                                           target_clocks=target_clocks))
 
