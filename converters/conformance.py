@@ -210,6 +210,9 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
     result = CellResult(model=spec.name, target=target.name)
     identities = identities or ModelIdentities()
     stage = "export"
+    store: MeasurementStore | None = None
+    served: dict[str, np.ndarray] | None = None
+    key = ""
     try:
         t0 = time.perf_counter()
         artifact = export_artifact(target, spec, model, cache, targets, identities)
@@ -232,6 +235,10 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         key = measurement_key(kind="parity-outputs", artifact=content, runtime=runtime_identity(target),
                               inputs=arrays_digest([a for _, _, inputs in probes for a in inputs.values()]))
         served = store.get(key) if store is not None else None
+        if served is not None and RUN_FAILURE in served:  # these bytes failed on this runtime before: replayed
+            failure = json.loads(str(served[RUN_FAILURE]))
+            result.runtime, result.measured = failure["runtime"], "served"
+            raise ReplayedRunFailure(failure["stage"], failure["message"])
         runner: Runner | None = None
         if served is None:
             stage = "load"
@@ -290,6 +297,11 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
     except StageError as exc:
         if stage == "export":
             result.cache = "conversion-failed"
+        if (stage in ("load", "run") and store is not None and served is None and target.is_deterministic_failure(exc)
+                and not getattr(exc, "transient", False)):  # a timeout or a kill from outside is measured again
+            store.put(key, {RUN_FAILURE: np.array(json.dumps({"stage": exc.stage, "message": str(exc),
+                                                              "runtime": result.runtime}, default=str))},
+                      {"cell": result.cell_id, "kind": "run failure"})
         raise _failure(result, exc.stage, str(exc) + exporter_hint(str(exc))) from exc
     except Exception as exc:
         if stage == "export":
@@ -390,6 +402,18 @@ def save_failure_io(directory: Path, tag: str | int, inputs: Mapping[str, np.nda
 
 class _Fail(Exception):
     pass
+
+
+RUN_FAILURE = "__run_failure__"
+"""Stored instead of outputs when the artifact failed to load or run on its runtime with a deterministic error."""
+
+
+class ReplayedRunFailure(StageError):
+    """A load / run failure of the same bytes on the same runtime, served by the measurement store."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 RUNTIME_INFO = "__runtime__"

@@ -68,3 +68,21 @@ def test_served_measurements_give_the_verdicts_of_measuring_again(pytestconfig: 
     first, second = (matrix_report.load_report(tmp_path / f"{name}.json") for name in ("computed", "served"))
     assert len(first) > 40 and {c["measured"] for c in second if c["parity"]} == {"served"}
     assert essentials(second) == essentials(first)
+
+
+def test_a_run_failure_is_replayed_without_the_runtime(harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic load / run error of the same bytes on the same runtime is served like outputs (a declared
+    runtime limitation costs a warm run no TensorFlow worker); --harness-remeasure runs it again."""
+    spec, target = harness.models.get("sign_gru"), harness.targets.get("tflite:fp32[litert-torch]")
+
+    def run(cache: ArtifactCache) -> conformance.CellResult:
+        with pytest.raises(CellFailure) as failed:  # resized to another length, XNNPACK cannot prepare the file
+            run_cell(spec, target, harness.model(spec), cache=cache, thresholds=Thresholds.load(None),
+                     targets=harness.targets, identities=harness.identities, localise=False, lengths=True)
+        return failed.value.result
+
+    first = run(ArtifactCache(harness.cache.root, remeasure=True))
+    assert first.stage == "run" and "XNNPack delegate failed to reshape" in first.message, first.message
+    monkeypatch.setattr(type(target), "load", lambda *a: pytest.fail("a replayed failure loaded the runtime"))
+    second = run(harness.cache)
+    assert (second.stage, second.message, second.measured) == (first.stage, first.message, "served")
