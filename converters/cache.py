@@ -12,6 +12,12 @@ Integrity: ``meta.json`` records the sha256 of the entry's files at publication,
 missing, an unreadable ``meta.json``) is evicted and rebuilt, with a :class:`CacheCorruptionWarning` saying so.
 A derived artifact (``onnx:fp16`` of ``onnx:fp32``) also records the content hashes of the artifacts it was
 built from (``sources``): built from other content, it is stale and rebuilt.
+
+Entries never share inodes: a target may hard-link a file of another entry into its work directory (the TFLite
+files taken from their SavedModel bundle do), so every file with more than one link is replaced by its own copy
+(a reflink where the filesystem can, else a plain copy) before the entry's content is hashed and published, and an
+entry served with shared inodes (one published before this rule) is separated the same way, atomically. Damage to
+one entry then never reaches another.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -171,9 +178,11 @@ class ArtifactCache:
         entry = self.entry_dir(key)
         meta_file = entry / "meta.json"
         if meta_file.is_file():
-            meta, problem = self._verify(entry, sources)
+            meta, problem, shared = self._verify(entry, sources)
             if problem:
                 return None, problem
+            if shared:
+                self._unshare_published(shared)
             with contextlib.suppress(OSError):
                 os.utime(meta_file)  # last use, for ``prune`` (a cache kept across CI runs must not grow forever)
             return Artifact(target=target, key=key, directory=entry, meta=meta), ""
@@ -194,35 +203,52 @@ class ArtifactCache:
             raise CachedFailure(message)
         return None, ""
 
-    def _verify(self, entry: Path, sources: Mapping[str, str] | None) -> tuple[dict[str, Any], str]:
-        """(meta, problem): the entry's meta.json read and its content checked against the recorded hash."""
+    def _verify(self, entry: Path, sources: Mapping[str, str] | None) -> tuple[dict[str, Any], str, list[Path]]:
+        """(meta, problem, shared): the entry's meta.json read, its content checked against the recorded hash, and
+        its files that share their inode with another name (one stat per file, the one the signature needs)."""
         meta_file = entry / "meta.json"
         try:
             meta = json.loads(meta_file.read_text())
         except (OSError, ValueError) as exc:
-            return {}, f"{meta_file}: unreadable meta.json ({type(exc).__name__}: {exc})"
+            return {}, f"{meta_file}: unreadable meta.json ({type(exc).__name__}: {exc})", []
         if not isinstance(meta, dict) or not isinstance(meta.get("main"), str):
-            return {}, f"{meta_file}: not an artifact record (no 'main' file name)"
+            return {}, f"{meta_file}: not an artifact record (no 'main' file name)", []
         if not (entry / meta["main"]).exists():
-            return meta, f"{entry / meta['main']}: missing"
-        signature = _signature(entry)
+            return meta, f"{entry / meta['main']}: missing", []
+        signature, shared = _scan(entry)
         if self._verified.get(str(entry)) != signature:
             digest = content_sha256(entry)
             self.stats.verified_bytes += sum(s for _, s, _ in signature)
             recorded = meta.get(CONTENT)
             if recorded is None:  # never adopted: the content as it is now may be a tampered one
-                return meta, f"{meta_file}: no content sha256 recorded, the content cannot be verified"
+                return meta, f"{meta_file}: no content sha256 recorded, the content cannot be verified", []
             if recorded != digest:
-                return meta, f"content sha256 {digest[:12]} differs from the {recorded[:12]} recorded at publication"
+                return meta, (f"content sha256 {digest[:12]} differs from the {recorded[:12]} recorded at "
+                              "publication"), []
             self._verified[str(entry)] = signature
         if sources is not None:
             built_from = meta.get("sources")
             if built_from is None:  # built from unknown content: never adopted either
-                return meta, f"{meta_file}: no source content recorded for an artifact derived from others"
+                return meta, f"{meta_file}: no source content recorded for an artifact derived from others", []
             if built_from != dict(sources):
                 changed = sorted(k for k in set(built_from) | set(sources) if built_from.get(k) != sources.get(k))
-                return meta, f"built from other content of {', '.join(changed)} than the cache holds now"
-        return meta, ""
+                return meta, f"built from other content of {', '.join(changed)} than the cache holds now", []
+        return meta, "", shared
+
+    def _unshare_published(self, shared: list[Path]) -> None:
+        """Give each ``shared`` file of a verified, published entry its own inode (an entry published before entries
+        were kept apart), atomically: copied under a work directory of the cache (reaped if this process is killed
+        meanwhile), then renamed over the file. The copy keeps size and mtime: the entry's signature is unchanged."""
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix=f"unshare-{os.getpid()}-", dir=self.root / "tmp"))
+        except OSError:
+            return  # a read-only cache still serves (the entry verified)
+        try:
+            for path in shared:
+                with contextlib.suppress(OSError):  # evicted meanwhile by another process: nothing to keep apart
+                    own_copy(path, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _evict(self, key: str, target: str, problem: str) -> None:
         """Move a corrupt entry out of the way (atomically) and delete it; say so."""
@@ -270,6 +296,11 @@ class ArtifactCache:
                 raise
             meta = {**meta, "key": key, "target": target, "convert_seconds": round(time.perf_counter() - start, 3),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            try:
+                unshare_files(tmp)  # a file hard-linked from another entry gets its own copy before it is hashed
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             meta["size_bytes"] = _tree_size(tmp / meta["main"])
             meta[CONTENT] = content_sha256(tmp)
             if sources is not None:
@@ -420,14 +451,64 @@ def _alive(pid: int) -> bool:
     return True
 
 
+FICLONE = 0x40049409
+"""Linux ioctl: make ``dst`` share ``src``'s extents copy-on-write (btrfs, XFS with reflink, bcachefs...); a reflink
+is a separate inode, so it keeps entries apart at no cost in space."""
+
+
+def own_copy(path: Path, scratch: Path | None = None) -> None:
+    """Replace ``path`` by a copy of itself with its own inode, atomically (written under a temporary name in
+    ``scratch``, by default ``path``'s directory, on the same filesystem, then ``os.replace``d onto ``path``). A reflink
+    where the filesystem supports one, else a plain copy; mode and timestamps kept."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".unshared", dir=scratch or path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            except OSError:  # no reflink on this filesystem (ext4, tmpfs, overlayfs): copy the bytes
+                shutil.copyfileobj(src, dst, 1 << 20)
+        shutil.copystat(path, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def shared_files(directory: Path) -> list[Path]:
+    """Regular files under ``directory`` whose inode has another name (``st_nlink > 1``): one stat each."""
+    return _scan(directory)[1]
+
+
+def unshare_files(directory: Path) -> int:
+    """Give every regular file under ``directory`` that shares its inode with another name its own copy (see
+    :func:`own_copy`); returns how many were copied. Costs one stat per file when nothing is shared."""
+    shared = shared_files(directory)
+    for path in shared:
+        own_copy(path)
+    return len(shared)
+
+
 def _signature(entry: Path) -> tuple[tuple[str, int, int], ...]:
     """(relative path, size, mtime_ns) of every file but meta.json: what a re-verification is skipped on."""
-    out = []
+    return _scan(entry)[0]
+
+
+def _scan(entry: Path) -> tuple[tuple[tuple[str, int, int], ...], list[Path]]:
+    """One stat per file: the entry's signature (see :func:`_signature`) and its regular files with ``st_nlink > 1``
+    (meta.json and the sidecar included: no file of an entry may share an inode with another entry's)."""
+    signature, shared = [], []
     for path in sorted(entry.rglob("*")):
-        if path.is_file() and _is_content(path.name, NOT_CONTENT):
+        try:
             st = path.stat()
-            out.append((str(path.relative_to(entry)), st.st_size, st.st_mtime_ns))
-    return tuple(out)
+        except OSError:  # removed meanwhile (an atomic write's temporary, an eviction), a dangling link
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if st.st_nlink > 1:
+            shared.append(path)
+        if _is_content(path.name, NOT_CONTENT):
+            signature.append((str(path.relative_to(entry)), st.st_size, st.st_mtime_ns))
+    return tuple(signature), shared
 
 
 def _is_content(name: str, exclude: tuple[str, ...]) -> bool:

@@ -10,12 +10,15 @@ every transient failure, stale work dirs) are in ``suites/test_cache.py``; confi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +237,8 @@ def test_an_unusable_cache_directory_is_one_line(tmp_path: Path) -> None:
         ArtifactCache(occupied)
 
 
-@pytest.mark.parametrize("name", ["a/b", "../up", "with space", "glob*", "x[1]", "", "-lead"])
+@pytest.mark.parametrize("name", ["a/b", "../up", "with space", "glob*", "x[1]", "", "-lead",
+                                  "x</script><script>alert(1)</script>"])
 def test_a_model_name_that_cannot_name_files_and_ids_is_refused(name: str) -> None:
     import dataclasses
 
@@ -262,3 +266,172 @@ def test_a_full_disk_while_saving_torchscript_raises_instead_of_aborting(tmp_pat
     monkeypatch.setattr(Path, "write_bytes", full)
     with pytest.raises(OSError, match="No space left on device"):
         save_script_module(module, tmp_path / "model.pt")
+
+
+@contextlib.contextmanager
+def _no_eviction() -> Iterator[None]:
+    """A block in which an eviction (a CacheCorruptionWarning) fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptionWarning)
+        yield
+
+
+def _bundle_files(work: Path, payload: bytes) -> dict[str, object]:
+    """A stand-in for a converter's SavedModel bundle: a SavedModel directory and one .tflite per precision."""
+    (work / "saved_model").mkdir()
+    (work / "saved_model" / "saved_model.pb").write_bytes(b"graph")
+    (work / "model_float16.tflite").write_bytes(payload)
+    return {"main": "saved_model", "tflite": {"fp16": "model_float16.tflite"}}
+
+
+def _flip_in_place(path: Path) -> None:
+    """Damage a file without replacing it (same inode), as a disk error or a stray in-place write would."""
+    with open(path, "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_entries_never_share_inodes_so_damage_to_one_stays_in_it(tmp_path: Path, setting) -> None:
+    """The onnx2tf / onnx-tf .tflite targets hard-link their file out of the bundle entry (BundleFileTarget.convert);
+    the cache gives the published entry its own copy, so damaging the bundle leaves the .tflite entry intact."""
+    from export_harness.converters.cache import CONTENT
+    from export_harness.converters.tf.tflite import BundleFileTarget
+
+    targets, _, _ = setting
+    target = targets.get("tflite:fp16[onnx2tf]")
+    assert isinstance(target, BundleFileTarget)
+    payload = np.random.default_rng(0).bytes(8192)
+    cache = ArtifactCache(tmp_path)
+    bundle = cache.get_or_create("b" * 64, target.bundle, lambda work: _bundle_files(work, payload))
+    links_in_workdir: list[int] = []
+
+    def convert(work: Path) -> dict[str, object]:
+        meta = target.convert(SPEC, None, work, {target.bundle: bundle})
+        links_in_workdir.append((work / "model.tflite").stat().st_nlink)
+        return meta
+
+    sources = {target.bundle: bundle.meta[CONTENT]}
+    derived = cache.get_or_create("d" * 64, target.name, convert, sources=sources)
+    bundle_file = bundle.directory / "model_float16.tflite"
+    assert links_in_workdir == [2], "the target no longer hard-links: this test no longer exercises the invariant"
+    assert derived.path.stat().st_ino != bundle_file.stat().st_ino
+    assert derived.path.stat().st_nlink == bundle_file.stat().st_nlink == 1
+    assert derived.path.read_bytes() == payload
+
+    _flip_in_place(bundle_file)
+    later = ArtifactCache(tmp_path)  # the next session
+    with _no_eviction():  # the .tflite entry is not evicted: it verifies
+        served = later.get_or_create("d" * 64, target.name, lambda work: pytest.fail("re-converted"), sources=sources)
+    assert not served.converted_now and served.path.read_bytes() == payload
+    with pytest.warns(CacheCorruptionWarning, match=r"tf:savedmodel\[onnx2tf\] entry .* evicted and rebuilt"):
+        rebuilt = later.get_or_create("b" * 64, target.bundle, lambda work: _bundle_files(work, payload))
+    assert rebuilt.converted_now and (rebuilt.directory / "model_float16.tflite").read_bytes() == payload
+
+
+def test_an_entry_found_sharing_an_inode_is_separated_when_served(tmp_path: Path) -> None:
+    """An entry published before the rule (its file a hard link to another entry's) is given its own copy, atomically,
+    the first time it is served; the copy keeps size and mtime, and no work directory is left."""
+    from export_harness.converters.cache import own_copy
+
+    payload = np.random.default_rng(1).bytes(4096)
+    cache = ArtifactCache(tmp_path)
+
+    def produce(work: Path) -> dict[str, object]:
+        (work / "model.tflite").write_bytes(payload)
+        return {"main": "model.tflite"}
+
+    first = cache.get_or_create("a" * 64, "first", produce)
+    second = cache.get_or_create("c" * 64, "second", produce)
+    os.link(first.path, second.path.with_name("linked"))
+    os.replace(second.path.with_name("linked"), second.path)  # as an older harness published it
+    assert first.path.stat().st_ino == second.path.stat().st_ino
+    mtime = second.path.stat().st_mtime_ns
+
+    served = ArtifactCache(tmp_path).lookup("c" * 64, "second")
+    assert served is not None and served.path.read_bytes() == payload
+    assert served.path.stat().st_ino != first.path.stat().st_ino
+    assert served.path.stat().st_nlink == first.path.stat().st_nlink == 1
+    assert served.path.stat().st_mtime_ns == mtime
+    assert not list((tmp_path / "tmp").iterdir())
+    _flip_in_place(first.path)
+    with _no_eviction():
+        assert ArtifactCache(tmp_path).lookup("c" * 64, "second") is not None  # still verifies
+    assert ArtifactCache(tmp_path).lookup("a" * 64, "first") is None  # the damaged one is not served
+
+    lone = tmp_path / "lone.bin"
+    lone.write_bytes(b"x" * 10)
+    inode = lone.stat().st_ino
+    os.link(lone, tmp_path / "other-name")
+    own_copy(lone)
+    assert lone.stat().st_ino != inode and lone.read_bytes() == b"x" * 10 and lone.stat().st_nlink == 1
+
+
+
+SOAK_CELLS = "tiny_ladeda-onnx:fp32 or tiny_ladeda-onnx:int8-dynamic"
+"""Two conversions of the smallest smoke model: enough for a kill to land in one, cheap enough for CI."""
+
+
+@pytest.mark.slow  # four pytest sessions (xdist on): about a minute
+def test_a_killed_run_leaves_no_process_no_work_dir_and_the_next_run_agrees(tmp_path: Path, pytestconfig) -> None:
+    """One round of ``python -m suites.soak``: a run SIGKILLed, a run SIGINTed (each 0-1 s after its first conversion
+    started, the pytest main process only), then a clean run on the same cache; a reference run never interrupted on
+    its own cache. Within 2 s of the SIGKILL, and of the main process's exit after the SIGINT, no process carrying the
+    runs' token is left; after the clean run no work directory is; the clean run's verdicts equal the reference's."""
+    from export_harness.plugin.project import cache_dir
+    from suites import soak
+
+    record = soak.soak(tmp_path / "cache", runs=2, seed=24, reference_cache=tmp_path / "reference", workers=2,
+                       select=SOAK_CELLS, kill_window=(0.0, 1.0), on_conversion=True,
+                       inputs_from=cache_dir(pytestconfig).resolve(), grace=20.0, timeout=600.0,
+                       out_dir=tmp_path / "soak")
+    summary = soak.table(record)
+    killed, interrupted = record["killed"]
+    assert (killed["signal"], interrupted["signal"]) == ("SIGKILL", "SIGINT")
+    assert killed["killed_at"] is not None and interrupted["killed_at"] is not None, summary  # neither ended first
+    assert record["reference"]["exit_code"] == record["clean"]["exit_code"] == 0, summary
+    assert record["verdicts"]["verdicts_equal"], record["verdicts"]["differences"]
+    assert record["verdicts"]["cells_clean"] > 0, summary
+    assert record["clean"]["work_dirs_left"] == [] and record["clean"]["runtime_dirs_left"] == [], summary
+    assert all(not r["force_killed"] for r in (killed, interrupted)), summary  # all gone within the grace
+    assert killed["processes_left"]["2.0"] == 0, summary  # SIGKILL: the main process is gone at once
+    # SIGINT: the main process writes its summary first (seconds on a loaded box); what it started dies with it
+    assert interrupted["outlived_main"] is not None and interrupted["outlived_main"] <= 2.0, \
+        (summary, interrupted["processes_seen"])
+
+
+PATH_ERRORS = {
+    "cache-is-a-file": ("--harness-cache={file}", "artifact cache {file}: cannot be used"),
+    "weights-of-an-unknown-model": ("--harness-weights=nosuch={file}", "--harness-weights: unknown model 'nosuch'"),
+    "weights-file-is-a-directory": ("--harness-weights=tiny_ladeda={dir}", "is a directory"),
+    "weights-file-missing": ("--harness-weights=tiny_ladeda={dir}/none.pt", "does not exist"),
+}
+"""Issue 24 item 10: a path option that cannot be used, and the one line that must say so."""
+
+
+@pytest.mark.parametrize("case", list(PATH_ERRORS))
+def test_a_path_option_that_cannot_be_used_is_one_line(case: str, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a directory, not weights")
+    option, expected = (text.format(file=tmp_path / "a_file", dir=tmp_path) for text in PATH_ERRORS[case])
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q", "--co",
+                          option, "suites/test_matrix.py", "-k", "tiny_ladeda-onnx:fp32"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode not in (0, 5), out[-3000:]
+    assert expected in out, out[-3000:]
+    assert "Traceback" not in out and "_pytest/" not in out and "pluggy" not in out, out[-3000:]
+
+
+@pytest.mark.parametrize("row", [[True] + [0.5] * 15, [0.5] * 15 + [False]], ids=["first", "last"])
+def test_serving_rejects_a_boolean_among_numbers(row: list[object]) -> None:
+    """docs/serving.md: booleans are rejected, also one among numbers (issue 24 item 9: [true, 0.5, ...] was read as
+    [1.0, 0.5, ...]). An all-boolean list is covered in suites/test_serving.py."""
+    import json
+
+    from export_harness.converters.serving.contract import BadRequest, Contract, parse_request
+
+    contract = Contract.from_spec(SPEC)
+    assert parse_request(json.dumps({"x": [[0.5] * 16]}), contract)["x"].shape == (1, 16)
+    with pytest.raises(BadRequest, match="boolean"):
+        parse_request(json.dumps({"x": [row]}), contract)

@@ -56,7 +56,7 @@ def _subcommand(sub: argparse._SubParsersAction, name: str, help_text: str, desc
 
 def build_parser() -> Parser:
     """The parser of every subcommand."""
-    from export_harness.converters.cli import benchmark, export, quantize, report, setup, verify
+    from export_harness.converters.cli import benchmark, diverge, export, quantize, report, setup, verify
 
     parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,6 +73,8 @@ def build_parser() -> Parser:
                 report.add_arguments, model=False)
     _subcommand(sub, "setup", "build the onnx-tf backend's pinned venv where the harness finds it (no tox)",
                 setup.__doc__ or "", setup.add_arguments, model=False)
+    _subcommand(sub, "diverge", "the first diverging op of a failing fp32 / fp16 cell and a standalone reproducer",
+                diverge.__doc__ or "", diverge.add_arguments)
     return parser
 
 
@@ -84,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        from export_harness.converters.cli import benchmark, export, quantize, report, setup, verify
+        from export_harness.converters.cli import benchmark, diverge, export, quantize, report, setup, verify
 
         commands = {"export": export.run, "quantize": quantize.run, "benchmark": benchmark.run,
-                    "verify": verify.run, "report": report.run, "setup": setup.run}
+                    "verify": verify.run, "report": report.run, "setup": setup.run, "diverge": diverge.run}
         return commands[args.command](args)
     except UsageError as exc:
         sys.stdout.flush()

@@ -56,6 +56,8 @@ class Field:
         expected = f"a nested list of {kind} of shape {self.describe()}"
         if value is None or isinstance(value, (str, bool, dict)):
             raise BadRequest(self.name, f"expected {expected}, got {_json_type(value)}")
+        if _contains_bool(value):  # numpy would read [true, 0.5] as [1.0, 0.5]
+            raise BadRequest(self.name, f"expected {kind}, got booleans")
         try:
             raw = np.asarray(value)
         except (ValueError, TypeError, OverflowError):
@@ -203,3 +205,15 @@ def _json_type(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "an array"
     return type(value).__name__
+
+
+def _contains_bool(value: Any) -> bool:
+    """Whether a JSON value holds a boolean anywhere in its nested lists (bodies are bounded by the size limit)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -167,11 +167,30 @@ def _check_cell(cell: Cell, harness: Harness, harness_record: Any, lengths: bool
     else:
         harness_record(prop, result.to_dict())
         return result
-    harness_record(prop, failure.result.to_dict())
     limitation = declared
-    if limitation and limitation.explains(failure.result.message):
+    explained = bool(limitation and limitation.explains(failure.result.message))
+    if not lengths and harness.config.getoption("--harness-explain") in (("all", "undeclared") if not explained
+                                                                          else ("all",)):
+        line = divergence(harness, cell, failure.result)
+        failure.result.message += f"\n{line}" if line else ""
+    harness_record(prop, failure.result.to_dict())
+    if explained:
         raise ExpectedCellFailure(str(failure))
     expected = f"\n(declared limitation expected /{limitation.match}/: {limitation.reason})" if limitation else ""
     pytest.fail(f"{failure}{expected}", pytrace=False)
 
 
+EXPLAINED_TIERS = ("fp32", "fp16")
+"""Tiers whose parity failure means the artifact computes something else (quantized tiers have the layer table)."""
+
+
+def divergence(harness: Harness, cell: Cell, result: CellResult) -> str:
+    """"first diverging op: ..." with the reproducer's path for a failing fp32 / fp16 parity cell, from its first
+    failing batch ("" for other failures); cached with the artifact (docs/divergence.md)."""
+    failing = next((p for p in result.parity if not p.passed), None)
+    if result.stage != "parity" or failing is None or cell.target.tier not in EXPLAINED_TIERS:
+        return ""
+    from export_harness.converters.divergence.explain import divergence_line
+
+    inputs = cell.spec.example_inputs(failing.batch, seed=0, lengths=failing.lengths or None)
+    return divergence_line(harness, cell.spec, cell.target, inputs)

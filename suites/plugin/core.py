@@ -57,6 +57,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-remeasure", action="store_true",
                     help="compute cached measurements (an accuracy cell's outputs over its eval split, the FP32 "
                          "reference's) again instead of serving them; verdicts are judged afresh either way")
+    group.addoption("--harness-explain", default="undeclared", choices=("undeclared", "all", "none"),
+                    help="find the first diverging op and write a reproducer for a failing fp32 / fp16 parity cell "
+                         "(docs/divergence.md; minutes per cell on its first failure, then cached): for failures no "
+                         "declaration explains (default), for all of them, or never")
     group.addoption("--harness-thresholds", default=None,
                     help="thresholds TOML file, layered over the harness's defaults (default: "
                          "baselines/thresholds.toml in the rootdir when it exists)")
@@ -92,6 +96,9 @@ def _parse_weights(values: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not path:
             raise pytest.UsageError(f"--harness-weights expects MODEL=PATH, got {item!r}")
+        if Path(path).is_dir():
+            raise pytest.UsageError(f"--harness-weights {name}: {path!r} is a directory; expected a weights file "
+                                    f"(.pt / .pth / .safetensors)")
         if not Path(path).is_file():
             raise pytest.UsageError(f"--harness-weights {name}: file {path!r} does not exist")
         out[name] = path
@@ -153,7 +160,7 @@ def get_harness(config: pytest.Config) -> Harness:
         unknown = [name for name in harness.weights if name not in models]
         if unknown:
             known = ", ".join(models.names())
-            raise pytest.UsageError(f"--harness-weights: unknown model {unknown[0]!r}; known: {known}")
+            config_error(f"--harness-weights: unknown model {unknown[0]!r}; known: {known}")
         config.stash[HARNESS_KEY] = harness
     return harness
 

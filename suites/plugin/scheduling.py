@@ -3,8 +3,10 @@ the stored durations), and releasing a model's memory after its last cell."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,34 @@ def pytest_configure(config: pytest.Config) -> None:
         share_cores_among_workers(config)
     else:
         die_with_the_controller()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Ctrl-C (SIGINT) of the controller kills its xdist workers at once; their conversion workers die with them
+    (``die_with_the_controller``) and the next run reaps their work dirs. pytest-xdist's own teardown let each
+    worker run its current test on for 5 s and killed it after 10 s (the soak measured 4.4-12.8 s; with this hook
+    everything was gone within 1.5 s)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for pid in xdist_worker_pids(os.getpid()):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def xdist_worker_pids(parent: int) -> list[int]:
+    """The pytest-xdist workers this process started: its children running execnet's bootstrap (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"exec(eval(sys.stdin.readline()))" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
 
 
 PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2

@@ -1,0 +1,301 @@
+"""Explain a failing fp32 / fp16 cell: which side of which converter computes something else, the first diverging op,
+the reduced reproducer; cached with the artifact so only failing cells pay, and once.
+
+The cache entry is ``<cache>/divergence/<key>/`` (``result.json`` plus ``reproducer/``), keyed on the artifact's and
+its source ONNX's content sha256, the inputs, the tier, the backend's versions and this package's code; verified on
+read (each file's sha256 is recorded in ``result.json``), a damaged entry is computed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+
+from export_harness.converters.cache import CONTENT, Artifact
+from export_harness.converters.conformance import CellFailure, export_artifact
+from export_harness.converters.divergence import (
+    finder,
+    graph,
+    probe_worker,
+    probes,
+    reduce,
+    reproducer,
+    standalone,
+)
+from export_harness.converters.measurements import arrays_digest, code_hash, measurement_key
+from export_harness.converters.target import Target
+from export_harness.converters.tf.tflite import image_inputs
+from export_harness.converters.util.files import write_json_atomic
+from export_harness.models.spec import ModelSpec, run_torch
+
+DIRECTORY = "divergence"
+ONNX_SIDE = "ONNX -> {backend}"
+EXPORTER_SIDE = "PyTorch -> ONNX (the exporter)"
+
+
+class Session(Protocol):
+    """What the finder uses of a harness session (``export_harness.converters.session.Session``, a layer above)."""
+
+    models: Any
+    targets: Any
+    cache: Any
+    thresholds: Any
+    identities: Any
+
+    def model(self, spec: ModelSpec) -> Any: ...
+
+    def cell_spec(self, spec: ModelSpec) -> ModelSpec: ...
+
+    def run(self, spec: ModelSpec, target: Target, localise: bool = True) -> Any: ...
+
+
+class DivergenceError(Exception):
+    """The cell cannot be explained as asked (unknown name, a passing cell, not a parity failure): one line."""
+
+
+@dataclass
+class DivergenceResult:
+    """What the finder concluded for one failing cell."""
+
+    cell: str
+    side: str
+    backend: str
+    first_op: dict[str, Any] | None = None
+    verified: bool = False
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    reduction_steps: list[dict[str, Any]] = field(default_factory=list)
+    reduced_nodes: int | None = None
+    reduced_how: str = ""
+    reproduces_standalone: bool | None = None
+    standalone_output: str = ""
+    reproducer_dir: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    source_nodes: int = 0
+    batch: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+
+    def summary(self) -> str:
+        """One line: the op and the reproducer, or why no op is named."""
+        if self.first_op is None:
+            return f"divergence finder ({self.side}): no diverging op named: {self.reason}"
+        where = f"; reproducer: {self.reproducer_dir}" if self.reproducer_dir else ""
+        size = f"; reduced to {self.reduced_nodes} node(s) ({self.reduced_how})" if self.reduced_nodes else ""
+        return f"first diverging op: {graph.short(self.first_op)} in {self.side}{size}{where}"
+
+    def report(self) -> str:
+        """The summary and every probe in the order it ran (what the CLI prints)."""
+        lines = [self.summary(), f"  bisection over {self.source_nodes} ONNX nodes (batch {self.batch}):"]
+        lines += [f"    {finder.Step(**s).line()}" for s in self.steps]
+        if self.reduction_steps:
+            lines.append("  reduction:")
+            lines += [f"    {finder.Step(**s).line()}" for s in self.reduction_steps]
+        if self.reproduces_standalone is not None:
+            verdict = "reproduces" if self.reproduces_standalone else "does NOT reproduce"
+            lines.append(f"  repro.py standalone: {verdict}"
+                         + (f" ({self.standalone_output.splitlines()[-1]})" if self.standalone_output else ""))
+        lines.append(f"  {self.seconds:.1f} s" + (" (cached)" if self.cached else ""))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def resolve(session: Session, spec: ModelSpec | str, target: Target | str) -> tuple[ModelSpec, Target]:
+    """Names -> registered objects; :class:`DivergenceError` naming what is unknown."""
+    if isinstance(spec, str):
+        if spec not in session.models:
+            raise DivergenceError(f"unknown model {spec!r} (known: {', '.join(session.models.names())})")
+        spec = session.models.get(spec)
+    if isinstance(target, str):
+        if target not in session.targets.names():
+            raise DivergenceError(f"unknown target {target!r} (e.g. tflite:fp32[onnx2tf], onnx:fp16)")
+        target = session.targets.get(target)
+    return spec, target
+
+
+def source_target(target: Target, session: Session) -> Target | None:
+    """The fp32 ONNX target the cell's backend converted (walking its dependencies), None when it has none."""
+    todo = [target]
+    while todo:
+        current = todo.pop(0)
+        if current.format == "onnx" and current.precision == "fp32" and current is not target:
+            return current
+        todo += [session.targets.get(current.dependency(d)) for d in current.depends_on]
+    return None
+
+
+def explain_cell(session: Session, spec: ModelSpec | str, target: Target | str, *, out: Path | None = None,
+                 standalone_check: bool = True) -> DivergenceResult:
+    """Run the cell; when it fails at parity, explain it on the first failing batch's inputs (see
+    :func:`explain_failure`). :class:`DivergenceError` when it passes or fails elsewhere."""
+    spec, target = resolve(session, spec, target)
+    try:
+        session.run(spec, target, localise=False)
+    except CellFailure as failure:
+        result = failure.result
+        if result.stage != "parity":
+            first = result.message.strip().splitlines()[0] if result.message.strip() else ""
+            raise DivergenceError(f"{result.cell_id} fails at stage {result.stage}, not parity: {first}") from None
+        bad = next((p for p in result.parity if not p.passed), None)
+        if bad is None:
+            raise DivergenceError(f"{result.cell_id}: parity failed without a failing batch") from None
+        inputs = spec.example_inputs(bad.batch, seed=0, lengths=bad.lengths)
+        return explain_failure(session, spec, target, inputs, batch=bad.batch, out=out,
+                               standalone_check=standalone_check)
+    raise DivergenceError(f"{spec.name}-{target.name} passes: nothing diverges to explain")
+
+
+def explain_failure(session: Session, spec: ModelSpec | str, target: Target | str,
+                    inputs: Mapping[str, np.ndarray], *, batch: int | None = None, artifact: Artifact | None = None,
+                    out: Path | None = None, standalone_check: bool = True) -> DivergenceResult:
+    """The divergence of a failing cell on ``inputs`` (its parity inputs), from the cache when this artifact was
+    explained on these inputs before. ``out``: also copy the reproducer there. Never runs the cell itself."""
+    spec, target = resolve(session, spec, target)
+    cell_spec, model = session.cell_spec(spec), session.model(spec)
+    inputs = {k: np.asarray(v) for k, v in inputs.items()}
+    batch = batch if batch is not None else int(next(iter(inputs.values())).shape[0])
+    args = (cell_spec, model, session.cache, session.targets, session.identities)
+    artifact = artifact or export_artifact(target, *args)
+    source = source_target(target, session)
+    side = ONNX_SIDE.format(backend=target.backend or target.name)
+    if source is None:
+        try:
+            probes.probe_for(target)
+            why = f"{target.name} is not converted from an ONNX graph"
+        except probes.NoProbe as exc:
+            why = str(exc)
+        return DivergenceResult(cell=f"{spec.name}-{target.name}", side=f"PyTorch -> {target.backend or target.name}",
+                                backend=target.backend or "", batch=batch, reason=why)
+    source_artifact = export_artifact(source, *args)
+    tol = session.thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
+    try:
+        probe = probes.probe_for(target, keep_shape=tuple(keep_layout(spec)))
+    except probes.NoProbe as exc:
+        return DivergenceResult(cell=f"{spec.name}-{target.name}", side=side, backend=target.backend or "",
+                                batch=batch, reason=str(exc))
+    key = measurement_key(kind="divergence", artifact=artifact.meta.get(CONTENT),
+                          source=source_artifact.meta.get(CONTENT),
+                          inputs=arrays_digest([inputs[k] for k in sorted(inputs)]), tolerance=asdict(tol),
+                          probe=probe.label, versions=probe.versions(), code=code_hash(*MODULES),
+                          standalone=standalone_check)
+    entry = Path(session.cache.root) / DIRECTORY / key
+    result = load_entry(entry)
+    if result is None:
+        result = compute(f"{spec.name}-{target.name}", spec, model, source_artifact.path, inputs, probe, tol,
+                         entry, standalone_check)
+        result.batch = batch
+        store_entry(entry, result)
+    if out is not None and result.reproducer_dir:
+        dest = Path(out)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(result.reproducer_dir, dest)
+        result.reproducer_dir = str(dest)
+    return result
+
+
+MODULES = (finder, graph, probes, probe_worker, reduce, reproducer, standalone, sys.modules[__name__])
+"""The finder's code: part of every cached result's key."""
+
+
+def keep_layout(spec: ModelSpec) -> list[str]:
+    """Rank >= 3 inputs that are not images: onnx2tf keeps their layout (``-kat``), as the harness converts them."""
+    nchw = image_inputs(spec)
+    return [i.name for i in spec.inputs if len(i.shape) >= 3 and i.name not in nchw]
+
+
+def compute(cell: str, spec: ModelSpec, model: Any, source: Path, inputs: Mapping[str, np.ndarray],
+            probe: probes.Probe, tol: Any, entry: Path, standalone_check: bool) -> DivergenceResult:
+    """Side, finder, reduction, reproducer (into ``entry``), standalone run."""
+    t0 = time.perf_counter()
+    onnx_model = onnx.load(str(source))
+    values = graph.reference_values(onnx_model, inputs)
+    result = DivergenceResult(cell=cell, side=ONNX_SIDE.format(backend=probe.label), backend=probe.backend,
+                              versions=probe.versions(), source_nodes=len(onnx_model.graph.node))
+    torch_out = run_torch(spec, model, inputs)
+    onnx_out = {o: values[o] for o in torch_out if o in values}
+    exporter_diverged, cosine, _ = finder.judge(torch_out, onnx_out, tol)
+    if exporter_diverged:
+        result.side = EXPORTER_SIDE
+        result.reason = (f"ONNX Runtime on the fp32 ONNX already disagrees with PyTorch (cosine {cosine:.6f}): the "
+                         "exporter diverges; per-op comparison against PyTorch's intermediates is not implemented")
+    else:
+        finding = finder.find_first_divergence(onnx_model, inputs, probe, tol, values)
+        result.steps = [asdict(s) for s in finding.steps]
+        result.first_op, result.verified, result.reason = finding.op, finding.verified, finding.reason
+        if finding.index is not None:
+            reduction = reduce.reduce(onnx_model, finding.index, values, probe, tol)
+            result.reduction_steps = [asdict(s) for s in reduction.steps]
+            result.reduced_nodes, result.reduced_how = reduction.nodes, reduction.how
+            case = reproducer.Case(backend=probe.backend, precision=probe.precision, label=probe.label,
+                                   tolerance={k: float(v) for k, v in asdict(tol).items() if k != "top1_min"},
+                                   keep_shape=[k for k in probe.keep_shape
+                                               if k in {i.name for i in reduction.model.graph.input}],
+                                   versions=result.versions, op=finding.op, cell=cell,
+                                   source_nodes=len(onnx_model.graph.node),
+                                   numbers=reduction.numbers(tol, probe.precision))
+            directory = reproducer.write_reproducer(entry / "reproducer", case, reduction.model, reduction.inputs,
+                                                    reduction.expected)
+            result.reproducer_dir = str(directory)
+            if standalone_check:
+                python = getattr(getattr(probe, "backend_spec", None), "python", lambda: sys.executable)()
+                code, output = reproducer.run_standalone(directory, python or sys.executable)
+                result.reproduces_standalone, result.standalone_output = code == 1, output
+    result.seconds = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def store_entry(entry: Path, result: DivergenceResult) -> None:
+    """``result.json`` with the sha256 of every reproducer file (written last: its presence marks the entry done)."""
+    repro = entry / "reproducer"
+    files = {name: _sha(repro / name) for name in reproducer.FILES if (repro / name).is_file()}
+    try:
+        write_json_atomic(entry / "result.json", {"result": result.to_dict(), "files": files})
+    except OSError:
+        pass
+
+
+def load_entry(entry: Path) -> DivergenceResult | None:
+    """The stored result when it and its reproducer are intact, else None (and the damaged entry is removed)."""
+    meta = entry / "result.json"
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text())
+        for name, digest in data["files"].items():
+            if _sha(entry / "reproducer" / name) != digest:
+                raise ValueError(f"{name} does not match its recorded sha256")
+        result = DivergenceResult(**data["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    result.cached = True
+    if result.reproducer_dir:
+        result.reproducer_dir = str(entry / "reproducer")
+    return result
+
+
+def divergence_line(session: Session, spec: ModelSpec | str, target: Target | str,
+                    inputs: Mapping[str, np.ndarray], artifact: Artifact | None = None) -> str:
+    """For a failure message: :meth:`DivergenceResult.summary` of :func:`explain_failure` (cached), or one line
+    saying why the finder could not run. Never raises (diagnostics must not mask the verdict)."""
+    try:
+        return explain_failure(session, spec, target, inputs, artifact=artifact).summary()
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        return f"divergence finder failed: {type(exc).__name__}: {text[0] if text else ''}"
