@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from export_harness.converters.util.files import write_json_atomic
+from export_harness.converters.util.processes import pid_alive
 
 
 @dataclass
@@ -435,20 +436,10 @@ def reap_dead_work_dirs(tmp_root: Path, pattern: str = "*-*-*") -> int:
     removed = 0
     for work in tmp_root.glob(pattern):
         pid = next((int(part) for part in work.name.split("-")[1:] if part.isdigit()), None)
-        if pid is not None and pid != os.getpid() and not _alive(pid):
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(work, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 FICLONE = 0x40049409

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export_harness.converters.util.processes import pid_alive
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_VAR = "HARNESS_SOAK_TOKEN"
 """Environment variable carrying a run's unique token: inherited by the xdist workers and the conversion workers."""
@@ -114,16 +116,6 @@ def token_processes(token: str) -> list[tuple[int, str]]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def work_dirs(cache: Path) -> list[str]:
     """The cache's work directories (conversions, evictions, separations in progress or left by a killed process)."""
     tmp = cache / "tmp"
@@ -135,7 +127,7 @@ def dead_runtime_dirs(tmpdir: Path) -> list[str]:
     out = []
     for path in tmpdir.glob("harness-run-*"):
         pid = next((int(p) for p in path.name.split("-")[2:3] if p.isdigit()), None)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             out.append(path.name)
     return sorted(out)
 
