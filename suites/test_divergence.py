@@ -271,7 +271,7 @@ def test_an_undeclared_fp32_failure_names_its_first_diverging_op(pytestconfig: p
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
     (cell,) = matrix_report.load_report(tmp_path / "report.json")
     assert "first diverging op: Add '/decoder/layers.0/self_attn/Add_2'" in cell["message"], cell["message"][-2000:]
-    assert "reproducer: " in cell["message"]
+    assert "reproducer: " in cell["message"] and "first diverging op" in run.stdout  # the failure pytest prints
     reproducer = Path(cell["message"].rsplit("reproducer: ", 1)[1].split()[0])
     assert (reproducer / "repro.py").is_file() and (reproducer / "ISSUE.md").is_file()
     run_matrix(pytestconfig, tmp_path / "quiet.json", selection, "--harness-explain=none",

@@ -172,7 +172,9 @@ def _check_cell(cell: Cell, harness: Harness, harness_record: Any, lengths: bool
     if not lengths and harness.config.getoption("--harness-explain") in (("all", "undeclared") if not explained
                                                                           else ("all",)):
         line = divergence(harness, cell, failure.result)
-        failure.result.message += f"\n{line}" if line else ""
+        if line:
+            failure.result.message += f"\n{line}"
+            failure = CellFailure(failure.result)  # its text is made when it is built
     harness_record(prop, failure.result.to_dict())
     if explained:
         raise ExpectedCellFailure(str(failure))
