@@ -222,7 +222,8 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         result.seconds["export"] = round(time.perf_counter() - t0, 3)
 
         stage = "structure"
-        result.structure = checked_structure(target, artifact, spec, cache)
+        measurements = store_of(cache)
+        result.structure = checked_structure(target, artifact, spec, measurements)
         if lengths and artifact.path.suffix == ".onnx":
             frozen = frozen_axes(onnx.load(str(artifact.path), load_external_data=False), spec, lengths=True)
             if frozen:
@@ -231,7 +232,7 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         probes = [(batch, probe, spec.example_inputs(batch, seed=seed, lengths=probe))
                   for batch, probe in parity_probes(spec, batches, lengths=lengths)]
         content = artifact.meta.get(CONTENT)
-        store = store_of(cache) if content else None  # outputs are cached only for bytes of a known digest
+        store = measurements if content else None  # outputs are cached only for bytes of a known digest
         key = measurement_key(kind="parity-outputs", artifact=content, runtime=runtime_identity(target),
                               inputs=arrays_digest([a for _, _, inputs in probes for a in inputs.values()]))
         served = store.get(key) if store is not None else None
@@ -256,7 +257,7 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
         first_failing: Mapping[str, np.ndarray] | None = None
         outputs: dict[str, np.ndarray] = {}
         for batch, probe, inputs in probes:
-            expected = torch_reference(spec, model, inputs, identities.of(model), store_of(cache))
+            expected = torch_reference(spec, model, inputs, identities.of(model), measurements)
             tag = f"{batch}" + "".join(f"_{s}{n}" for s, n in sorted(probe.items()))
             stage = "run"
             if served is not None:
@@ -311,12 +312,13 @@ def run_cell(spec: ModelSpec, target: Target, model: nn.Module, *, cache: Artifa
     return result
 
 
-def checked_structure(target: Target, artifact: Artifact, spec: ModelSpec, cache: ArtifactCache) -> dict[str, Any]:
+def checked_structure(target: Target, artifact: Artifact, spec: ModelSpec,
+                      measurements: MeasurementStore | None) -> dict[str, Any]:
     """The target's structure checks on the artifact (raise StructureError), served from the measurement store when
     the same bytes passed the same checks before: a TFLite file's facts are read in a TensorFlow worker, whose start
     (about 5 s) a warm run otherwise paid for this alone. A failing check is never stored."""
     content = artifact.meta.get(CONTENT)
-    store = store_of(cache) if content else None
+    store = measurements if content else None
     if store is None:
         return target.check_structure(artifact, spec)
     key = measurement_key(kind="structure", artifact=content, runtime=runtime_identity(target),

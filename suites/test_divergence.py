@@ -145,13 +145,17 @@ def test_ort_fp16_out_of_range_constant_is_named_and_reduced_to_one_node() -> No
     assert list(reduced.inputs) == ["m"]  # the captured activation is the reduced graph's input
 
 
-def test_onnx2tf_replaced_op_is_named() -> None:
-    """A real onnx2tf conversion and TFLite run: the backend's copy of the graph has relu2 replaced by Sigmoid."""
-    target = default_target_registry().get("tflite:fp32[onnx2tf]")
+def _real_probe(target: str) -> Probe:
+    """The backend's real probe (its converter and runtime), or a skip saying why this machine has none."""
     try:
-        probe = probe_for(target)
+        return probe_for(default_target_registry().get(target))
     except NoProbe as exc:
         pytest.skip(str(exc))
+
+
+def test_onnx2tf_replaced_op_is_named() -> None:
+    """A real onnx2tf conversion and TFLite run: the backend's copy of the graph has relu2 replaced by Sigmoid."""
+    probe = _real_probe("tflite:fp32[onnx2tf]")
     found = finder.find_first_divergence(tiny(), FEEDS, Perturbed(probe, "relu1", replace_with="Sigmoid"), FP32)
     assert found.op is not None and found.op["name"] == "relu1", [s.line() for s in found.steps]
     assert found.op["op_type"] == "Relu" and found.verified
@@ -224,11 +228,7 @@ def test_cli_bad_names_and_a_passing_cell_are_one_line(monkeypatch: pytest.Monke
 def test_onnx_tf_replaced_op_is_named() -> None:
     """A real onnx-tf conversion (in its own venv) run as a SavedModel on TensorFlow 2.15: the backend's copy has the
     last node replaced (relu2 -> Sigmoid), found from the other end of the bisection."""
-    target = default_target_registry().get("tf:savedmodel[onnx-tf]")
-    try:
-        probe = probe_for(target)
-    except NoProbe as exc:
-        pytest.skip(str(exc))
+    probe = _real_probe("tf:savedmodel[onnx-tf]")
     found = finder.find_first_divergence(tiny(), FEEDS, Perturbed(probe, "relu2", replace_with="Sigmoid"), FP32)
     assert found.op is not None and found.op["name"] == "relu2", [s.line() for s in found.steps]
     assert found.verified and len(found.steps) == 4  # the whole graph, relu1 and fc2 (agree), relu2

@@ -92,3 +92,16 @@ def test_the_repository_is_self_contained() -> None:
             if outside.search(line):
                 hits.append(f"{name}:{number}: {line.strip()[:120]}")
     assert not hits, "\n".join(hits[:20])
+
+
+def test_the_installed_package_list_covers_every_package_folder() -> None:
+    """pyproject's explicit ``packages`` list: a folder left out installs without it (converters/divergence was, and a
+    wheel's ``export-harness`` could not import its ``diverge`` verb)."""
+    root = Path(__file__).resolve().parent.parent
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    for package, folder in setup["package-dir"].items():
+        for init in (root / folder).rglob("__init__.py"):
+            if "__pycache__" not in init.parts:
+                name = ".".join([package, *init.parent.relative_to(root / folder).parts])
+                assert name in listed, f"{name} ({init.parent}) is missing from [tool.setuptools] packages"
