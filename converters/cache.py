@@ -164,6 +164,9 @@ class ArtifactCache:
                              "directory") from None
         ignore_in_git(self.root)
         reap_dead_work_dirs(self.root / "tmp")
+        # A killed run's TensorFlow workers leave their import roots (tf/isolation.py) in the system temp dir; atexit
+        # never ran. Every session and CLI command opens the cache, so this is where they are reaped.
+        reap_dead_work_dirs(Path(tempfile.gettempdir()), "harness-import-root-*")
 
     def entry_dir(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -432,7 +435,7 @@ def _watch_interrupts() -> Iterator[list[int]]:
 
 def reap_dead_work_dirs(tmp_root: Path, pattern: str = "*-*-*") -> int:
     """Delete work directories named with their creator's pid (``<key16>-<pid>-*``, ``evicted-<pid>-*``,
-    ``harness-run-<pid>-*``) whose process is gone: a killed run leaves its files behind. Returns how many."""
+    ``harness-run-<pid>-*``, ``harness-import-root-<pid>-*``) whose process is gone: a killed run leaves its files behind. Returns how many."""
     removed = 0
     for work in tmp_root.glob(pattern):
         pid = next((int(part) for part in work.name.split("-")[1:] if part.isdigit()), None)

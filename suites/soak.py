@@ -9,8 +9,8 @@ uses its own fresh cache (``--reference-cache``, default ``DIR-reference``). The
 
 - no process of a killed run is left 2 s after the kill (every process the soak starts carries a unique
   ``HARNESS_SOAK_TOKEN`` in its environment, and ``/proc`` is walked for it at 0.5, 1 and 2 s);
-- no work directory remains in the cache (``<cache>/tmp``) after the clean run, nor a ``harness-run-<pid>-*`` runtime
-  directory of a dead process in the runs' ``TMPDIR``;
+- no work directory remains in the cache (``<cache>/tmp``) after the clean run, nor a ``harness-run-<pid>-*`` or
+  ``harness-import-root-<pid>-*`` directory of a dead process in the runs' ``TMPDIR``;
 - the clean run's verdict of every cell (outcome, status, stage, message; see ``suites/test_sharding.py``) equals the
   reference run's. Metrics (``worst``, ``parity``) are compared and reported too, but not required to be equal:
   the two caches convert independently and the onnx2tf bundles are not byte-reproducible.
@@ -83,7 +83,7 @@ class Run:
     work_dirs_left: list[str] = field(default_factory=list)
     """``<cache>/tmp`` entries when the run's processes were gone."""
     runtime_dirs_left: list[str] = field(default_factory=list)
-    """``harness-run-<pid>-*`` directories of dead processes in the runs' TMPDIR."""
+    """``harness-run-<pid>-*`` and ``harness-import-root-<pid>-*`` directories of dead processes in the runs' TMPDIR."""
     log: str = ""
 
 
@@ -122,11 +122,16 @@ def work_dirs(cache: Path) -> list[str]:
     return sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []
 
 
+RUNTIME_DIRS = ("harness-run-*", "harness-import-root-*")
+"""Directories a run's processes make in its TMPDIR (TFLite runners, TensorFlow workers' import roots), named with
+their creator's pid."""
+
+
 def dead_runtime_dirs(tmpdir: Path) -> list[str]:
-    """``harness-run-<pid>-*`` runtime directories (TFLite runners) whose process is gone."""
+    """:data:`RUNTIME_DIRS` in ``tmpdir`` whose process is gone."""
     out = []
-    for path in tmpdir.glob("harness-run-*"):
-        pid = next((int(p) for p in path.name.split("-")[2:3] if p.isdigit()), None)
+    for path in (p for pattern in RUNTIME_DIRS for p in tmpdir.glob(pattern)):
+        pid = next((int(p) for p in path.name.split("-")[1:] if p.isdigit()), None)
         if pid is not None and not pid_alive(pid):
             out.append(path.name)
     return sorted(out)

@@ -353,6 +353,23 @@ def test_work_dirs_of_dead_processes_are_reaped(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp.iterdir()) == sorted([f"{'ab' * 8}-{os.getppid()}-x2", "old-style"])
 
 
+
+def test_import_roots_of_dead_tensorflow_workers_parents_are_reaped(tmp_path: Path, monkeypatch) -> None:
+    """A SIGKILLed run never runs its atexit: its ``harness-import-root-<pid>-*`` stays in the temp dir (38 had piled
+    up on the development box). The next session opening a cache removes those of dead processes."""
+    import tempfile
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    system_tmp = tmp_path / "system-tmp"
+    (system_tmp / f"harness-import-root-{dead.pid}-abc" / "export_harness").mkdir(parents=True)
+    (system_tmp / f"harness-import-root-{os.getppid()}-def").mkdir()
+    (system_tmp / f"unrelated-{dead.pid}-x").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    ArtifactCache(tmp_path / "cache")
+    assert sorted(p.name for p in system_tmp.iterdir()) == sorted(
+        [f"harness-import-root-{os.getppid()}-def", f"unrelated-{dead.pid}-x"])
+
 def test_the_cache_directory_ignores_itself_in_git(tmp_path: Path) -> None:
     """``git add -A`` in a project never picks up the cache (it once committed 276 MB), as with .pytest_cache."""
     cache = ArtifactCache(tmp_path / "repo" / ".harness-cache")
