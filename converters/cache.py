@@ -435,7 +435,8 @@ def _watch_interrupts() -> Iterator[list[int]]:
 
 def reap_dead_work_dirs(tmp_root: Path, pattern: str = "*-*-*") -> int:
     """Delete work directories named with their creator's pid (``<key16>-<pid>-*``, ``evicted-<pid>-*``,
-    ``harness-run-<pid>-*``, ``harness-import-root-<pid>-*``) whose process is gone: a killed run leaves its files behind. Returns how many."""
+    ``harness-run-<pid>-*``, ``harness-import-root-<pid>-*``) whose process is gone: a killed run leaves its files
+    behind. Returns how many."""
     removed = 0
     for work in tmp_root.glob(pattern):
         pid = next((int(part) for part in work.name.split("-")[1:] if part.isdigit()), None)
