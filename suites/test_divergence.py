@@ -14,19 +14,30 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export_harness.converters.checks.thresholds import Thresholds
 from export_harness.converters.cli import EXIT_FAILED, EXIT_USAGE
 from export_harness.converters.cli.main import main
-from export_harness.converters.divergence import explain, finder, graph, reduce, reproducer
+from export_harness.converters.divergence import (
+    explain,
+    finder,
+    graph,
+    reduce,
+    reproducer,
+    torch_finder,
+    torch_graph,
+)
 from export_harness.converters.divergence.probes import LocalProbe, NoProbe, Probe, probe_for
 from export_harness.converters.registry import default_target_registry
 
@@ -162,7 +173,8 @@ def test_onnx2tf_replaced_op_is_named() -> None:
     assert len(found.steps) == 3  # whole graph, relu1 (diverged), fc1 (agrees): three onnx2tf conversions
 
 
-def test_reproducer_runs_standalone_and_shows_the_mismatch(tmp_path: Path) -> None:
+def _ort_fp16_reproducer(directory: Path) -> Path:
+    """The reproducer of ``mlp(overflow=True)``'s Div through ONNX Runtime's fp16 conversion, into ``directory``."""
     model = mlp(overflow=True)
     values = graph.reference_values(model, FEEDS)
     index = [n.name for n in model.graph.node].index("shrink")
@@ -173,9 +185,12 @@ def test_reproducer_runs_standalone_and_shows_the_mismatch(tmp_path: Path) -> No
                                       "scale_atol": FP16.scale_atol},
                            keep_shape=[], versions=ORT_FP16.versions(), op=op, cell="synthetic-onnx:fp16",
                            source_nodes=len(model.graph.node), numbers=reduced.numbers(FP16, "fp16"))
-    directory = reproducer.write_reproducer(tmp_path / "repro", case, reduced.model, reduced.inputs,
-                                            reduced.expected)
-    assert sorted(p.name for p in directory.iterdir()) == sorted(reproducer.FILES)
+    return reproducer.write_reproducer(directory, case, reduced.model, reduced.inputs, reduced.expected)
+
+
+def test_reproducer_runs_standalone_and_shows_the_mismatch(tmp_path: Path) -> None:
+    directory = _ort_fp16_reproducer(tmp_path / "repro")
+    assert {p.name for p in directory.iterdir()} == set(reproducer.FILES) - {"model.pt2"}
     source = (directory / "repro.py").read_text()
     assert "export_harness" not in source.split('"""', 2)[2]  # the converter and the runtime only
     headline = (directory / "ISSUE.md").read_text().splitlines()[0]
@@ -183,6 +198,27 @@ def test_reproducer_runs_standalone_and_shows_the_mismatch(tmp_path: Path) -> No
     code, output = reproducer.run_standalone(directory, sys.executable, timeout=300)
     assert code == 1, output
     assert "n: MISMATCH cosine" in output and "ort-fp16 fp16: MISMATCH" in output
+
+
+@pytest.mark.slow
+def test_a_reproducer_runs_in_a_fresh_venv_holding_only_its_requirements(tmp_path: Path) -> None:
+    """A new venv (not the harness's, no export_harness, no torch) with only the reproducer's requirements.txt
+    installed from the package registry: repro.py alone shows the mismatch."""
+    from export_harness.converters.divergence.venv import fresh_venv
+
+    directory = _ort_fp16_reproducer(tmp_path / "repro")
+    wanted = (directory / "requirements.txt").read_text().split()
+    assert wanted and all(line.split("==")[0] in reproducer.PIP["ort-fp16"] for line in wanted)
+    python = fresh_venv(wanted, tmp_path / "venvs", sys.executable)
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
+                            check=True).stdout
+    installed = {line.split("==")[0].lower() for line in listed.splitlines()}
+    assert {"onnxruntime", "onnx", "numpy"} <= installed
+    assert not installed & {"torch", "tensorflow", "export-conformance-harness", "pytest"}, installed
+    code, output = reproducer.run_standalone(directory, str(python), timeout=300)
+    assert code == 1, output
+    assert "ort-fp16 fp16: MISMATCH" in output
+    assert fresh_venv(wanted, tmp_path / "venvs", sys.executable) == python  # made once, then reused
 
 
 def test_cached_result_is_served_and_a_damaged_entry_recomputed(tmp_path: Path) -> None:
@@ -201,8 +237,8 @@ def test_cached_result_is_served_and_a_damaged_entry_recomputed(tmp_path: Path) 
 
 def test_backends_without_a_probe_say_why() -> None:
     targets = default_target_registry()
-    with pytest.raises(NoProbe, match="litert-torch converts the PyTorch module"):
-        probe_for(targets.get("tflite:fp32[litert-torch]"))
+    with pytest.raises(NoProbe, match="int8-full differs from fp32 by design"):
+        probe_for(targets.get("tflite:int8-full[litert-torch]"))
     with pytest.raises(NoProbe, match="int8-dynamic differs from fp32 by design"):
         probe_for(targets.get("onnx:int8-dynamic"))
 
@@ -248,6 +284,7 @@ def test_miscompiles_table_selects_the_declared_parity_failures_and_renders_them
         "gcode_decoder_step-tflite:fp16[onnx2tf]"]
     found = explain.DivergenceResult(cell="m-onnx:fp16", side="ONNX -> x", backend="ort-fp16", reduced_nodes=1,
                                      reduced_how="single node", source_nodes=8, reproduces_standalone=True,
+                                     standalone_in="fresh venv (3 requirements)",
                                      first_op=graph.describe(mlp(), 2, {}), versions={"onnxruntime": "1.32.0"})
     page = table.render([table.Row("m-onnx:fp16", found), table.Row("m-tflite:fp32[litert-torch]", None, "no probe")])
     assert page.startswith("# FP32 / FP16 miscompiles") and "Generated by `export-harness diverge --table" in page
@@ -277,3 +314,92 @@ def test_an_undeclared_fp32_failure_names_its_first_diverging_op(pytestconfig: p
     run_matrix(pytestconfig, tmp_path / "quiet.json", selection, "--harness-explain=none",
                        f"--harness-expectations={tmp_path / 'expectations.toml'}")
     assert "first diverging op" not in matrix_report.load_report(tmp_path / "quiet.json")[0]["message"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The PyTorch side: converters that start from the module (litert-torch, the ONNX exporter), bisected over ATen
+
+
+class Net(torch.nn.Module):
+    """linear -> relu -> linear -> tanh -> mul -> softmax: each op type once, so a wrong op is named by its type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = torch.nn.Linear(16, 32), torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(torch.tanh(self.fc2(torch.relu(self.fc1(x)))) * 3.0, dim=-1)
+
+
+class TorchPerturbed:
+    """A real PyTorch-side probe whose backend computes every ``op`` as ``wrong`` (in the program handed to it)."""
+
+    def __init__(self, probe: Probe, op: Any, wrong: Any) -> None:
+        self.probe, self.op, self.wrong = probe, op, wrong
+        self.backend, self.precision, self.keep_shape, self.label = probe.backend, probe.precision, (), probe.label
+
+    def __call__(self, program: Any, inputs: Mapping[str, np.ndarray],
+                 expected: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        module = program.module()
+        for node in module.graph.nodes:
+            if node.op == "call_function" and node.target == self.op:
+                node.target = self.wrong
+        module.recompile()
+        return self.probe(torch_graph.export(module, program.example_inputs[0]), inputs, expected)
+
+    def versions(self) -> dict[str, str]:
+        return self.probe.versions()
+
+
+def _net_graph() -> torch_graph.TorchGraph:
+    return torch_graph.TorchGraph.capture(Net().eval(), (torch.from_numpy(FEEDS["x"]),))
+
+
+EXPORTER = LocalProbe("torch-onnx", "fp32", "torch.onnx.export -> ONNX Runtime", opset=17)
+ATEN = torch.ops.aten
+
+
+@pytest.mark.parametrize(("op", "wrong"), [(ATEN.relu.default, ATEN.sigmoid.default),
+                                           (ATEN.tanh.default, ATEN.sigmoid.default),
+                                           (ATEN.softmax.int, ATEN.log_softmax.int)])
+def test_exporter_side_finder_names_the_injected_aten_op(op: Any, wrong: Any) -> None:
+    """The exporter (TorchScript-based, ONNX Runtime) as the backend over PyTorch's ATen graph: the op it is made to
+    compute wrong is named, with the module path and source line a model's author looks for."""
+    tg = _net_graph()
+    found = torch_finder.find_first_divergence(tg, TorchPerturbed(EXPORTER, op, wrong), FP32)
+    assert found.op is not None, (found.reason, [s.line() for s in found.steps])
+    assert found.op["op_type"] == str(op) and found.verified, [s.line() for s in found.steps]
+    assert found.op["source"] and "test_divergence.py" in found.op["source"]
+    reduced = torch_finder.reduce(tg, found.index, TorchPerturbed(EXPORTER, op, wrong), FP32)
+    assert reduced.reproduces and reduced.how == "single node" and reduced.nodes == 1
+    assert torch_finder.find_first_divergence(tg, EXPORTER, FP32).index is None  # the real exporter is right
+
+
+def test_litert_torch_replaced_op_is_named_and_its_reproducer_runs(tmp_path: Path) -> None:
+    """Real litert-torch conversions (in its worker) of prefixes of PyTorch's graph: tanh made sigmoid is named and
+    reduced to the op alone; the reproducer of the real (correct) op converts model.pt2 with litert-torch alone and
+    says it matches PyTorch (exit 0)."""
+    probe = _real_probe("tflite:fp32[litert-torch]")
+    tg = _net_graph()
+    perturbed = TorchPerturbed(probe, ATEN.tanh.default, ATEN.sigmoid.default)
+    found = torch_finder.find_first_divergence(tg, perturbed, FP32)
+    assert found.op is not None and found.op["op_type"] == "aten.tanh.default", [s.line() for s in found.steps]
+    assert found.verified
+    reduced = torch_finder.reduce(tg, found.index, probe, FP32)  # the real converter: it computes tanh right
+    assert not reduced.reproduces and reduced.how == "prefix"
+    single = torch_finder.reduce(tg, found.index, perturbed, FP32)
+    assert single.reproduces and single.nodes == 1
+    case = reproducer.Case(backend="litert-torch", precision="fp32", label=probe.label,
+                           tolerance={"cosine_min": FP32.cosine_min, "atol": FP32.atol, "rtol": FP32.rtol,
+                                      "scale_atol": FP32.scale_atol},
+                           keep_shape=[], versions=probe.versions(), op=found.op, cell="synthetic-tflite:fp32",
+                           source_nodes=len(tg.candidates()), numbers=single.numbers(FP32), reference="PyTorch")
+    directory = reproducer.write_reproducer(tmp_path / "repro", case, single.program, single.inputs,
+                                            single.expected)
+    assert (directory / "model.pt2").is_file() and not (directory / "model.onnx").exists()
+    assert "litert-torch==" in (directory / "requirements.txt").read_text()
+    assert (directory / "ISSUE.md").read_text().startswith("# [litert-torch ")
+    python = probe.backend_spec.python()
+    code, output = reproducer.run_standalone(directory, python, timeout=600)
+    assert code == 0 and "litert-torch fp32: matches PyTorch" in output, output

@@ -25,8 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of one cell: every declared fp32 / fp16 parity failure, as a Markdown table")
     parser.add_argument("--out", metavar="DIR", type=Path, default=None,
                         help="also copy the reproducer directory here (it stays in the cache either way)")
-    parser.add_argument("--no-standalone", action="store_true",
-                        help="do not run the written repro.py once more in a subprocess to confirm it reproduces")
+    parser.add_argument("--standalone", choices=("venv", "interpreter", "none"), default="venv",
+                        help="where the written repro.py runs once more to confirm it reproduces: a fresh venv "
+                             "holding only its requirements.txt (default; made once per set of pins, from the "
+                             "package registry), the backend's interpreter, or nowhere")
+    parser.add_argument("--no-standalone", dest="standalone", action="store_const", const="none",
+                        help="the same as --standalone none")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"TARGET {args.target!r}: no such target (e.g. 'tflite:fp32[onnx2tf]', 'onnx:fp16')")
     load_model(session, spec)
     try:
-        result = explain_cell(session, spec, args.target, out=args.out, standalone_check=not args.no_standalone)
+        result = explain_cell(session, spec, args.target, out=args.out, standalone=args.standalone)
     except DivergenceError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -61,7 +65,7 @@ def _table(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    rows = table.explain_all(session, cells, progress)
+    rows = table.explain_all(session, cells, progress, standalone=args.standalone)
     write_text_atomic(args.table, table.render(rows, f"export-harness diverge --table {args.table}"))
     print(args.table)
     return EXIT_OK

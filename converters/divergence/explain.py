@@ -31,6 +31,9 @@ from export_harness.converters.divergence import (
     reduce,
     reproducer,
     standalone,
+    torch_finder,
+    torch_graph,
+    venv,
 )
 from export_harness.converters.measurements import arrays_digest, code_hash, measurement_key
 from export_harness.converters.target import Target
@@ -39,8 +42,11 @@ from export_harness.converters.util.files import write_json_atomic
 from export_harness.models.spec import ModelSpec, run_torch
 
 DIRECTORY = "divergence"
+VENVS = "venvs"
+"""``<cache>/divergence/venvs/``: the fresh venvs reproducers are confirmed in."""
 ONNX_SIDE = "ONNX -> {backend}"
 EXPORTER_SIDE = "PyTorch -> ONNX (the exporter)"
+TORCH_SIDE = "PyTorch -> {backend}"
 
 
 class Session(Protocol):
@@ -78,6 +84,8 @@ class DivergenceResult:
     reduced_how: str = ""
     reproduces_standalone: bool | None = None
     standalone_output: str = ""
+    standalone_in: str = ""
+    """Where ``repro.py`` ran: ``fresh venv`` (only its requirements.txt installed) or ``backend interpreter``."""
     reproducer_dir: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     reason: str = ""
@@ -96,14 +104,15 @@ class DivergenceResult:
 
     def report(self) -> str:
         """The summary and every probe in the order it ran (what the CLI prints)."""
-        lines = [self.summary(), f"  bisection over {self.source_nodes} ONNX nodes (batch {self.batch}):"]
+        kind = "ONNX" if self.side.startswith("ONNX") else "ATen (torch.export)"
+        lines = [self.summary(), f"  bisection over {self.source_nodes} {kind} nodes (batch {self.batch}):"]
         lines += [f"    {finder.Step(**s).line()}" for s in self.steps]
         if self.reduction_steps:
             lines.append("  reduction:")
             lines += [f"    {finder.Step(**s).line()}" for s in self.reduction_steps]
         if self.reproduces_standalone is not None:
             verdict = "reproduces" if self.reproduces_standalone else "does NOT reproduce"
-            lines.append(f"  repro.py standalone: {verdict}"
+            lines.append(f"  repro.py standalone ({self.standalone_in or 'backend interpreter'}): {verdict}"
                          + (f" ({self.standalone_output.splitlines()[-1]})" if self.standalone_output else ""))
         lines.append(f"  {self.seconds:.1f} s" + (" (cached)" if self.cached else ""))
         return "\n".join(lines)
@@ -136,8 +145,14 @@ def source_target(target: Target, session: Session) -> Target | None:
     return None
 
 
+STANDALONE = ("venv", "interpreter", "none")
+"""Where the written ``repro.py`` is run once to confirm it reproduces: a fresh venv holding only its
+``requirements.txt`` (:mod:`~export_harness.converters.divergence.venv`, made once per set of pins), the backend's
+own interpreter in isolated mode, or not at all."""
+
+
 def explain_cell(session: Session, spec: ModelSpec | str, target: Target | str, *, out: Path | None = None,
-                 standalone_check: bool = True) -> DivergenceResult:
+                 standalone: str = "venv") -> DivergenceResult:
     """Run the cell; when it fails at parity, explain it on the first failing batch's inputs (see
     :func:`explain_failure`). :class:`DivergenceError` when it passes or fails elsewhere."""
     spec, target = resolve(session, spec, target)
@@ -152,14 +167,13 @@ def explain_cell(session: Session, spec: ModelSpec | str, target: Target | str, 
         if bad is None:
             raise DivergenceError(f"{result.cell_id}: parity failed without a failing batch") from None
         inputs = spec.example_inputs(bad.batch, seed=0, lengths=bad.lengths)
-        return explain_failure(session, spec, target, inputs, batch=bad.batch, out=out,
-                               standalone_check=standalone_check)
+        return explain_failure(session, spec, target, inputs, batch=bad.batch, out=out, standalone=standalone)
     raise DivergenceError(f"{spec.name}-{target.name} passes: nothing diverges to explain")
 
 
 def explain_failure(session: Session, spec: ModelSpec | str, target: Target | str,
                     inputs: Mapping[str, np.ndarray], *, batch: int | None = None, artifact: Artifact | None = None,
-                    out: Path | None = None, standalone_check: bool = True) -> DivergenceResult:
+                    out: Path | None = None, standalone: str = "interpreter") -> DivergenceResult:
     """The divergence of a failing cell on ``inputs`` (its parity inputs), from the cache when this artifact was
     explained on these inputs before. ``out``: also copy the reproducer there. Never runs the cell itself."""
     spec, target = resolve(session, spec, target)
@@ -169,32 +183,30 @@ def explain_failure(session: Session, spec: ModelSpec | str, target: Target | st
     args = (cell_spec, model, session.cache, session.targets, session.identities)
     artifact = artifact or export_artifact(target, *args)
     source = source_target(target, session)
-    side = ONNX_SIDE.format(backend=target.backend or target.name)
-    if source is None:
-        try:
-            probes.probe_for(target)
-            why = f"{target.name} is not converted from an ONNX graph"
-        except probes.NoProbe as exc:
-            why = str(exc)
-        return DivergenceResult(cell=f"{spec.name}-{target.name}", side=f"PyTorch -> {target.backend or target.name}",
-                                backend=target.backend or "", batch=batch, reason=why)
-    source_artifact = export_artifact(source, *args)
+    side = ONNX_SIDE.format(backend=target.backend or target.name) if source else \
+        TORCH_SIDE.format(backend=target.backend or target.name)
+    source_artifact = export_artifact(source, *args) if source is not None else None
     tol = session.thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
     try:
         probe = probes.probe_for(target, keep_shape=tuple(keep_layout(spec)))
+        exporter = probes.exporter_probe(source) if source is not None else None
     except probes.NoProbe as exc:
         return DivergenceResult(cell=f"{spec.name}-{target.name}", side=side, backend=target.backend or "",
                                 batch=batch, reason=str(exc))
     key = measurement_key(kind="divergence", artifact=artifact.meta.get(CONTENT),
-                          source=source_artifact.meta.get(CONTENT),
+                          source=source_artifact.meta.get(CONTENT) if source_artifact else None,
                           inputs=arrays_digest([inputs[k] for k in sorted(inputs)]), tolerance=asdict(tol),
                           probe=probe.label, versions=probe.versions(), code=code_hash(*MODULES),
-                          standalone=standalone_check)
+                          standalone=standalone)
     entry = Path(session.cache.root) / DIRECTORY / key
     result = load_entry(entry)
     if result is None:
-        result = compute(f"{spec.name}-{target.name}", spec, model, source_artifact.path, inputs, probe, tol,
-                         entry, standalone_check)
+        check = Checker(entry, standalone, Path(session.cache.root) / DIRECTORY / VENVS)
+        cell = f"{spec.name}-{target.name}"
+        if source_artifact is None:  # litert-torch: PyTorch straight to .tflite
+            result = compute_torch(cell, spec, model, inputs, probe, tol, check, side)
+        else:
+            result = compute(cell, spec, model, source_artifact.path, inputs, probe, exporter, tol, check)
         result.batch = batch
         store_entry(entry, result)
     if out is not None and result.reproducer_dir:
@@ -205,7 +217,8 @@ def explain_failure(session: Session, spec: ModelSpec | str, target: Target | st
     return result
 
 
-MODULES = (finder, graph, probes, probe_worker, reduce, reproducer, standalone, sys.modules[__name__])
+MODULES = (finder, graph, probes, probe_worker, reduce, reproducer, standalone, torch_finder, torch_graph, venv,
+           sys.modules[__name__])
 """The finder's code: part of every cached result's key."""
 
 
@@ -215,45 +228,102 @@ def keep_layout(spec: ModelSpec) -> list[str]:
     return [i.name for i in spec.inputs if len(i.shape) >= 3 and i.name not in nchw]
 
 
+@dataclass
+class Checker:
+    """Where a computed result's reproducer goes and how it is confirmed (:data:`STANDALONE`)."""
+
+    entry: Path
+    standalone: str
+    venvs: Path
+
+
 def compute(cell: str, spec: ModelSpec, model: Any, source: Path, inputs: Mapping[str, np.ndarray],
-            probe: probes.Probe, tol: Any, entry: Path, standalone_check: bool) -> DivergenceResult:
-    """Side, finder, reduction, reproducer (into ``entry``), standalone run."""
+            probe: probes.Probe, exporter: probes.Probe | None, tol: Any, check: Checker) -> DivergenceResult:
+    """Side, finder, reduction, reproducer (into ``check.entry``), standalone run. When ONNX Runtime on the source
+    ONNX already disagrees with PyTorch, the exporter is the side that diverges: the finder runs over PyTorch's
+    graph with the exporter as the backend (``exporter``)."""
     t0 = time.perf_counter()
     onnx_model = onnx.load(str(source))
     values = graph.reference_values(onnx_model, inputs)
-    result = DivergenceResult(cell=cell, side=ONNX_SIDE.format(backend=probe.label), backend=probe.backend,
-                              versions=probe.versions(), source_nodes=len(onnx_model.graph.node))
     torch_out = run_torch(spec, model, inputs)
     onnx_out = {o: values[o] for o in torch_out if o in values}
-    exporter_diverged, cosine, _ = finder.judge(torch_out, onnx_out, tol)
-    if exporter_diverged:
-        result.side = EXPORTER_SIDE
-        result.reason = (f"ONNX Runtime on the fp32 ONNX already disagrees with PyTorch (cosine {cosine:.6f}): the "
-                         "exporter diverges; per-op comparison against PyTorch's intermediates is not implemented")
-    else:
-        finding = finder.find_first_divergence(onnx_model, inputs, probe, tol, values)
-        result.steps = [asdict(s) for s in finding.steps]
-        result.first_op, result.verified, result.reason = finding.op, finding.verified, finding.reason
-        if finding.index is not None:
-            reduction = reduce.reduce(onnx_model, finding.index, values, probe, tol)
-            result.reduction_steps = [asdict(s) for s in reduction.steps]
-            result.reduced_nodes, result.reduced_how = reduction.nodes, reduction.how
-            case = reproducer.Case(backend=probe.backend, precision=probe.precision, label=probe.label,
-                                   tolerance={k: float(v) for k, v in asdict(tol).items() if k != "top1_min"},
-                                   keep_shape=[k for k in probe.keep_shape
-                                               if k in {i.name for i in reduction.model.graph.input}],
-                                   versions=result.versions, op=finding.op, cell=cell,
-                                   source_nodes=len(onnx_model.graph.node),
-                                   numbers=reduction.numbers(tol, probe.precision))
-            directory = reproducer.write_reproducer(entry / "reproducer", case, reduction.model, reduction.inputs,
-                                                    reduction.expected)
-            result.reproducer_dir = str(directory)
-            if standalone_check:
-                python = getattr(getattr(probe, "backend_spec", None), "python", lambda: sys.executable)()
-                code, output = reproducer.run_standalone(directory, python or sys.executable)
-                result.reproduces_standalone, result.standalone_output = code == 1, output
+    exporter_diverged, _, _ = finder.judge(torch_out, onnx_out, tol)
+    if exporter_diverged and exporter is not None:
+        result = compute_torch(cell, spec, model, inputs, exporter, tol, check, EXPORTER_SIDE)
+        result.seconds = round(time.perf_counter() - t0, 1)
+        return result
+    result = DivergenceResult(cell=cell, side=ONNX_SIDE.format(backend=probe.label), backend=probe.backend,
+                              versions=probe.versions(), source_nodes=len(onnx_model.graph.node))
+    finding = finder.find_first_divergence(onnx_model, inputs, probe, tol, values)
+    result.steps = [asdict(s) for s in finding.steps]
+    result.first_op, result.verified, result.reason = finding.op, finding.verified, finding.reason
+    if finding.index is not None:
+        reduction = reduce.reduce(onnx_model, finding.index, values, probe, tol)
+        result.reduction_steps = [asdict(s) for s in reduction.steps]
+        result.reduced_nodes, result.reduced_how = reduction.nodes, reduction.how
+        case = reproducer.Case(backend=probe.backend, precision=probe.precision, label=probe.label,
+                               tolerance=_tolerance(tol),
+                               keep_shape=[k for k in probe.keep_shape
+                                           if k in {i.name for i in reduction.model.graph.input}],
+                               versions=result.versions, op=finding.op, cell=cell,
+                               source_nodes=len(onnx_model.graph.node), numbers=reduction.numbers(tol, probe.precision))
+        _reproduce(result, case, reduction.model, reduction.inputs, reduction.expected, probe, check)
     result.seconds = round(time.perf_counter() - t0, 1)
     return result
+
+
+def compute_torch(cell: str, spec: ModelSpec, model: Any, inputs: Mapping[str, np.ndarray], probe: probes.Probe,
+                  tol: Any, check: Checker, side: str) -> DivergenceResult:
+    """The same over PyTorch's ATen graph (:mod:`~export_harness.converters.divergence.torch_finder`), for a
+    converter that starts from PyTorch: litert-torch, or the ONNX exporter."""
+    t0 = time.perf_counter()
+    tg = torch_graph.TorchGraph.capture(model, torch_finder.spec_args(dict(inputs), list(spec.input_names)))
+    ops = sum(1 for n in tg.nodes if n.op == "call_function")
+    result = DivergenceResult(cell=cell, side=f"{side}: {probe.label}", backend=probe.backend,
+                              versions=probe.versions(), source_nodes=ops)
+    finding = torch_finder.find_first_divergence(tg, probe, tol)
+    result.steps = [asdict(s) for s in finding.steps]
+    result.first_op, result.verified, result.reason = finding.op, finding.verified, finding.reason
+    if finding.index is not None:
+        reduction = torch_finder.reduce(tg, finding.index, probe, tol)
+        result.reduction_steps = [asdict(s) for s in reduction.steps]
+        result.reduced_nodes, result.reduced_how = reduction.nodes, reduction.how
+        case = reproducer.Case(backend=probe.backend, precision=probe.precision, label=probe.label,
+                               tolerance=_tolerance(tol), keep_shape=[], versions=result.versions, op=finding.op,
+                               cell=cell, source_nodes=ops, numbers=reduction.numbers(tol, probe.precision),
+                               reference="PyTorch", opset=getattr(probe, "opset", None))
+        _reproduce(result, case, reduction.program, reduction.inputs, reduction.expected, probe, check)
+    result.seconds = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _tolerance(tol: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in asdict(tol).items() if k != "top1_min"}
+
+
+def _reproduce(result: DivergenceResult, case: reproducer.Case, reduced: Any, inputs: Mapping[str, np.ndarray],
+               expected: Mapping[str, np.ndarray], probe: probes.Probe, check: Checker) -> None:
+    directory = reproducer.write_reproducer(check.entry / "reproducer", case, reduced, inputs, expected)
+    result.reproducer_dir = str(directory)
+    if check.standalone != "none":
+        check_standalone(result, directory, probe, check.standalone, check.venvs)
+
+
+def check_standalone(result: DivergenceResult, directory: Path, probe: probes.Probe, where: str,
+                     venvs: Path) -> None:
+    """Run the reproducer's ``repro.py`` ``where`` (:data:`STANDALONE`) and record whether it shows the mismatch."""
+    python = getattr(getattr(probe, "backend_spec", None), "python", lambda: sys.executable)() or sys.executable
+    result.standalone_in = "backend interpreter"
+    if where == "venv":
+        try:
+            wanted = (directory / "requirements.txt").read_text().split()
+            python = str(venv.fresh_venv(wanted, venvs, python))
+            result.standalone_in = f"fresh venv ({len(wanted)} requirements)"
+        except (OSError, venv.VenvError) as exc:
+            result.reproduces_standalone, result.standalone_output = False, f"no fresh venv: {exc}"
+            return
+    code, output = reproducer.run_standalone(directory, python)
+    result.reproduces_standalone, result.standalone_output = reproducer.reproduces(code, output), output
 
 
 def _sha(path: Path) -> str:

@@ -11,7 +11,7 @@ diverges already (the assumption broke) the search continues before it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,36 +98,35 @@ def candidates(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> list
             if node.op_type not in NON_CANDIDATES and any(o in live for o in graph.float_outputs(node, values))]
 
 
-class Bisector:
-    """Probes prefixes (memoised) and bisects; ``steps`` records every probe in the order it ran."""
+def timed(step: Step, run: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+          tol: Tolerance, saturated: float) -> Step:
+    """Fill ``step`` from ``run()`` -> (expected, actual): the verdict, the numbers, the seconds; a
+    :class:`ProbeError` is recorded as the step's error (the backend could not convert or run it)."""
+    t0 = time.perf_counter()
+    try:
+        expected, actual = run()
+        step.diverged, step.cosine, step.max_abs = judge(expected, actual, tol, saturated)
+    except ProbeError as exc:
+        step.error = str(exc)[:300]
+    step.seconds = round(time.perf_counter() - t0, 2)
+    return step
 
-    def __init__(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray],
-                 probe: Probe, tol: Tolerance) -> None:
-        self.model, self.feeds, self.values, self.probe, self.tol = model, feeds, values, probe, tol
+
+class Bisector:
+    """Probes positions through ``measure`` (memoised) and bisects; ``steps`` records every probe in the order it
+    ran. ``measure(index)`` runs the prefix ending at graph node ``index`` through the backend (ONNX nodes here,
+    ATen nodes in :mod:`~export_harness.converters.divergence.torch_finder`)."""
+
+    def __init__(self, measure: Callable[[int], Step]) -> None:
+        self.measure = measure
         self.steps: list[Step] = []
         self._seen: dict[int, Step] = {}
-        self.saturated = standalone.saturation(probe.precision)
 
     def probe_node(self, index: int) -> Step:
-        if index in self._seen:
-            return self._seen[index]
-        node = self.model.graph.node[index]
-        outputs = graph.float_outputs(node, self.values)
-        step = Step(index=index, op_type=node.op_type, name=node.name or f"#{index}", outputs=outputs)
-        t0 = time.perf_counter()
-        try:
-            sub = graph.cut(self.model, outputs, self.values)
-            step.nodes = len(sub.graph.node)
-            names = [i.name for i in sub.graph.input]
-            expected = {o: self.values[o] for o in outputs}
-            actual = self.probe(sub, {n: self.feeds[n] for n in names}, expected)
-            step.diverged, step.cosine, step.max_abs = judge(expected, actual, self.tol, self.saturated)
-        except ProbeError as exc:
-            step.error = str(exc)[:300]
-        step.seconds = round(time.perf_counter() - t0, 2)
-        self.steps.append(step)
-        self._seen[index] = step
-        return step
+        if index not in self._seen:
+            self._seen[index] = self.measure(index)
+            self.steps.append(self._seen[index])
+        return self._seen[index]
 
     def agrees(self, index: int) -> bool:
         """Whether node ``index`` was probed and agreed."""
@@ -155,30 +154,17 @@ class Bisector:
         return hi
 
 
-def find_first_divergence(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], probe: Probe, tol: Tolerance,
-                          values: Mapping[str, np.ndarray] | None = None) -> Finding:
-    """The first node (topological order) whose output the backend computes beyond ``tol`` from ONNX Runtime."""
-    values = values if values is not None else graph.reference_values(model, feeds)
-    cands = candidates(model, values)
-    bisector = Bisector(model, feeds, values, probe, tol)
-    outputs = [o.name for o in model.graph.output if graph.is_float(values.get(o.name))]
-    whole = Step(index=len(model.graph.node), op_type="(whole graph)", name="outputs", outputs=outputs,
-                 nodes=len(model.graph.node))
-    t0 = time.perf_counter()
-    try:
-        expected = {o: values[o] for o in outputs}
-        actual = probe(model, {i.name: feeds[i.name] for i in model.graph.input}, expected)
-        whole.diverged, whole.cosine, whole.max_abs = judge(expected, actual, tol, bisector.saturated)
-    except ProbeError as exc:
-        whole.error = str(exc)[:300]
-    whole.seconds = round(time.perf_counter() - t0, 2)
-    bisector.steps.append(whole)
+def locate(bisector: Bisector, cands: list[int], whole: Step, producers: Callable[[int], list[int]],
+           describe: Callable[[int], dict[str, Any]], label: str, reference: str = "ONNX Runtime") -> Finding:
+    """From the whole graph's probe ``whole``: bisect ``cands`` for the first diverging node, check its float
+    ``producers`` agree, and restart before any that does not (the divergence was not monotonic)."""
+    bisector.steps.insert(0, whole)
     if whole.diverged is None:
         return Finding(None, None, bisector.steps, reason=f"the backend cannot convert the whole graph: {whole.error}")
     if not whole.diverged:
         return Finding(None, None, bisector.steps, reason=(
-            f"through {probe.label} the whole graph agrees with ONNX Runtime within the tier on these inputs "
-            f"(cosine {whole.cosine:.6f}): nothing diverges between the ONNX graph and the backend"))
+            f"through {label} the whole graph agrees with {reference} within the tier on these inputs "
+            f"(cosine {whole.cosine:.6f}): nothing diverges between the source graph and the backend"))
     hi, lo = len(cands), -1
     found = None
     for _ in range(MAX_RESTARTS):
@@ -190,16 +176,46 @@ def find_first_divergence(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray
             return Finding(None, None, bisector.steps, reason="every node's prefix agrees; only the whole graph "
                            "diverges (an interaction of several outputs)")
         found = cands[pos]
-        earlier = [cands.index(p) for p in _float_producers(model, found, values) if p in cands]
+        earlier = [cands.index(p) for p in producers(found) if p in cands]
         bad = [p for p in earlier if bisector.probe_node(cands[p]).diverged]
         if not bad:
             verified = all(bisector.probe_node(cands[p]).diverged is False for p in earlier)
-            return Finding(found, graph.describe(model, found, values), bisector.steps, verified=verified)
+            return Finding(found, describe(found), bisector.steps, verified=verified)
         hi = min(bad)
         lo = max([-1] + [p for p in range(hi) if bisector.agrees(cands[p])])
-    return Finding(found, graph.describe(model, found, values) if found is not None else None, bisector.steps,
+    return Finding(found, describe(found) if found is not None else None, bisector.steps,
                    reason="the divergence is not monotonic along the graph: the search stopped after "
                           f"{MAX_RESTARTS} restarts")
+
+
+def find_first_divergence(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], probe: Probe, tol: Tolerance,
+                          values: Mapping[str, np.ndarray] | None = None) -> Finding:
+    """The first node (topological order) whose output the backend computes beyond ``tol`` from ONNX Runtime."""
+    values = values if values is not None else graph.reference_values(model, feeds)
+    saturated = standalone.saturation(probe.precision)
+
+    def measure(index: int) -> Step:
+        node = model.graph.node[index]
+        outputs = graph.float_outputs(node, values)
+        step = Step(index=index, op_type=node.op_type, name=node.name or f"#{index}", outputs=outputs)
+
+        def run() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            sub = graph.cut(model, outputs, values)
+            step.nodes = len(sub.graph.node)
+            expected = {o: values[o] for o in outputs}
+            return expected, probe(sub, {i.name: feeds[i.name] for i in sub.graph.input}, expected)
+
+        return timed(step, run, tol, saturated)
+
+    outputs = [o.name for o in model.graph.output if graph.is_float(values.get(o.name))]
+    whole = Step(index=len(model.graph.node), op_type="(whole graph)", name="outputs", outputs=outputs,
+                 nodes=len(model.graph.node))
+    expected = {o: values[o] for o in outputs}
+    timed(whole, lambda: (expected, probe(model, {i.name: feeds[i.name] for i in model.graph.input}, expected)),
+          tol, saturated)
+    return locate(Bisector(measure), candidates(model, values), whole,
+                  lambda index: _float_producers(model, index, values),
+                  lambda index: graph.describe(model, index, values), probe.label)
 
 
 def _float_producers(model: onnx.ModelProto, index: int, values: Mapping[str, np.ndarray]) -> list[int]:

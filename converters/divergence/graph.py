@@ -204,4 +204,5 @@ def short(op: Mapping[str, Any]) -> str:
     attrs = ", ".join(f"{k}={v}" for k, v in op["attributes"].items() if not str(v).startswith("graph"))
     ins = ", ".join(s for _, s in op["inputs"])
     inner = "; ".join(p for p in (attrs, f"inputs {ins}" if ins else "") if p)
-    return f"{op['op_type']} '{op['name']}'" + (f" ({inner})" if inner else "")
+    where = f" in {op['module']}" if op.get("module") else ""
+    return f"{op['op_type']} '{op['name']}'{where}" + (f" ({inner})" if inner else "")

@@ -1,8 +1,9 @@
 """Backend probes: an ONNX (sub-)model and its inputs -> its outputs computed through a cell's own converter and
 runtime (onnx2tf -> TFLite / SavedModel, onnx-tf -> SavedModel / TFLite, ONNX Runtime's fp16 conversion -> ONNX
-Runtime). The TF backends run in a warm worker of the backend's interpreter (the harness's worker pool), the ORT one
-in this process; both through :mod:`~export_harness.converters.divergence.standalone`, the code every reproducer's
-``repro.py`` carries."""
+Runtime); for the converters that start from PyTorch, a ``torch.export`` (sub-)program instead (litert-torch ->
+TFLite, the ONNX exporter -> ONNX Runtime). The TF backends and litert-torch run in a warm worker of the backend's
+interpreter (the harness's worker pool), the ORT ones in this process; all through
+:mod:`~export_harness.converters.divergence.standalone`, the code every reproducer's ``repro.py`` carries."""
 
 from __future__ import annotations
 
@@ -33,15 +34,31 @@ class NoProbe(Exception):
     """The cell's backend has no probe (one line: why)."""
 
 
+Source = Any
+"""What a probe converts: an ``onnx.ModelProto``, or for the PyTorch backends a ``torch.export.ExportedProgram``."""
+
+
+def save_source(model: Source, work: Path) -> Path:
+    """``model`` written into ``work`` as ``model.onnx`` or ``model.pt2``; returns the file."""
+    if isinstance(model, onnx.ModelProto):
+        onnx.save(model, str(work / "model.onnx"))
+        return work / "model.onnx"
+    import torch
+
+    torch.export.save(model, str(work / "model.pt2"))
+    return work / "model.pt2"
+
+
 class Probe(Protocol):
-    """An ONNX model + inputs -> outputs through one backend (``expected`` only resolves layouts)."""
+    """An ONNX model (or a ``torch.export`` program) + inputs -> outputs through one backend (``expected`` only
+    resolves layouts)."""
 
     backend: str
     precision: str
     label: str
     keep_shape: tuple[str, ...]
 
-    def __call__(self, model: onnx.ModelProto, inputs: Mapping[str, np.ndarray],
+    def __call__(self, model: Source, inputs: Mapping[str, np.ndarray],
                  expected: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def versions(self) -> dict[str, str]: ...
@@ -56,13 +73,15 @@ class LocalProbe:
     label: str
     keep_shape: tuple[str, ...] = ()
     packages: tuple[str, ...] = ("onnxruntime", "onnx")
+    opset: int | None = None
+    """The exporter's opset (``torch-onnx``)."""
 
-    def __call__(self, model: onnx.ModelProto, inputs: Mapping[str, np.ndarray],
+    def __call__(self, model: Source, inputs: Mapping[str, np.ndarray],
                  expected: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         work = Path(tempfile.mkdtemp(prefix="harness-probe-"))
         try:
-            onnx.save(model, str(work / "model.onnx"))
-            path = standalone.convert(self.backend, self.precision, str(work / "model.onnx"), str(work / "out"), [])
+            source = save_source(model, work)
+            path = standalone.convert(self.backend, self.precision, str(source), str(work / "out"), [], self.opset)
             return standalone.run(self.backend, self.precision, path, dict(inputs), dict(expected))
         except Exception as exc:
             raise ProbeError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}") from exc
@@ -84,20 +103,20 @@ class WorkerProbe:
     keep_shape: tuple[str, ...] = ()
     calls: list[float] = field(default_factory=list)
 
-    def __call__(self, model: onnx.ModelProto, inputs: Mapping[str, np.ndarray],
+    def __call__(self, model: Source, inputs: Mapping[str, np.ndarray],
                  expected: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         python = self.backend_spec.python()
         if python is None:
             raise NoProbe(self.backend_spec.unavailable_reason() or f"{self.backend}: no interpreter")
         work = Path(tempfile.mkdtemp(prefix="harness-probe-"))
         try:
-            onnx.save(model, str(work / "model.onnx"))
+            source = save_source(model, work)
             np.savez(work / "inputs.npz", **dict(inputs))
             np.savez(work / "expected.npz", **dict(expected))
-            names = {i.name for i in model.graph.input}
+            names = set(inputs)
             result = pool().call(python, WORKER_MODULE, "probe", env=self.backend_spec.worker_env(),
                                  name=f"{self.backend}-divergence", timeout=PROBE_TIMEOUT, stage="run",
-                                 backend=self.backend, precision=self.precision, onnx_path=str(work / "model.onnx"),
+                                 backend=self.backend, precision=self.precision, onnx_path=str(source),
                                  inputs=str(work / "inputs.npz"), expected=str(work / "expected.npz"),
                                  outputs=str(work / "outputs.npz"), workdir=str(work / "out"),
                                  keep_shape=[k for k in self.keep_shape if k in names])
@@ -118,6 +137,17 @@ RUNTIME = {"savedmodel": "TensorFlow SavedModel", "fp32": "TFLite fp32 (ai-edge-
            "fp16": "TFLite fp16 (ai-edge-litert)"}
 
 
+def exporter_probe(target: Target) -> Probe:
+    """The ONNX exporter that made ``target`` (an ``onnx:fp32`` target), judged on ONNX Runtime: for the PyTorch side
+    of the chain (:mod:`~export_harness.converters.divergence.torch_finder`)."""
+    dynamo = getattr(target, "exporter", "torchscript") == "dynamo"
+    return LocalProbe("torch-onnx-dynamo" if dynamo else "torch-onnx", "fp32",
+                      "torch.onnx.export" + (" (dynamo)" if dynamo else f" (TorchScript-based, opset "
+                                                                        f"{getattr(target, 'opset', 17)})")
+                      + " -> ONNX Runtime", packages=("torch", "onnx", "onnxruntime"),
+                      opset=getattr(target, "opset", None))
+
+
 def probe_for(target: Target, keep_shape: tuple[str, ...] = ()) -> Probe:
     """The probe running ``target``'s converter and runtime; :class:`NoProbe` with the reason when there is none."""
     if target.format == "onnx" and target.precision == "fp16":
@@ -134,9 +164,13 @@ def probe_for(target: Target, keep_shape: tuple[str, ...] = ()) -> Probe:
             raise NoProbe(reason)
         return WorkerProbe(backend, precision, f"{backend} -> {RUNTIME[precision]}", spec,
                            keep_shape=keep_shape if backend == "onnx2tf" else ())
-    if backend == "litert-torch":
-        raise NoProbe("litert-torch converts the PyTorch module (torch.export), not an ONNX graph: there is no ONNX "
-                      "sub-graph to hand it, and its FX nodes have no ONNX counterpart to bisect against")
+    if backend == "litert-torch" and precision in ("fp32", "fp16"):
+        from export_harness.converters.tf.tf_litert_torch import LITERT_TORCH
+
+        reason = LITERT_TORCH.unavailable_reason()
+        if reason:
+            raise NoProbe(reason)
+        return WorkerProbe("litert-torch", precision, f"litert-torch -> {RUNTIME[precision]}", LITERT_TORCH)
     if precision not in ("fp32", "fp16", "savedmodel"):
         raise NoProbe(f"{target.name}: the finder explains fp32 / fp16 artifacts; {target.precision} differs from "
                       "fp32 by design (the quantized layer table localises it)")

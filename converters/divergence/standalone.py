@@ -8,7 +8,9 @@ harness. It runs in the backend's own interpreter (the onnx-tf venv has numpy 1.
 Backends (``BACKEND``, ``PRECISION``): ``onnx2tf`` with ``savedmodel`` / ``fp32`` / ``fp16`` (onnx2tf's SavedModel and
 its float32 / float16 .tflite on ai-edge-litert), ``onnx-tf`` with the same three (onnx-tf's SavedModel, TF's
 TFLiteConverter), ``ort-fp16`` (ONNX Runtime's ``convert_float_to_float16(keep_io_types=True)`` on ONNX Runtime) and
-``ort`` (plain ONNX Runtime: the reference).
+``ort`` (plain ONNX Runtime: the reference). From a ``torch.export`` program (``.pt2``, its example inputs kept):
+``litert-torch`` with ``fp32`` / ``fp16`` (litert-torch's .tflite, its fp16 recipe, on ai-edge-litert), and the ONNX
+exporter ``torch-onnx`` (TorchScript-based, at ``opset``) / ``torch-onnx-dynamo`` on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-def convert(backend: str, precision: str, onnx_path: str, workdir: str, keep_shape: list[str]) -> str:
-    """Convert ``onnx_path`` into ``workdir``; returns the file or directory to run."""
+def convert(backend: str, precision: str, onnx_path: str, workdir: str, keep_shape: list[str],
+            opset: int | None = None) -> str:
+    """Convert ``onnx_path`` (for the PyTorch backends: a ``torch.export`` program, ``.pt2``) into ``workdir``;
+    returns the file or directory to run."""
     work = Path(workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     onnx_path = str(Path(onnx_path).resolve())
@@ -85,6 +89,41 @@ def convert(backend: str, precision: str, onnx_path: str, workdir: str, keep_sha
             conv.target_spec.supported_types = [tf.float16]
         path = work / f"model_{precision}.tflite"
         path.write_bytes(conv.convert())
+        return str(path)
+    if backend == "litert-torch":
+        import litert_torch
+        import torch
+
+        program = torch.export.load(onnx_path)
+        args, _ = program.example_inputs
+        path = work / "model_float32.tflite"
+        litert_torch.convert(program.module(), args).export(str(path))
+        if precision == "fp16":  # litert-torch's fp16 recipe: float16 weights (ai-edge-quantizer)
+            from ai_edge_quantizer import quantizer
+            from litert_torch.generative.quantize import quant_recipes
+            from litert_torch.quantize import translate_recipe
+
+            q = quantizer.Quantizer(str(path))
+            q.load_quantization_recipe(
+                translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe))
+            path = work / "model_float16.tflite"
+            path.write_bytes(q.quantize().quantized_model)
+        return str(path)
+    if backend in ("torch-onnx", "torch-onnx-dynamo"):
+        import torch
+
+        program = torch.export.load(onnx_path)
+        args, _ = program.example_inputs
+        path = work / "model.onnx"
+        names = [f"args_{i}" for i in range(len(args))]
+        if backend == "torch-onnx":  # the TorchScript-based exporter, at the cell's opset
+            unlifted = program.module()  # refuses train(), which the exporter calls: a plain GraphModule of it
+            module = torch.fx.GraphModule(unlifted, unlifted.graph)
+            torch.onnx.export(module, args, str(path), input_names=names, opset_version=opset or 17,
+                              dynamo=False, do_constant_folding=True)
+        else:
+            torch.onnx.export(program, args, str(path), input_names=names, dynamo=True, external_data=False,
+                              verbose=False)
         return str(path)
     if backend in ("ort-fp16", "ort"):
         import onnx
@@ -134,7 +173,8 @@ class _Run:
     """The converted artifact opened on its runtime: named inputs -> named outputs (its own layouts)."""
 
     def __init__(self, backend: str, precision: str, path: str) -> None:
-        self.kind = "onnx" if backend.startswith("ort") else ("savedmodel" if precision == "savedmodel" else "tflite")
+        onnx_file = backend.startswith(("ort", "torch-onnx"))
+        self.kind = "onnx" if onnx_file else ("savedmodel" if precision == "savedmodel" else "tflite")
         if self.kind == "onnx":
             import onnxruntime as ort
 
@@ -295,16 +335,16 @@ def mismatches(expected: np.ndarray, actual: np.ndarray, tolerance: dict[str, fl
 
 
 def main(config: dict[str, Any], here: Path) -> int:
-    """The reproducer: convert ``model.onnx`` as ``config`` says, run ``inputs.npz``, compare with ``expected.npz``
-    (ONNX Runtime, fp32); prints one line per output and exits 1 on a mismatch."""
+    """The reproducer: convert ``model.onnx`` (``model.pt2``) as ``config`` says, run ``inputs.npz``, compare with
+    ``expected.npz`` (ONNX Runtime or PyTorch, fp32); prints one line per output and exits 1 on a mismatch."""
     with np.load(here / "inputs.npz") as f:
         inputs = {k: f[k] for k in f.files}
     with np.load(here / "expected.npz") as f:
         expected = {k: f[k] for k in f.files}
     work = here / "work"
     shutil.rmtree(work, ignore_errors=True)
-    path = convert(config["backend"], config["precision"], str(here / "model.onnx"), str(work),
-                   config.get("keep_shape", []))
+    path = convert(config["backend"], config["precision"], str(here / config.get("model", "model.onnx")), str(work),
+                   config.get("keep_shape", []), config.get("opset"))
     actual = run(config["backend"], config["precision"], path, inputs, expected)
     mismatch = False
     for name, exp in expected.items():
@@ -314,5 +354,6 @@ def main(config: dict[str, Any], here: Path) -> int:
         mismatch |= not ok
         print(f"{name}: {'OK' if ok else 'MISMATCH'} cosine {cosine:.6f} max_abs {max_abs:.6g}, {bad} of "
               f"{np.size(exp)} elements off (shape {list(np.shape(exp))}; tolerance {config['tolerance']})")
-    print(f"{config['backend']} {config['precision']}: {'MISMATCH' if mismatch else 'matches ONNX Runtime'}")
+    print(f"{config['backend']} {config['precision']}: "
+          f"{'MISMATCH' if mismatch else 'matches ' + config.get('reference', 'ONNX Runtime')}")
     return 1 if mismatch else 0

@@ -40,14 +40,14 @@ def declared_parity_failures(session: Session, expectations: Any) -> list[tuple[
 
 
 def explain_all(session: Session, cells: Iterable[tuple[Any, Any]],
-                progress: Callable[[str], None] = lambda line: None) -> list[Row]:
+                progress: Callable[[str], None] = lambda line: None, standalone: str = "venv") -> list[Row]:
     """Each cell explained (cached results are served); a cell that cannot be explained keeps its one-line reason."""
     rows = []
     for spec, target in cells:
         cell = f"{spec.name}-{target.name}"
         progress(f"{cell} ...")
         try:
-            row = Row(cell, explain_cell(session, spec, target))
+            row = Row(cell, explain_cell(session, spec, target, standalone=standalone))
         except DivergenceError as exc:
             row = Row(cell, None, str(exc))
         progress(f"{cell}: {row.result.summary() if row.result else row.why_not}")
@@ -56,7 +56,8 @@ def explain_all(session: Session, cells: Iterable[tuple[Any, Any]],
 
 
 def _converter(result: DivergenceResult) -> str:
-    names = {"onnx2tf": "onnx2tf", "onnx-tf": "onnx-tf", "ort-fp16": "onnxruntime"}
+    names = {"onnx2tf": "onnx2tf", "onnx-tf": "onnx-tf", "ort-fp16": "onnxruntime", "litert-torch": "litert-torch",
+             "torch-onnx": "torch", "torch-onnx-dynamo": "torch"}
     name = names.get(result.backend, result.backend)
     return f"{name} {result.versions.get(name, '')}".strip()
 
@@ -68,7 +69,8 @@ def render(rows: list[Row], command: str = COMMAND) -> str:
              "or fp16 tier and that `baselines/expectations.toml` declares as failing at parity, run as the matrix "
              "runs it, then bisected op by op through its own converter against ONNX Runtime on the first failing "
              "batch's inputs. *Reduced* is the node count of the smallest sub-graph that still diverges; "
-             "*standalone*: its `repro.py` (converter and runtime only) run in a fresh interpreter shows the "
+             "*standalone*: its `repro.py` run in a fresh venv holding only the reproducer's `requirements.txt` "
+             "(the converter and the runtime at the versions that showed it, nothing of the harness) shows the "
              "mismatch. Reproducers stay in the harness cache (`<cache>/divergence/<key>/reproducer`); "
              "`export-harness diverge MODEL TARGET --out DIR` copies one out.", "",
              "| cell | side | first diverging op | reduced (nodes) | standalone | converter | seconds |",
@@ -80,6 +82,8 @@ def render(rows: list[Row], command: str = COMMAND) -> str:
             continue
         op = f"`{graph.short(r.first_op)}`" if r.first_op else f"none named: {r.reason}"
         standalone = {True: "yes", False: "no", None: "-"}[r.reproduces_standalone]
+        if r.reproduces_standalone is not None and not r.standalone_in.startswith("fresh venv"):
+            standalone += f" ({r.standalone_in or 'backend interpreter'})"
         reduced = f"{r.reduced_nodes} ({r.reduced_how}) of {r.source_nodes}" if r.reduced_nodes else "-"
         lines.append(f"| `{row.cell}` | {r.side} | {op} | {reduced} | {standalone} | {_converter(r)} | "
                      f"{r.seconds:.0f} |")
