@@ -236,6 +236,16 @@ def test_a_benchmark_lost_from_its_baseline_fails_the_gate_instead_of_reading_as
         lg.load_baseline(tmp_path, "baseline", sessions=3)
 
 
+def test_every_committed_baseline_lists_its_benchmarks() -> None:
+    """The committed runs carry the manifest too, so an entry deleted from one of them fails the gate on its machine
+    kind instead of reading as a new benchmark (issue 24, fault 7)."""
+    runs = sorted((Path(__file__).resolve().parents[1] / "baselines" / "benchmarks").glob("*/*.json"))
+    assert runs
+    for path in runs:
+        data = json.loads(path.read_text())
+        assert data.get(lg.MANIFEST) == sorted(b["name"] for b in data["benchmarks"]), path
+        assert not lg.load_run(path).lost
+
 def test_decide_run_to_run_unstable_benchmark_needs_a_bigger_slowdown() -> None:
     base = _samples(0.5, 0.02, seed=1)
     slow = _samples(0.6, 0.02, seed=2)
