@@ -49,7 +49,8 @@ class TorchGraph:
         class Capture(fx.Interpreter):
             def run_node(self, n: fx.Node) -> Any:
                 value = super().run_node(n)
-                raw[n.name] = value.detach() if isinstance(value, torch.Tensor) else value
+                # a copy: an in-place op later in the graph (a residual's add_) would change a tensor kept as is
+                raw[n.name] = value.detach().clone() if isinstance(value, torch.Tensor) else value
                 return value
 
         with torch.no_grad():
@@ -129,6 +130,11 @@ class TorchGraph:
         output = next(n for n in module.graph.nodes if n.op == "output")
         output.args = ((node,),)
         module.graph._codegen = fx.graph.CodeGen()  # plain tuple output, not the original pytree spec
+        for later in reversed(list(module.graph.nodes)):  # everything after the node, in-place ops included
+            if later is node:
+                break
+            if later.op != "output":
+                module.graph.erase_node(later)
         module.graph.eliminate_dead_code()
         module.recompile()
         return export(module, self.args), self.inputs, {OUT.format(i=0): self.value(node.name)}
