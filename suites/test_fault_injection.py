@@ -401,6 +401,15 @@ def test_a_killed_run_leaves_no_process_no_work_dir_and_the_next_run_agrees(tmp_
         (summary, interrupted["processes_seen"])
 
 
+def test_the_soak_compares_messages_of_caches_whose_paths_share_a_prefix() -> None:
+    """The full soak's caches are DIR and DIR-reference: a failing cell's "saved to <cache>/failures/..." must read
+    the same from both (13 false differences in the first full soak after the SIGINT fix)."""
+    from suites import soak
+
+    caches = (Path("/x/cache"), Path("/x/cache-reference"))
+    assert soak._normalise("saved to /x/cache-reference/failures/a", caches) == \
+        soak._normalise("saved to /x/cache/failures/a", caches) == "saved to <cache>/failures/a"
+
 PATH_ERRORS = {
     "cache-is-a-file": ("--harness-cache={file}", "artifact cache {file}: cannot be used"),
     "weights-of-an-unknown-model": ("--harness-weights=nosuch={file}", "--harness-weights: unknown model 'nosuch'"),

@@ -5,20 +5,22 @@ A venv is made from the backend interpreter's base Python (``python -m venv`` ru
 the base, without the venv's site-packages) and filled with ``pip install -r requirements.txt``, the versions of every
 package pip pulls in constrained to those of the backend's own environment (``pip freeze``), so the fresh venv holds
 the measured stack and only the part of it the converter needs. Package registries are the only network used. One
-venv per set of requirements, kept under ``<root>/<sha256 of the set>`` and built in a temporary sibling directory
-renamed into place when complete, so a killed build is never used.
+venv per set of requirements, kept under ``<root>/<sha256 of the set>``, built in place under a lock and marked
+complete last, so a killed build is never used (it is removed and made again).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 INSTALL_TIMEOUT = 1800.0
+COMPLETE = ".complete"
+"""Written last into a venv: its presence says the build finished."""
 
 
 class VenvError(Exception):
@@ -46,28 +48,32 @@ def fresh_venv(requirements: list[str], root: Path, base_python: str) -> Path:
         raise VenvError("no requirements to install")
     key = hashlib.sha256("\n".join(pinned).encode()).hexdigest()[:16]
     venv = Path(root) / key
-    if _python(venv).is_file() and (venv / "requirements.txt").is_file():
-        return _python(venv)
     root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{key}-{os.getpid()}-", dir=root))
-    try:
-        (work / "requirements.in").write_text("\n".join(pinned) + "\n")
-        (work / "constraints.txt").write_text("\n".join(constraints(base_python)) + "\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_REQUIRE_VIRTUALENV"))}
-        steps = ([base_python, "-m", "venv", str(work / "venv")],
-                 [str(_python(work / "venv")), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                  "-r", str(work / "requirements.in"), "-c", str(work / "constraints.txt")])
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=env)
-            if done.returncode != 0:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
-                raise VenvError(f"{' '.join(step[1:4])}... failed (exit {done.returncode}): {' / '.join(tail)}")
-        # moved into place complete (only `python -m` is used: the scripts' shebangs name the build directory)
+    with open(root / f"{key}.lock", "w") as lock:  # one builder per venv; the others wait and reuse it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (venv / COMPLETE).is_file() and _python(venv).is_file():
+            return _python(venv)
+        # built where it stays (a converter may run the venv's console scripts, whose shebangs hold its path);
+        # the marker written last says it is complete, a killed build is removed and made again
         shutil.rmtree(venv, ignore_errors=True)
-        os.replace(work / "venv", venv)
-        (venv / "requirements.txt").write_text("\n".join(pinned) + "\n")
-    except subprocess.TimeoutExpired as exc:
-        raise VenvError(f"building the venv timed out after {exc.timeout:.0f} s") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_REQUIRE_VIRTUALENV"))}
+        try:
+            venv.mkdir()
+            (venv / "requirements.in").write_text("\n".join(pinned) + "\n")
+            (venv / "constraints.txt").write_text("\n".join(constraints(base_python)) + "\n")
+            steps = ([base_python, "-m", "venv", str(venv)],
+                     [str(_python(venv)), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                      "-r", str(venv / "requirements.in"), "-c", str(venv / "constraints.txt")])
+            for step in steps:
+                done = subprocess.run(step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=env)
+                if done.returncode != 0:
+                    tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+                    raise VenvError(f"{' '.join(step[1:4])}... failed (exit {done.returncode}): {' / '.join(tail)}")
+        except subprocess.TimeoutExpired as exc:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise VenvError(f"building the venv timed out after {exc.timeout:.0f} s") from None
+        except BaseException:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
+        (venv / COMPLETE).write_text("\n".join(pinned) + "\n")
     return _python(venv)
