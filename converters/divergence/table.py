@@ -12,8 +12,9 @@ from typing import Any
 from export_harness.converters.divergence import graph
 from export_harness.converters.divergence.explain import DivergenceError, DivergenceResult, Session, explain_cell
 
-PARITY_WORDS = re.compile(r"cosine|max_abs|top-1|atol|mismatch", re.IGNORECASE)
-"""A declaration whose ``match`` names a parity metric: the cell fails at parity (confirmed by running it)."""
+PARITY_WORDS = re.compile(r"cosine|max_abs|top-1|atol|mismatch|!= PyTorch", re.IGNORECASE)
+"""A declaration whose ``match`` names a parity metric or an output shape unlike PyTorch's: the cell fails at parity
+(confirmed by running it)."""
 TIERS = ("fp32", "fp16")
 COMMAND = "export-harness diverge --table docs/results/miscompiles.md"
 
