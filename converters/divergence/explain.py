@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -303,6 +304,13 @@ def _tolerance(tol: Any) -> dict[str, float]:
 
 def _reproduce(result: DivergenceResult, case: reproducer.Case, reduced: Any, inputs: Mapping[str, np.ndarray],
                expected: Mapping[str, np.ndarray], probe: probes.Probe, check: Checker) -> None:
+    try:  # pin every package requirements.txt names, not only those the backend reports versions of
+        have = venv.installed(_python(probe))
+        missing = {p: have[venv.normalise(p)] for p in reproducer.PIP.get(case.backend, [])
+                   if venv.normalise(p) in have and venv.normalise(p) not in map(venv.normalise, case.versions)}
+        case.versions = result.versions = {**case.versions, **missing}
+    except (OSError, subprocess.SubprocessError, venv.VenvError):
+        pass  # named unpinned: the fresh venv's constraints still hold them to this environment's versions
     directory = reproducer.write_reproducer(check.entry / "reproducer", case, reduced, inputs, expected)
     result.reproducer_dir = str(directory)
     if check.standalone != "none":
@@ -312,7 +320,7 @@ def _reproduce(result: DivergenceResult, case: reproducer.Case, reduced: Any, in
 def check_standalone(result: DivergenceResult, directory: Path, probe: probes.Probe, where: str,
                      venvs: Path) -> None:
     """Run the reproducer's ``repro.py`` ``where`` (:data:`STANDALONE`) and record whether it shows the mismatch."""
-    python = getattr(getattr(probe, "backend_spec", None), "python", lambda: sys.executable)() or sys.executable
+    python = _python(probe)
     result.standalone_in = "backend interpreter"
     if where == "venv":
         try:
@@ -324,6 +332,11 @@ def check_standalone(result: DivergenceResult, directory: Path, probe: probes.Pr
             return
     code, output = reproducer.run_standalone(directory, python)
     result.reproduces_standalone, result.standalone_output = reproducer.reproduces(code, output), output
+
+
+def _python(probe: probes.Probe) -> str:
+    """The interpreter of the probe's backend (the onnx-tf venv's, or this one)."""
+    return getattr(getattr(probe, "backend_spec", None), "python", lambda: sys.executable)() or sys.executable
 
 
 def _sha(path: Path) -> str:

@@ -22,6 +22,7 @@ import onnx
 
 from export_harness.converters.divergence import graph, standalone
 from export_harness.converters.divergence.probes import save_source
+from export_harness.converters.divergence.venv import normalise
 from export_harness.converters.util.files import write_text_atomic
 
 MODEL_FILES = ("model.onnx", "model.pt2")
@@ -68,8 +69,8 @@ class Case:
 def requirements(case: Case) -> list[str]:
     """``requirements.txt``: the converter's and runtime's packages, pinned to the versions the finder ran (a package
     whose version was not recorded is named unpinned)."""
-    known = {k: v for k, v in case.versions.items() if v not in ("not-installed", "unknown")}
-    return [f"{p}=={known[p]}" if p in known else p for p in PIP.get(case.backend, [])]
+    known = {normalise(k): v for k, v in case.versions.items() if v not in ("not-installed", "unknown")}
+    return [f"{p}=={known[normalise(p)]}" if normalise(p) in known else p for p in PIP.get(case.backend, [])]
 
 
 def repro_source(case: Case) -> str:

@@ -40,6 +40,16 @@ def constraints(python: str) -> list[str]:
     return sorted(line for line in done.stdout.splitlines() if "==" in line and " @ " not in line)
 
 
+def normalise(name: str) -> str:
+    """A distribution name as pip compares them (``onnx_graphsurgeon`` == ``onnx-graphsurgeon``)."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def installed(python: str) -> dict[str, str]:
+    """Normalised name -> version of every distribution :func:`constraints` lists for ``python``."""
+    return {normalise(line.split("==")[0]): line.split("==", 1)[1] for line in constraints(python)}
+
+
 def fresh_venv(requirements: list[str], root: Path, base_python: str) -> Path:
     """The interpreter of a venv under ``root`` holding ``requirements`` (pinned ``name==version`` lines) and what
     they need, at ``base_python``'s environment's versions; made on first use, reused afterwards."""
