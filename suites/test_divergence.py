@@ -297,7 +297,8 @@ def test_miscompiles_table_selects_the_declared_parity_failures_and_renders_them
 def test_an_undeclared_fp32_failure_names_its_first_diverging_op(pytestconfig: pytest.Config, tmp_path: Path) -> None:
     """Through the plugin: the zoo's onnx2tf miscompile with its declaration removed fails with the first diverging
     op and the reproducer's path in its message and its report record (cached with the artifact: a warm run pays
-    nothing); with --harness-explain=none it does not."""
+    nothing); the reproducer shows the mismatch in a fresh venv holding only its requirements.txt; with
+    --harness-explain=none the message has no op."""
     from export_harness.converters.report import matrix_report
     from suites.matrix_helpers import run_matrix
 
@@ -309,8 +310,19 @@ def test_an_undeclared_fp32_failure_names_its_first_diverging_op(pytestconfig: p
     (cell,) = matrix_report.load_report(tmp_path / "report.json")
     assert "first diverging op: Add '/decoder/layers.0/self_attn/Add_2'" in cell["message"], cell["message"][-2000:]
     assert "reproducer: " in cell["message"] and "first diverging op" in run.stdout  # the failure pytest prints
-    reproducer = Path(cell["message"].rsplit("reproducer: ", 1)[1].split()[0])
-    assert (reproducer / "repro.py").is_file() and (reproducer / "ISSUE.md").is_file()
+    directory = Path(cell["message"].rsplit("reproducer: ", 1)[1].split()[0])
+    assert (directory / "repro.py").is_file() and (directory / "ISSUE.md").is_file()
+    # the table's reproducer, in a fresh venv holding only its requirements.txt (made once per machine, in the cache)
+    from export_harness.converters.divergence.venv import fresh_venv
+    from export_harness.converters.tf.tf_onnx2tf import ONNX2TF
+    from export_harness.plugin.project import cache_dir
+
+    wanted = (directory / "requirements.txt").read_text().split()
+    assert all("==" in line for line in wanted), wanted  # every package pinned
+    python = fresh_venv(wanted, cache_dir(pytestconfig) / "divergence" / "venvs", ONNX2TF.python() or sys.executable)
+    code, output = reproducer.run_standalone(directory, str(python))
+    assert reproducer.reproduces(code, output), output
+    assert "onnx2tf fp32: MISMATCH" in output
     run_matrix(pytestconfig, tmp_path / "quiet.json", selection, "--harness-explain=none",
                        f"--harness-expectations={tmp_path / 'expectations.toml'}")
     assert "first diverging op" not in matrix_report.load_report(tmp_path / "quiet.json")[0]["message"]

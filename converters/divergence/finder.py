@@ -90,6 +90,23 @@ def judge(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], 
     return diverged, cosine, max_abs
 
 
+def output_numbers(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance,
+                   precision: str = "fp32") -> dict[str, dict[str, Any]]:
+    """Per output the backend returned: cosine, max_abs, how many elements are beyond the tier (and ``shape``, the
+    backend's, when it is not the reference's)."""
+    out: dict[str, dict[str, Any]] = {}
+    bound = {"atol": tol.atol, "rtol": tol.rtol, "scale_atol": tol.scale_atol}
+    limit = standalone.saturation(precision)
+    for name, exp in expected.items():
+        if name in actual:
+            _, cosine, max_abs = judge({name: exp}, {name: actual[name]}, tol, limit)
+            out[name] = {"cosine": cosine, "max_abs": max_abs, "elements": float(np.size(exp)),
+                         "mismatched": float(standalone.mismatches(exp, actual[name], bound, limit))}
+            if np.shape(actual[name]) != np.shape(exp):
+                out[name]["shape"] = [list(np.shape(actual[name])), list(np.shape(exp))]
+    return out
+
+
 def candidates(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> list[int]:
     """Nodes worth probing, in topological order: with a float output that depends on a graph input (a constant
     sub-expression is folded by every converter and has no inputs to feed)."""

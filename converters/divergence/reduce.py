@@ -14,13 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
 
 from export_harness.converters.checks.thresholds import Tolerance
 from export_harness.converters.divergence import graph, standalone
-from export_harness.converters.divergence.finder import Step, judge
+from export_harness.converters.divergence.finder import Step, judge, output_numbers
 from export_harness.converters.divergence.probes import Probe, ProbeError
 
 
@@ -39,17 +40,9 @@ class Reduction:
     actual: dict[str, np.ndarray] = field(default_factory=dict)
     """The backend's outputs on ``inputs``."""
 
-    def numbers(self, tol: Tolerance, precision: str = "fp32") -> dict[str, dict[str, float]]:
-        """Per output: cosine, max_abs and the elements beyond the tier of the backend against ONNX Runtime."""
-        out = {}
-        bound = {"atol": tol.atol, "rtol": tol.rtol, "scale_atol": tol.scale_atol}
-        for name, exp in self.expected.items():
-            if name in self.actual:
-                limit = standalone.saturation(precision)
-                _, cosine, max_abs = judge({name: exp}, {name: self.actual[name]}, tol, limit)
-                out[name] = {"cosine": cosine, "max_abs": max_abs, "elements": float(np.size(exp)),
-                             "mismatched": float(standalone.mismatches(exp, self.actual[name], bound, limit))}
-        return out
+    def numbers(self, tol: Tolerance, precision: str = "fp32") -> dict[str, dict[str, Any]]:
+        """Per output: the backend against ONNX Runtime (:func:`~...finder.output_numbers`)."""
+        return output_numbers(self.expected, self.actual, tol, precision)
 
     @property
     def nodes(self) -> int:

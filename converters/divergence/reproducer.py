@@ -54,8 +54,9 @@ class Case:
     op: dict[str, Any]
     cell: str
     source_nodes: int
-    numbers: dict[str, dict[str, float]]
-    """Per output of the reduced graph: cosine and max_abs through the backend (as the finder measured)."""
+    numbers: dict[str, dict[str, Any]]
+    """Per output of the reduced graph: cosine, max_abs, elements off (and the shape when it differs) through the
+    backend, as the finder measured."""
     reference: str = "ONNX Runtime"
     """What ``expected.npz`` holds: ONNX Runtime fp32 on the ONNX graph, or PyTorch (the PyTorch-side converters)."""
     opset: int | None = None
@@ -96,9 +97,12 @@ def headline(case: Case) -> str:
     worst = min(case.numbers.values(), key=lambda n: n["cosine"], default={"cosine": float("nan"), "max_abs": 0.0})
     attrs = ", ".join(f"{k}={v}" for k, v in case.op["attributes"].items() if not str(v).startswith("graph"))
     ins = ", ".join(s for _, s in case.op["inputs"])
+    op = f"[{case.backend} {version}] {case.op['op_type']} ({attrs + '; ' if attrs else ''}inputs {ins})"
+    shaped = next((n["shape"] for n in case.numbers.values() if "shape" in n), None)
+    if shaped:
+        return f"{op} returns shape {shaped[0]} instead of {shaped[1]} after {case.label} (vs {case.reference})"
     off = (f"{worst['mismatched']:.0f} of {worst['elements']:.0f} elements off, " if "mismatched" in worst else "")
-    return (f"[{case.backend} {version}] {case.op['op_type']} ({attrs + '; ' if attrs else ''}inputs {ins}) "
-            f"computes a different result after {case.label}: {off}cosine {worst['cosine']:.4f}, max_abs "
+    return (f"{op} computes a different result after {case.label}: {off}cosine {worst['cosine']:.4f}, max_abs "
             f"{worst['max_abs']:.3g} vs {case.reference}")
 
 
@@ -132,7 +136,9 @@ def issue_text(case: Case, reduced: Any) -> str:
              "## Observed", "",
              "| output | cosine | max_abs | elements off |", "| --- | --- | --- | --- |",
              *[f"| `{name}` | {n['cosine']:.6f} | {n['max_abs']:.4g} | {n.get('mismatched', 0):.0f} of "
-               f"{n.get('elements', 0):.0f} |" for name, n in case.numbers.items()], "",
+               f"{n.get('elements', 0):.0f}" + (f" (shape {n['shape'][0]}, expected {n['shape'][1]})"
+                                                 if "shape" in n else "") + " |" for name, n in case.numbers.items()],
+             "",
              "## The op", "",
              f"`{graph.short(case.op)}`", "",
              *[f"- input `{name}`: {shape}" for name, shape in case.op["inputs"]],

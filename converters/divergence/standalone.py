@@ -68,9 +68,14 @@ def convert(backend: str, precision: str, onnx_path: str, workdir: str, keep_sha
         os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         out = work / "saved_model"
         with _cwd(scratch):  # onnx2tf calls onnxsim through PATH and writes stray files into its CWD
-            onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(out), output_signaturedefs=True,
-                            copy_onnx_input_output_names_to_tflite=True, keep_shape_absolutely_input_names=keep_shape
-                            or None, non_verbose=True)
+            try:
+                onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(out),
+                                output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,
+                                keep_shape_absolutely_input_names=keep_shape or None, non_verbose=True)
+            except Exception:
+                # onnx2tf writes the SavedModel before its .tflite files: a TFLite converter error does not concern it
+                if precision != "savedmodel" or not (out / "saved_model.pb").is_file():
+                    raise
         files = {"savedmodel": out, "fp32": out / "model_float32.tflite", "fp16": out / "model_float16.tflite"}
         return str(files[precision])
     if backend == "onnx-tf":
@@ -352,6 +357,10 @@ def main(config: dict[str, Any], here: Path) -> int:
         ok, cosine, max_abs = judge(exp, actual[name], config["tolerance"], limit)
         bad = mismatches(exp, actual[name], config["tolerance"], limit)
         mismatch |= not ok
+        if np.shape(actual[name]) != np.shape(exp):
+            print(f"{name}: MISMATCH shape {list(np.shape(actual[name]))} instead of {list(np.shape(exp))}")
+            mismatch = True
+            continue
         print(f"{name}: {'OK' if ok else 'MISMATCH'} cosine {cosine:.6f} max_abs {max_abs:.6g}, {bad} of "
               f"{np.size(exp)} elements off (shape {list(np.shape(exp))}; tolerance {config['tolerance']})")
     print(f"{config['backend']} {config['precision']}: "

@@ -15,7 +15,7 @@ import torch
 
 from export_harness.converters.checks.thresholds import Tolerance
 from export_harness.converters.divergence import standalone
-from export_harness.converters.divergence.finder import Bisector, Finding, Step, judge, locate, timed
+from export_harness.converters.divergence.finder import Bisector, Finding, Step, locate, output_numbers, timed
 from export_harness.converters.divergence.probes import Probe, ProbeError
 from export_harness.converters.divergence.torch_graph import TorchGraph
 
@@ -66,17 +66,9 @@ class TorchReduction:
     steps: list[Step] = field(default_factory=list)
     actual: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def numbers(self, tol: Tolerance, precision: str = "fp32") -> dict[str, dict[str, float]]:
-        """Per output: cosine, max_abs and the elements beyond the tier, the backend against PyTorch."""
-        out = {}
-        bound = {"atol": tol.atol, "rtol": tol.rtol, "scale_atol": tol.scale_atol}
-        limit = standalone.saturation(precision)
-        for name, exp in self.expected.items():
-            if name in self.actual:
-                _, cosine, max_abs = judge({name: exp}, {name: self.actual[name]}, tol, limit)
-                out[name] = {"cosine": cosine, "max_abs": max_abs, "elements": float(np.size(exp)),
-                             "mismatched": float(standalone.mismatches(exp, self.actual[name], bound, limit))}
-        return out
+    def numbers(self, tol: Tolerance, precision: str = "fp32") -> dict[str, dict[str, Any]]:
+        """Per output: the backend against PyTorch (:func:`~...finder.output_numbers`)."""
+        return output_numbers(self.expected, self.actual, tol, precision)
 
 
 def reduce(tg: TorchGraph, index: int, probe: Probe, tol: Tolerance) -> TorchReduction:
