@@ -407,7 +407,7 @@ def test_litert_torch_replaced_op_is_named_and_its_reproducer_runs(tmp_path: Pat
                                       "scale_atol": FP32.scale_atol},
                            keep_shape=[], versions=probe.versions(), op=found.op, cell="synthetic-tflite:fp32",
                            source_nodes=len(tg.candidates()), numbers=single.numbers(FP32), reference="PyTorch")
-    directory = reproducer.write_reproducer(tmp_path / "repro", case, single.program, single.inputs,
+    directory = reproducer.write_reproducer(tmp_path / "repro", case, single.model, single.inputs,
                                             single.expected)
     assert (directory / "model.pt2").is_file() and not (directory / "model.onnx").exists()
     assert "litert-torch==" in (directory / "requirements.txt").read_text()

@@ -293,7 +293,7 @@ def compute_torch(cell: str, spec: ModelSpec, model: Any, inputs: Mapping[str, n
                                tolerance=_tolerance(tol), keep_shape=[], versions=result.versions, op=finding.op,
                                cell=cell, source_nodes=ops, numbers=reduction.numbers(tol, probe.precision),
                                reference="PyTorch", opset=getattr(probe, "opset", None))
-        _reproduce(result, case, reduction.program, reduction.inputs, reduction.expected, probe, check)
+        _reproduce(result, case, reduction.model, reduction.inputs, reduction.expected, probe, check)
     result.seconds = round(time.perf_counter() - t0, 1)
     return result
 

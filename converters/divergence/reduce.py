@@ -27,9 +27,11 @@ from export_harness.converters.divergence.probes import Probe, ProbeError
 
 @dataclass
 class Reduction:
-    """The reduced model with its inputs and ONNX Runtime's outputs on them."""
+    """The reduced model with its inputs and the reference's outputs on them (ONNX Runtime's; PyTorch's for a
+    ``torch.export`` program cut by :mod:`~export_harness.converters.divergence.torch_finder`)."""
 
-    model: onnx.ModelProto
+    model: Any
+    """An ``onnx.ModelProto``, or a ``torch.export.ExportedProgram``."""
     inputs: dict[str, np.ndarray]
     expected: dict[str, np.ndarray]
     reproduces: bool
@@ -41,12 +43,14 @@ class Reduction:
     """The backend's outputs on ``inputs``."""
 
     def numbers(self, tol: Tolerance, precision: str = "fp32") -> dict[str, dict[str, Any]]:
-        """Per output: the backend against ONNX Runtime (:func:`~...finder.output_numbers`)."""
+        """Per output: the backend against the reference (:func:`~...finder.output_numbers`)."""
         return output_numbers(self.expected, self.actual, tol, precision)
 
     @property
     def nodes(self) -> int:
-        return len(self.model.graph.node)
+        if isinstance(self.model, onnx.ModelProto):
+            return len(self.model.graph.node)
+        return sum(1 for n in self.model.graph.nodes if n.op == "call_function")
 
 
 def _attempt(model: onnx.ModelProto, outputs: list[str], values: Mapping[str, np.ndarray], probe: Probe,

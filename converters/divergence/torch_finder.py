@@ -7,7 +7,6 @@ captured inputs. The search is :func:`~export_harness.converters.divergence.find
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,8 +14,9 @@ import torch
 
 from export_harness.converters.checks.thresholds import Tolerance
 from export_harness.converters.divergence import standalone
-from export_harness.converters.divergence.finder import Bisector, Finding, Step, locate, output_numbers, timed
+from export_harness.converters.divergence.finder import Bisector, Finding, Step, locate, timed
 from export_harness.converters.divergence.probes import Probe, ProbeError
+from export_harness.converters.divergence.reduce import Reduction
 from export_harness.converters.divergence.torch_graph import TorchGraph
 
 DEPTHS = (0, 1, 2, 4, 8)
@@ -53,25 +53,7 @@ def find_first_divergence(tg: TorchGraph, probe: Probe, tol: Tolerance) -> Findi
                   reference="PyTorch")
 
 
-@dataclass
-class TorchReduction:
-    """The smallest cut around the op that still diverges: its program, inputs and PyTorch's output on them."""
-
-    program: Any
-    inputs: dict[str, np.ndarray]
-    expected: dict[str, np.ndarray]
-    reproduces: bool
-    how: str
-    nodes: int
-    steps: list[Step] = field(default_factory=list)
-    actual: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def numbers(self, tol: Tolerance, precision: str = "fp32") -> dict[str, dict[str, Any]]:
-        """Per output: the backend against PyTorch (:func:`~...finder.output_numbers`)."""
-        return output_numbers(self.expected, self.actual, tol, precision)
-
-
-def reduce(tg: TorchGraph, index: int, probe: Probe, tol: Tolerance) -> TorchReduction:
+def reduce(tg: TorchGraph, index: int, probe: Probe, tol: Tolerance) -> Reduction:
     """The op alone with its captured inputs; else it and its producers up to 1, 2, 4, 8 hops back; else the
     prefix from the model's inputs (what the finder probed)."""
     saturated = standalone.saturation(probe.precision)
@@ -99,14 +81,13 @@ def reduce(tg: TorchGraph, index: int, probe: Probe, tol: Tolerance) -> TorchRed
         steps.append(timed(step, run, tol, saturated))
         if step.diverged:
             how = "single node" if depth == 0 else f"{depth} hops back"
-            return TorchReduction(program, inputs, expected, True, how, count, steps, actual)
+            return Reduction(program, inputs, expected, True, how, steps, actual)
     program, inputs, expected = tg.prefix(index)
-    count = sum(1 for n in program.graph.nodes if n.op == "call_function")
     try:
         actual = probe(program, inputs, expected)
     except ProbeError:
         actual = {}
-    return TorchReduction(program, inputs, expected, False, "prefix", count, steps, actual)
+    return Reduction(program, inputs, expected, False, "prefix", steps, actual)
 
 
 def spec_args(inputs: dict[str, np.ndarray], names: list[str]) -> tuple[torch.Tensor, ...]:
