@@ -388,6 +388,19 @@ def test_exporter_side_finder_names_the_injected_aten_op(op: Any, wrong: Any) ->
     assert torch_finder.find_first_divergence(tg, EXPORTER, FP32).index is None  # the real exporter is right
 
 
+class DataDependent(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum() > 0 else x - 1  # control flow on a value: torch.export refuses it
+
+
+def test_a_model_torch_export_refuses_is_one_line_not_an_exception(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    result = explain.compute_torch("m-onnx:fp32", SimpleNamespace(input_names=["x"]), DataDependent(), FEEDS,
+                                   EXPORTER, FP32, explain.Checker(tmp_path, "none", tmp_path / "venvs"))
+    assert result.first_op is None and result.reason.startswith("torch.export cannot export the model")
+    assert len(result.summary().splitlines()) == 1 and result.side.startswith("PyTorch -> torch.onnx.export")
+
 def test_litert_torch_replaced_op_is_named_and_its_reproducer_runs(tmp_path: Path) -> None:
     """Real litert-torch conversions (in its worker) of prefixes of PyTorch's graph: tanh made sigmoid is named and
     reduced to the op alone; the reproducer of the real (correct) op converts model.pt2 with litert-torch alone and

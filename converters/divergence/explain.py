@@ -46,8 +46,8 @@ DIRECTORY = "divergence"
 VENVS = "venvs"
 """``<cache>/divergence/venvs/``: the fresh venvs reproducers are confirmed in."""
 ONNX_SIDE = "ONNX -> {backend}"
-EXPORTER_SIDE = "PyTorch -> ONNX (the exporter)"
 TORCH_SIDE = "PyTorch -> {backend}"
+"""The side of a converter that starts from PyTorch: litert-torch, or the exporter itself (PyTorch -> ONNX)."""
 
 
 class Session(Protocol):
@@ -184,8 +184,7 @@ def explain_failure(session: Session, spec: ModelSpec | str, target: Target | st
     args = (cell_spec, model, session.cache, session.targets, session.identities)
     artifact = artifact or export_artifact(target, *args)
     source = source_target(target, session)
-    side = ONNX_SIDE.format(backend=target.backend or target.name) if source else \
-        TORCH_SIDE.format(backend=target.backend or target.name)
+    side = (ONNX_SIDE if source else TORCH_SIDE).format(backend=target.backend or target.name)
     source_artifact = export_artifact(source, *args) if source is not None else None
     tol = session.thresholds.resolve(spec.name, target.name, target.tier, spec.tolerances)
     try:
@@ -250,7 +249,7 @@ def compute(cell: str, spec: ModelSpec, model: Any, source: Path, inputs: Mappin
     onnx_out = {o: values[o] for o in torch_out if o in values}
     exporter_diverged, _, _ = finder.judge(torch_out, onnx_out, tol)
     if exporter_diverged and exporter is not None:
-        result = compute_torch(cell, spec, model, inputs, exporter, tol, check, EXPORTER_SIDE)
+        result = compute_torch(cell, spec, model, inputs, exporter, tol, check)
         result.seconds = round(time.perf_counter() - t0, 1)
         return result
     result = DivergenceResult(cell=cell, side=ONNX_SIDE.format(backend=probe.label), backend=probe.backend,
@@ -274,14 +273,20 @@ def compute(cell: str, spec: ModelSpec, model: Any, source: Path, inputs: Mappin
 
 
 def compute_torch(cell: str, spec: ModelSpec, model: Any, inputs: Mapping[str, np.ndarray], probe: probes.Probe,
-                  tol: Any, check: Checker, side: str) -> DivergenceResult:
+                  tol: Any, check: Checker) -> DivergenceResult:
     """The same over PyTorch's ATen graph (:mod:`~export_harness.converters.divergence.torch_finder`), for a
     converter that starts from PyTorch: litert-torch, or the ONNX exporter."""
     t0 = time.perf_counter()
-    tg = torch_graph.TorchGraph.capture(model, torch_finder.spec_args(dict(inputs), list(spec.input_names)))
-    ops = sum(1 for n in tg.nodes if n.op == "call_function")
-    result = DivergenceResult(cell=cell, side=f"{side}: {probe.label}", backend=probe.backend,
-                              versions=probe.versions(), source_nodes=ops)
+    result = DivergenceResult(cell=cell, side=TORCH_SIDE.format(backend=probe.label), backend=probe.backend,
+                              versions=probe.versions())
+    try:
+        tg = torch_graph.TorchGraph.capture(model, torch_finder.spec_args(dict(inputs), list(spec.input_names)))
+    except Exception as exc:  # any export error: no ATen graph to bisect, said in one line
+        text = str(exc).strip().splitlines()
+        result.reason = f"torch.export cannot export the model, so there is no ATen graph to bisect: " \
+                        f"{type(exc).__name__}: {text[0] if text else ''}"
+        return result
+    ops = result.source_nodes = sum(1 for n in tg.nodes if n.op == "call_function")
     finding = torch_finder.find_first_divergence(tg, probe, tol)
     result.steps = [asdict(s) for s in finding.steps]
     result.first_op, result.verified, result.reason = finding.op, finding.verified, finding.reason
