@@ -543,10 +543,31 @@ def artifact_sha256(path: str | Path, exclude: tuple[str, ...] = ()) -> str:
 
 def prune(root: str | Path, unused_days: float, now: float | None = None) -> dict[str, int]:
     """Remove entries not used for ``unused_days`` (published artifacts by their last hit, recorded failures by their
-    date), and work directories of conversions that ended more than a day ago (a killed process leaves them behind).
-    Trained weights and data (``weights/``, ``data/``) stay. Returns counts of what was removed."""
+    date), divergence results and reproducer venvs made more than ``unused_days`` ago (a venv of a pinned TF stack is
+    2.3 GB; both are made again when asked), and work directories of conversions (or venv builds) that ended more
+    than a day ago (a killed process leaves them behind). Trained weights and data (``weights/``, ``data/``) stay.
+    Returns counts of what was removed."""
     root, now = Path(root), time.time() if now is None else now
-    cutoff, removed = now - unused_days * 86400, {"artifacts": 0, "failures": 0, "tmp": 0, "bytes": 0}
+    cutoff = now - unused_days * 86400
+    removed = {"artifacts": 0, "failures": 0, "tmp": 0, "divergence": 0, "venvs": 0, "bytes": 0}
+
+    def drop(path: Path, kind: str) -> None:
+        removed["bytes"] += _tree_size(path)
+        shutil.rmtree(path, ignore_errors=True)
+        removed[kind] += 1
+
+    divergence = root / "divergence"
+    for result in divergence.glob("*/result.json"):
+        if result.stat().st_mtime < cutoff:
+            drop(result.parent, "divergence")
+    for venv in (p for p in (divergence / "venvs").glob("*") if p.is_dir()):
+        complete = venv / ".complete"
+        if complete.is_file():
+            stale = complete.stat().st_mtime < cutoff
+        else:  # a build that stopped (killed) more than a day ago; one under way is younger
+            stale = venv.stat().st_mtime < now - 86400
+        if stale:
+            drop(venv, "venvs")
     for meta in root.glob("??/*/meta.json"):
         if meta.stat().st_mtime < cutoff:
             removed["bytes"] += _tree_size(meta.parent)
@@ -577,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     removed = prune(args.root, args.unused_days)
     print(f"pruned {args.root}: {removed['artifacts']} artifacts, {removed['failures']} failure records, "
-          f"{removed['tmp']} work dirs ({removed['bytes'] / 2**20:.0f} MiB)")
+          f"{removed['tmp']} work dirs, {removed['divergence']} divergence results, {removed['venvs']} reproducer "
+          f"venvs ({removed['bytes'] / 2**20:.0f} MiB)")
     return 0
 
 

@@ -407,6 +407,13 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def portable(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without this machine's paths (the interpreter as ``python``, the home directory as ``~``): a soak's
+    JSON is committed as a result."""
+    text = json.dumps(record).replace(json.dumps(sys.executable)[1:-1], "python")
+    return json.loads(text.replace(json.dumps(str(Path.home()))[1:-1], "~"))
+
+
 def markdown(record: dict[str, Any], command: str) -> str:
     """``docs/results/soak.md``: how the soak ran, one row per run, the checks."""
     v = record["verdicts"]
@@ -490,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                   signals=signals, extra=tuple(args.pytest_arg),
                   reference_from=args.reference_from.resolve() if args.reference_from else None)}
     out = args.json or cache.with_name(cache.name + "-soak.json")
+    record = portable(record)
     out.write_text(json.dumps(record, indent=2) + "\n")
     if args.markdown is not None:
         args.markdown.write_text(markdown(record, command))

@@ -165,6 +165,29 @@ def test_prune_removes_unused_entries_and_leftover_work_dirs(tmp_path: Path) -> 
     assert ArtifactCache(tmp_path).lookup("bb" * 32, "t") is not None
 
 
+def test_prune_ages_out_divergence_results_and_reproducer_venvs(tmp_path: Path) -> None:
+    """A reproducer venv of the TF stack is 2.3 GB and every finder code change keys new results: both age out."""
+    import os
+
+    from export_harness.converters.cache import prune
+
+    month_ago = time.time() - 30 * 86400
+    divergence = tmp_path / "divergence"
+    for name in ("old", "new"):
+        (divergence / name / "reproducer").mkdir(parents=True)
+        (divergence / name / "result.json").write_text("{}")
+        (divergence / "venvs" / f"{name}-venv" / "bin").mkdir(parents=True)
+        (divergence / "venvs" / f"{name}-venv" / ".complete").write_text("pins")
+    (divergence / "venvs" / "killed-build").mkdir()  # no marker: a build that stopped
+    os.utime(divergence / "old" / "result.json", (month_ago, month_ago))
+    os.utime(divergence / "venvs" / "old-venv" / ".complete", (month_ago, month_ago))
+    os.utime(divergence / "venvs" / "killed-build", (time.time() - 2 * 86400,) * 2)
+    removed = prune(tmp_path, unused_days=14)
+    assert removed["divergence"] == 1 and removed["venvs"] == 2
+    assert sorted(p.name for p in divergence.iterdir()) == ["new", "venvs"]
+    assert sorted(p.name for p in (divergence / "venvs").iterdir()) == ["new-venv"]
+
+
 # ------------------------------------------------------------------ integrity: damage is detected and healed
 
 KEY = "c0" * 32
