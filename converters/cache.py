@@ -543,7 +543,7 @@ def artifact_sha256(path: str | Path, exclude: tuple[str, ...] = ()) -> str:
 
 def prune(root: str | Path, unused_days: float, now: float | None = None) -> dict[str, int]:
     """Remove entries not used for ``unused_days`` (published artifacts by their last hit, recorded failures by their
-    date), divergence results and reproducer venvs made more than ``unused_days`` ago (a venv of a pinned TF stack is
+    date), divergence results and reproducer venvs not used for ``unused_days`` (a venv of a pinned TF stack is
     2.3 GB; both are made again when asked), and work directories of conversions (or venv builds) that ended more
     than a day ago (a killed process leaves them behind). Trained weights and data (``weights/``, ``data/``) stay.
     Returns counts of what was removed."""

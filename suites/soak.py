@@ -254,7 +254,9 @@ class Soak:
             while pending and now >= since + pending[0]:
                 run.processes_seen[str(pending[0])] = [f"{pid} {command}" for pid, command in alive]
                 run.processes_left[str(pending.pop(0))] = left
-            if (not pending and left == 0) or now >= since + self.grace:
+            # main_done too: an exiting main process no longer shows its environment (its memory is gone) before it
+            # is a zombie, so "none left" can be seen before poll() says it ended (outlived_main was then unknown)
+            if (not pending and left == 0 and main_done) or now >= since + self.grace:
                 break
             time.sleep(0.05)
         if run.main_gone_after is None and proc.poll() is not None and run.all_gone_after is not None:

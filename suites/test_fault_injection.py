@@ -11,6 +11,7 @@ every transient failure, stale work dirs) are in ``suites/test_cache.py``; confi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -398,7 +399,7 @@ def test_a_killed_run_leaves_no_process_no_work_dir_and_the_next_run_agrees(tmp_
     assert killed["processes_left"]["2.0"] == 0, summary  # SIGKILL: the main process is gone at once
     # SIGINT: the main process writes its summary first (seconds on a loaded box); what it started dies with it
     assert interrupted["outlived_main"] is not None and interrupted["outlived_main"] <= 2.0, \
-        (summary, interrupted["processes_seen"])
+        f"{summary}\n{json.dumps(interrupted, indent=1)}"
 
 
 def test_the_soak_compares_messages_of_caches_whose_paths_share_a_prefix() -> None:
@@ -409,6 +410,17 @@ def test_the_soak_compares_messages_of_caches_whose_paths_share_a_prefix() -> No
     caches = (Path("/x/cache"), Path("/x/cache-reference"))
     assert soak._normalise("saved to /x/cache-reference/failures/a", caches) == \
         soak._normalise("saved to /x/cache/failures/a", caches) == "saved to <cache>/failures/a"
+
+
+def test_the_soak_page_is_generated_from_the_committed_soak() -> None:
+    """docs/results/soak.md is what ``--render`` makes of docs/results/soak.json (no hand-edited number)."""
+    from suites import soak
+
+    root = Path(__file__).resolve().parents[1]
+    record = json.loads((root / "docs" / "results" / "soak.json").read_text())
+    command = "python -m suites.soak --render docs/results/soak.json --markdown docs/results/soak.md"
+    assert (root / "docs" / "results" / "soak.md").read_text() == soak.markdown(record, command)
+    assert record["ok"] and all(record["checks"].values())
 
 PATH_ERRORS = {
     "cache-is-a-file": ("--harness-cache={file}", "artifact cache {file}: cannot be used"),

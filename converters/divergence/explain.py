@@ -8,8 +8,10 @@ read (each file's sha256 is recorded in ``result.json``), a damaged entry is com
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -373,6 +375,8 @@ def load_entry(entry: Path) -> DivergenceResult | None:
         shutil.rmtree(entry, ignore_errors=True)
         return None
     result.cached = True
+    with contextlib.suppress(OSError):
+        os.utime(meta)  # last use: what `cache prune --unused-days` goes by
     if result.reproducer_dir:
         result.reproducer_dir = str(entry / "reproducer")
     return result

@@ -73,9 +73,9 @@ class TorchGraph:
     def outputs(self) -> dict[str, np.ndarray]:
         """The model's float outputs (PyTorch), as ``output_<i>``."""
         out = next(n for n in self.nodes if n.op == "output")
-        flat = [a for a in fx.node.map_aggregate(out.args[0], lambda a: a) if isinstance(a, fx.Node)] \
-            if isinstance(out.args[0], (tuple, list)) else [out.args[0]]
-        values = [self.value(n.name) for n in flat if isinstance(n, fx.Node)]
+        flat: list[fx.Node] = []
+        fx.node.map_arg(out.args[0], flat.append)  # every node the output holds, nested or not
+        values = [self.value(n.name) for n in flat]
         return {OUT.format(i=i): v for i, v in enumerate(v for v in values if v is not None)}
 
     def candidates(self) -> list[int]:

@@ -62,6 +62,7 @@ def fresh_venv(requirements: list[str], root: Path, base_python: str) -> Path:
     with open(root / f"{key}.lock", "w") as lock:  # one builder per venv; the others wait and reuse it
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (venv / COMPLETE).is_file() and _python(venv).is_file():
+            os.utime(venv / COMPLETE)  # last use: what `cache prune --unused-days` goes by
             return _python(venv)
         # built where it stays (a converter may run the venv's console scripts, whose shebangs hold its path);
         # the marker written last says it is complete, a killed build is removed and made again
