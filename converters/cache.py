@@ -433,17 +433,23 @@ def _watch_interrupts() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def reap_dead_work_dirs(tmp_root: Path, pattern: str = "*-*-*") -> int:
-    """Delete work directories named with their creator's pid (``<key16>-<pid>-*``, ``evicted-<pid>-*``,
-    ``harness-run-<pid>-*``, ``harness-import-root-<pid>-*``) whose process is gone: a killed run leaves its files
-    behind. Returns how many."""
-    removed = 0
+def dead_work_dirs(tmp_root: Path, pattern: str = "*-*-*") -> list[Path]:
+    """Work directories named with their creator's pid (``<key16>-<pid>-*``, ``evicted-<pid>-*``,
+    ``harness-run-<pid>-*``, ``harness-import-root-<pid>-*``) whose process is gone: what a killed run left."""
+    dead = []
     for work in tmp_root.glob(pattern):
         pid = next((int(part) for part in work.name.split("-")[1:] if part.isdigit()), None)
         if pid is not None and pid != os.getpid() and not pid_alive(pid):
-            shutil.rmtree(work, ignore_errors=True)
-            removed += 1
-    return removed
+            dead.append(work)
+    return sorted(dead)
+
+
+def reap_dead_work_dirs(tmp_root: Path, pattern: str = "*-*-*") -> int:
+    """Delete :func:`dead_work_dirs`; returns how many."""
+    dead = dead_work_dirs(tmp_root, pattern)
+    for work in dead:
+        shutil.rmtree(work, ignore_errors=True)
+    return len(dead)
 
 
 FICLONE = 0x40049409
@@ -469,15 +475,10 @@ def own_copy(path: Path, scratch: Path | None = None) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def shared_files(directory: Path) -> list[Path]:
-    """Regular files under ``directory`` whose inode has another name (``st_nlink > 1``): one stat each."""
-    return _scan(directory)[1]
-
-
 def unshare_files(directory: Path) -> int:
     """Give every regular file under ``directory`` that shares its inode with another name its own copy (see
     :func:`own_copy`); returns how many were copied. Costs one stat per file when nothing is shared."""
-    shared = shared_files(directory)
+    shared = _scan(directory)[1]
     for path in shared:
         own_copy(path)
     return len(shared)

@@ -47,6 +47,7 @@ from export_harness.converters.target import Runner, StageError, StructureError,
 from export_harness.converters.torch_dispatch import clear_dispatch_caches
 from export_harness.converters.util.errors import error_head
 from export_harness.converters.util.files import atomic_path
+from export_harness.converters.util.recent import Recent
 from export_harness.models.spec import ModelSpec, model_code_hash, run_torch, to_torch
 from export_harness.models.weights import state_dict_hash
 
@@ -337,10 +338,9 @@ def checked_structure(target: Target, artifact: Artifact, spec: ModelSpec,
     return facts
 
 
-_TORCH_REFERENCES: dict[str, dict[str, np.ndarray]] = {}
+_TORCH_REFERENCES: Recent[dict[str, np.ndarray]] = Recent(8)
 """The last few PyTorch reference outputs of this process, by measurement key: a model's cells run one after another
 (one xdist group per model) on the same probes."""
-TORCH_REFERENCES_HELD = 8
 
 
 def torch_reference(spec: ModelSpec, model: nn.Module, inputs: Mapping[str, np.ndarray], identity: str,
@@ -352,14 +352,11 @@ def torch_reference(spec: ModelSpec, model: nn.Module, inputs: Mapping[str, np.n
                           inputs=arrays_digest([inputs[n] for n in spec.input_names]), names=spec.input_names,
                           outputs=spec.output_names, torch=torch.__version__,
                           code=code_hash(ModelSpec))  # models/spec.py, where run_torch lives
-    found = _TORCH_REFERENCES.pop(key, None)
-    if found is None:
-        compute = lambda: run_torch(spec, model, dict(inputs))  # noqa: E731
-        found = compute() if store is None else store.get_or_compute(key, compute, {"torch reference": spec.name})[0]
-    _TORCH_REFERENCES[key] = found  # most recent last
-    while len(_TORCH_REFERENCES) > TORCH_REFERENCES_HELD:
-        del _TORCH_REFERENCES[next(iter(_TORCH_REFERENCES))]
-    return found
+    def compute() -> dict[str, np.ndarray]:
+        return run_torch(spec, model, dict(inputs))
+
+    return _TORCH_REFERENCES.get(key, compute if store is None else
+                                 lambda: store.get_or_compute(key, compute, {"torch reference": spec.name})[0])
 
 
 def would_pass(parity: Sequence[ParityResult], tol: Tolerance) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export_harness.converters.util.recent import Recent
 from export_harness.models.proxy_tasks import ProxyTask
 
 BATCH = "B"
@@ -252,22 +253,18 @@ class ModelSpec:
         key = [seed, batch, _stable_hash(self.name)]
         key += [n for s, n in sorted(lengths.items()) if n != self.axis_lengths[s][0]]  # default draws unchanged
         memo = (id(self.inputs), self.name, *key, *sorted(lengths.items()))
-        held = _EXAMPLE_INPUTS.pop(memo, None)
-        if held is None:
+
+        def draw() -> tuple[Any, dict[str, np.ndarray]]:
             rng = np.random.default_rng(key)
-            held = (self.inputs, {spec.name: spec.generate(rng, batch, lengths) for spec in self.inputs})
-        _EXAMPLE_INPUTS[memo] = held  # most recent last
-        while len(_EXAMPLE_INPUTS) > EXAMPLE_INPUTS_HELD:
-            del _EXAMPLE_INPUTS[next(iter(_EXAMPLE_INPUTS))]
-        return {name: array.copy() for name, array in held[1].items()}
+            return self.inputs, {spec.name: spec.generate(rng, batch, lengths) for spec in self.inputs}
+
+        return {name: array.copy() for name, array in _EXAMPLE_INPUTS.get(memo, draw)[1].items()}
 
 
-
-_EXAMPLE_INPUTS: dict[tuple[Any, ...], tuple[Any, dict[str, np.ndarray]]] = {}
+_EXAMPLE_INPUTS: Recent[tuple[Any, dict[str, np.ndarray]]] = Recent(8)
 """The last few ``example_inputs`` draws of this process (every target of a model runs on the same probes, and a
 generator may run a model: the G-code decoder step's memory comes from an encoder). The key holds the spec's input
 declarations by identity; the value keeps them alive, so an id is never reused while its entry exists."""
-EXAMPLE_INPUTS_HELD = 8
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export_harness.converters.util.processes import pid_alive
+from export_harness.converters.cache import dead_work_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_VAR = "HARNESS_SOAK_TOKEN"
@@ -129,12 +129,7 @@ their creator's pid."""
 
 def dead_runtime_dirs(tmpdir: Path) -> list[str]:
     """:data:`RUNTIME_DIRS` in ``tmpdir`` whose process is gone."""
-    out = []
-    for path in (p for pattern in RUNTIME_DIRS for p in tmpdir.glob(pattern)):
-        pid = next((int(p) for p in path.name.split("-")[1:] if p.isdigit()), None)
-        if pid is not None and not pid_alive(pid):
-            out.append(path.name)
-    return sorted(out)
+    return sorted(p.name for pattern in RUNTIME_DIRS for p in dead_work_dirs(tmpdir, pattern))
 
 
 PROGRESS = re.compile(r"^([.sxXFE]+)\s*(\[\s*\d+%\])?$", re.M)

@@ -42,7 +42,7 @@ from export_harness.converters.measurements import arrays_digest, code_hash, mea
 from export_harness.converters.target import Target
 from export_harness.converters.tf.tflite import image_inputs
 from export_harness.converters.util.files import write_json_atomic
-from export_harness.models.spec import ModelSpec, run_torch
+from export_harness.models.spec import ModelSpec, run_torch, to_torch
 
 DIRECTORY = "divergence"
 VENVS = "venvs"
@@ -282,7 +282,7 @@ def compute_torch(cell: str, spec: ModelSpec, model: Any, inputs: Mapping[str, n
     result = DivergenceResult(cell=cell, side=TORCH_SIDE.format(backend=probe.label), backend=probe.backend,
                               versions=probe.versions())
     try:
-        tg = torch_graph.TorchGraph.capture(model, torch_finder.spec_args(dict(inputs), list(spec.input_names)))
+        tg = torch_graph.TorchGraph.capture(model, to_torch(dict(inputs), spec.input_names))
     except Exception as exc:  # any export error: no ATen graph to bisect, said in one line
         text = str(exc).strip().splitlines()
         result.reason = f"torch.export cannot export the model, so there is no ATen graph to bisect: " \

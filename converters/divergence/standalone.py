@@ -37,16 +37,6 @@ def saturation(precision: str) -> float:
     return FP16_MAX if precision == "fp16" else SATURATED
 
 
-@contextlib.contextmanager
-def _cwd(path: Path) -> Any:
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
 def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
@@ -67,7 +57,7 @@ def convert(backend: str, precision: str, onnx_path: str, workdir: str, keep_sha
         shutil.copyfile(onnx_path, copy)
         os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         out = work / "saved_model"
-        with _cwd(scratch):  # onnx2tf calls onnxsim through PATH and writes stray files into its CWD
+        with contextlib.chdir(scratch):  # onnx2tf calls onnxsim through PATH and writes stray files into its CWD
             try:
                 onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(out),
                                 output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,

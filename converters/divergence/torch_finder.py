@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from export_harness.converters.checks.thresholds import Tolerance
 from export_harness.converters.divergence import standalone
@@ -89,7 +88,3 @@ def reduce(tg: TorchGraph, index: int, probe: Probe, tol: Tolerance) -> Reductio
         actual = {}
     return Reduction(program, inputs, expected, False, "prefix", steps, actual)
 
-
-def spec_args(inputs: dict[str, np.ndarray], names: list[str]) -> tuple[torch.Tensor, ...]:
-    """A cell's inputs (by the spec's names) as the positional tensors the model takes."""
-    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in names)

@@ -155,21 +155,23 @@ class TorchGraph:
         env: dict[str, fx.Node] = {}
         inputs: dict[str, np.ndarray] = {}
 
+        def constant(value: Any) -> fx.Node:
+            name = f"c{len(attrs)}"
+            attrs[name] = value
+            return graph.get_attr(name)
+
         def fetch(a: fx.Node) -> Any:
             if a.name in env:
                 return env[a.name]
-            if a.op == "get_attr":
-                attrs[f"c{len(attrs)}"] = _attr(self.module, str(a.target))
-                env[a.name] = graph.get_attr(f"c{len(attrs) - 1}")
-                return env[a.name]
             value = self.raw.get(a.name)
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if a.op == "get_attr":
+                env[a.name] = constant(_attr(self.module, str(a.target)))
+            elif isinstance(value, torch.Tensor) and value.is_floating_point():
                 name = ARG.format(i=len(inputs))
                 inputs[name] = value.numpy()
                 env[a.name] = graph.placeholder(name)
             elif isinstance(value, torch.Tensor):
-                attrs[f"c{len(attrs)}"] = value.clone()
-                env[a.name] = graph.get_attr(f"c{len(attrs) - 1}")
+                env[a.name] = constant(value.clone())
             else:
                 return value
             return env[a.name]
